@@ -1,0 +1,30 @@
+"""``denoise-serve`` / ``python -m app``: run the service with uvicorn, configured from the environment."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from app.config import get_settings
+
+
+def main() -> None:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=False,  # the app writes one structured line per request
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        timeout_keep_alive=settings.keep_alive_s,
+        limit_concurrency=settings.max_connections,
+    )
+
+
+if __name__ == "__main__":
+    main()

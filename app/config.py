@@ -1,0 +1,102 @@
+"""Settings, from environment variables prefixed ``DENOISE_``; unsafe values are rejected at start."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ProviderSetting = Literal["auto", "cpu", "cuda"]
+#: Formats that may be allow-listed; each is a single-image format Pillow decodes.
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (honours taskset and cpusets)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DENOISE_", extra="ignore")
+
+    #: Folder holding one sub-folder per model bundle.
+    model_dir: Path = Path("models")
+    #: Bundles to load (comma-separated names); empty loads every bundle in ``model_dir``.
+    models: str = ""
+    #: Model used when a request names none.
+    default_model: str = "mnist"
+    #: Execution provider: ``auto`` (CUDA if really usable, else CPU), ``cpu`` or ``cuda`` (required).
+    providers: ProviderSetting = "auto"
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    #: uvicorn worker processes.
+    workers: int = Field(default=1, ge=1, le=64)
+    #: onnxruntime intra-op threads per session; 0 means cores / workers (at least 1).
+    threads: int = Field(default=0, ge=0, le=256)
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    #: Seconds to finish in-flight requests after SIGTERM before exiting.
+    shutdown_grace_s: int = Field(default=30, ge=0)
+    #: Seconds an idle keep-alive connection stays open.
+    keep_alive_s: int = Field(default=5, ge=1)
+    #: Connections handled at once per worker; beyond it uvicorn answers 503.
+    max_connections: int = Field(default=1024, ge=1)
+
+    #: Largest request body in bytes, enforced while the body streams in.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    #: Largest image (width x height) accepted when resizing is asked for, checked before decoding.
+    max_image_pixels: int = Field(default=4_000_000, ge=28 * 28)
+    #: Image formats accepted (comma-separated Pillow names); PNG only unless allow-listed.
+    image_formats: str = "PNG"
+    #: Most images in one request (multipart ``file`` fields or latents).
+    max_batch_images: int = Field(default=256, ge=1, le=4096)
+
+    #: Dynamic batching: requests arriving together run as one ONNX Runtime call.
+    batching: bool = True
+    #: Most images in one batched call.
+    batch_max_size: int = Field(default=64, ge=1, le=4096)
+    #: How long a batch may wait for more requests, in milliseconds (0: take what is queued).
+    batch_max_delay_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
+    #: Requests waiting per graph before new ones get 503 with Retry-After.
+    queue_size: int = Field(default=256, ge=1)
+
+    @field_validator("models")
+    @classmethod
+    def _names(cls, value: str) -> str:
+        return ",".join(name.strip() for name in value.split(",") if name.strip())
+
+    @field_validator("image_formats")
+    @classmethod
+    def _formats(cls, value: str) -> str:
+        formats = [name.strip().upper() for name in value.split(",") if name.strip()]
+        unknown = [name for name in formats if name not in ALLOWED_FORMATS]
+        if not formats or unknown:
+            raise ValueError(f"image formats must be among {', '.join(ALLOWED_FORMATS)}; got {value!r}")
+        return ",".join(formats)
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> Settings:
+        if self.batch_max_size > self.max_batch_images:
+            self.batch_max_size = self.max_batch_images
+        return self
+
+    @property
+    def model_names(self) -> list[str]:
+        return self.models.split(",") if self.models else []
+
+    @property
+    def image_format_list(self) -> tuple[str, ...]:
+        return tuple(self.image_formats.split(","))
+
+    @property
+    def intra_op_threads(self) -> int:
+        return self.threads or max(1, available_cores() // self.workers)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

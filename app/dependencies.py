@@ -1,0 +1,132 @@
+"""What routes need, as ``Annotated`` dependencies: the registry, the model, the uploaded images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.config import Settings
+from app.errors import BadRequestBody, InvalidInput, NotReady, UnsupportedMediaType
+from app.imaging import DecodeOptions, decode
+from app.runtime.registry import LoadedModel, Registry
+
+MULTIPART = "multipart/form-data"
+FILE_FIELD = "file"
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_registry(request: Request) -> Registry:
+    registry: Registry = request.app.state.registry
+    return registry
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+
+
+ModelName = Annotated[str | None, Query(description="model name (default: DENOISE_DEFAULT_MODEL)", max_length=64)]
+
+
+def resolve_model(request: Request, registry: Registry, name: str | None) -> LoadedModel:
+    if not registry.models:
+        raise NotReady("no model is loaded; see /health/ready for why", headers={"Retry-After": "5"})
+    loaded = registry.get(name)
+    request.state.model = loaded.manifest.name
+    return loaded
+
+
+def get_model(request: Request, registry: RegistryDep, model: ModelName = None) -> LoadedModel:
+    return resolve_model(request, registry, model)
+
+
+ModelDep = Annotated[LoadedModel, Depends(get_model)]
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+@dataclass(frozen=True)
+class ImageQuery:
+    resize: bool
+    invert: bool
+
+
+def image_query(
+    resize: Annotated[bool, Query(description="resample any size to 28x28 (Lanczos) instead of rejecting it")] = False,
+    invert: Annotated[
+        bool, Query(description="invert dark-on-light images (the models expect light on black)")
+    ] = False,
+) -> ImageQuery:
+    return ImageQuery(resize=resize, invert=invert)
+
+
+ImageQueryDep = Annotated[ImageQuery, Depends(image_query)]
+
+
+async def _multipart_files(request: Request, settings: Settings) -> list[bytes]:
+    try:
+        form = await request.form(
+            max_files=settings.max_batch_images,
+            max_fields=settings.max_batch_images + 16,
+            max_part_size=settings.max_body_bytes,
+        )
+    except StarletteHTTPException as exc:
+        raise BadRequestBody(f"malformed multipart body: {exc.detail}") from exc
+    try:
+        fields = form.getlist(FILE_FIELD)
+        if not fields:
+            raise InvalidInput(
+                f"multipart body has no {FILE_FIELD!r} field; send each image as a file field named {FILE_FIELD!r}"
+            )
+        uploads: list[bytes] = []
+        for index, field in enumerate(fields):
+            if not isinstance(field, UploadFile):
+                raise InvalidInput(f"field {FILE_FIELD!r} #{index} is text, not a file upload", index=index)
+            uploads.append(await field.read())
+        return uploads
+    finally:
+        await form.close()
+
+
+async def read_uploads(request: Request, settings: Settings) -> list[bytes]:
+    """The uploaded image bodies: multipart ``file`` fields, or the raw body with an image type."""
+    kind = media_type(request)
+    accepted = DecodeOptions(formats=settings.image_format_list).media_types
+    if kind == MULTIPART:
+        return await _multipart_files(request, settings)
+    if kind in accepted or kind == "application/octet-stream":
+        return [await request.body()]
+    raise UnsupportedMediaType(
+        f"content type {kind or '(none)'!r} not accepted; send {' or '.join(accepted)} as the raw body, "
+        f"or {MULTIPART} with {FILE_FIELD!r} fields"
+    )
+
+
+async def decode_uploads(uploads: list[bytes], query: ImageQuery, settings: Settings) -> np.ndarray:
+    """Decode every upload by the normalisation rule into a (n, 28, 28) uint8 batch."""
+    options = DecodeOptions(
+        formats=settings.image_format_list,
+        max_pixels=settings.max_image_pixels,
+        resize=query.resize,
+        invert=query.invert,
+    )
+    batch = len(uploads) > 1
+
+    def run() -> np.ndarray:
+        return np.stack([decode(data, options, index if batch else None) for index, data in enumerate(uploads)])
+
+    # Small images decode in microseconds; large ones (resizing) go to a thread.
+    if query.resize and sum(len(data) for data in uploads) > 64 * 1024:
+        return await run_in_threadpool(run)
+    return run()

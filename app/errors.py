@@ -1,0 +1,108 @@
+"""One JSON error shape for every failure, and the handlers that produce it.
+
+Every error body is ``{"error": {"status", "code", "message", "request_id"}}``;
+a batch item at fault adds ``"index"``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("denoise.errors")
+
+
+class ApiError(Exception):
+    """An error a client can act on; raised anywhere, rendered by :func:`install_handlers`."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, index: int | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.index = index
+        self.headers = headers or {}
+
+
+class UndecodableImage(ApiError):
+    status, code = 400, "undecodable_image"
+
+
+class BadRequestBody(ApiError):
+    status, code = 400, "bad_request"
+
+
+class ModelNotFound(ApiError):
+    status, code = 404, "model_not_found"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class InvalidInput(ApiError):
+    status, code = 422, "invalid_input"
+
+
+class NotReady(ApiError):
+    status, code = 503, "not_ready"
+
+
+class Overloaded(ApiError):
+    status, code = 503, "overloaded"
+
+
+def error_body(
+    status: int, code: str, message: str, request_id: str | None, index: int | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"status": status, "code": code, "message": message, "request_id": request_id}
+    if index is not None:
+        error["index"] = index
+    return {"error": error}
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def _respond(request: Request, status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    headers = extra.pop("headers", None)
+    body = error_body(status, code, message, _request_id(request), extra.pop("index", None))
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _respond(request, exc.status, exc.code, exc.message, index=exc.index, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        return _respond(request, 422, "invalid_parameter", problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no endpoint at {request.url.path}; see /docs for the API"
+        return _respond(request, exc.status_code, code, message, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"request_id": _request_id(request)})
+        return _respond(request, 500, "internal_error", "internal error; the request id identifies it in the logs")

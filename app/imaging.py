@@ -1,0 +1,133 @@
+"""Image decoding, validation and encoding: the only module that imports Pillow.
+
+Normalisation rule, applied to every uploaded image:
+
+1. The body must be a PNG (other formats only if allow-listed by ``DENOISE_IMAGE_FORMATS``);
+   it must hold exactly one frame.
+2. The size is read from the header before any pixel is decoded: it must be 28x28,
+   unless ``resize`` is asked for, in which case it may hold at most ``max_pixels`` pixels.
+3. Modes become 8-bit grayscale: L and 1 as they are; 16-bit grayscale scaled by 255/65535;
+   RGB by ITU-R 601-2 luma (``L = 0.299 R + 0.587 G + 0.114 B``); images with an alpha channel
+   (LA, RGBA, PA, and palette images with transparency) are composited over black, so
+   transparent pixels count as background.
+4. With ``resize``, the grayscale image is resampled to 28x28 with a Lanczos filter.
+5. With ``invert``, every pixel becomes ``255 - v`` (the models learned light shapes on black).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from app.errors import InvalidInput, PayloadTooLarge, UndecodableImage, UnsupportedMediaType
+from denoise_bundle import IMAGE_SHAPE
+
+SIZE = IMAGE_SHAPE[:2]
+# Pillow's own bomb guard is a backstop; our limit is checked first, from the header.
+Image.MAX_IMAGE_PIXELS = 64_000_000
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    formats: tuple[str, ...] = ("PNG",)
+    max_pixels: int = 4_000_000
+    resize: bool = False
+    invert: bool = False
+
+    @property
+    def media_types(self) -> tuple[str, ...]:
+        return tuple(f"image/{fmt.lower()}" for fmt in self.formats)
+
+
+def _sniff_format(data: bytes) -> str | None:
+    """The format Pillow recognises in ``data`` (reading only the header), or None."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as probe:
+                return probe.format
+    except Exception:  # noqa: BLE001 - any failure means "not an image we know"
+        return None
+
+
+def _open(data: bytes, options: DecodeOptions, index: int | None) -> Image.Image:
+    accepted = ", ".join(options.formats)
+    if not data:
+        raise UndecodableImage(f"empty image; send a {accepted} file", index=index)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data), formats=list(options.formats))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PayloadTooLarge(f"image declares too many pixels: {exc}", index=index) from exc
+    except Exception as exc:
+        if isinstance(exc, UnidentifiedImageError):
+            found = _sniff_format(data)
+            if found is not None:
+                raise UnsupportedMediaType(f"image is {found}; accepted formats: {accepted}", index=index) from exc
+            raise UndecodableImage(f"body is not a {accepted} image (unrecognised header)", index=index) from exc
+        raise UndecodableImage(f"not a decodable {accepted} image: {exc}", index=index) from exc
+
+
+def _to_gray(image: Image.Image) -> Image.Image:
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        wide = np.asarray(image, dtype=np.int64)
+        return Image.fromarray(((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8), "L")
+    if image.mode in ("LA", "PA", "RGBA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        luma = np.asarray(rgba.convert("L"), dtype=np.uint16)
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.uint16)
+        return Image.fromarray(((luma * alpha + 127) // 255).astype(np.uint8), "L")
+    return image if image.mode == "L" else image.convert("L")
+
+
+def decode(data: bytes, options: DecodeOptions, index: int | None = None) -> np.ndarray:
+    """Validate and decode one upload into a (28, 28) uint8 array, by the module's rule."""
+    with _open(data, options, index) as image:
+        width, height = image.size
+        frames = getattr(image, "n_frames", 1)
+        if frames != 1:
+            raise InvalidInput(f"animated image with {frames} frames; send a single-frame image", index=index)
+        if (height, width) != SIZE:
+            if not options.resize:
+                raise InvalidInput(
+                    f"image is {width}x{height}; send {SIZE[1]}x{SIZE[0]} or add ?resize=true", index=index
+                )
+            if width * height > options.max_pixels:
+                raise PayloadTooLarge(
+                    f"image is {width}x{height} = {width * height} pixels; the limit is {options.max_pixels}",
+                    index=index,
+                )
+        try:
+            image.load()
+            gray = _to_gray(image)
+            if options.resize and gray.size != (SIZE[1], SIZE[0]):
+                gray = gray.resize((SIZE[1], SIZE[0]), Image.Resampling.LANCZOS)
+            pixels = np.asarray(gray, dtype=np.uint8)
+        except Exception as exc:
+            raise UndecodableImage(f"image data is corrupt: {exc}", index=index) from exc
+    return 255 - pixels if options.invert else pixels
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """A (28, 28) uint8 array as an 8-bit grayscale PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "L").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def to_pixels(values: np.ndarray) -> np.ndarray:
+    """Model output in [0, 1], shape (n, 28, 28, 1), to uint8 (n, 28, 28)."""
+    scaled: np.ndarray = np.clip(values[..., 0], 0.0, 1.0) * 255.0 + 0.5
+    return scaled.astype(np.uint8)
+
+
+def to_model_input(pixels: np.ndarray) -> np.ndarray:
+    """uint8 (n, 28, 28) to float32 (n, 28, 28, 1) in [0, 1], the models' input."""
+    return (pixels.astype(np.float32) * (1.0 / 255.0))[..., np.newaxis]

@@ -1,0 +1,62 @@
+"""The app factory: settings, lifespan (models load before the first request), routers, handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+
+from app import __version__
+from app.config import Settings, get_settings
+from app.errors import install_handlers
+from app.imaging import __doc__ as NORMALISATION
+from app.metrics import Metrics
+from app.middleware import RequestContextMiddleware
+from app.routes import health, inference, models
+from app.runtime.registry import Registry
+
+log = logging.getLogger("denoise")
+
+DESCRIPTION = f"""
+Removes noise from 28x28 grayscale images with a convolutional denoising autoencoder on ONNX Runtime.
+
+Errors always have the body `{{"error": {{"status", "code", "message", "request_id"}}}}`
+(plus `index` for the batch item at fault).
+
+## Input normalisation
+{NORMALISATION}
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = Metrics()
+    registry = Registry(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(registry.load_all)
+        registry.start_batchers(metrics.observe_batch)
+        log.info("ready=%s models=%s failed=%s", registry.ready, sorted(registry.models), registry.failures)
+        try:
+            yield
+        finally:
+            await registry.stop()
+
+    app = FastAPI(title="denoise", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.registry = registry
+    install_handlers(app)
+    endpoints: set[str] = set()
+    for router in (inference.router, health.router, models.router):
+        app.include_router(router)
+        endpoints.update(route.path for route in router.routes if isinstance(route, APIRoute))
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes, endpoints=endpoints
+    )
+    return app

@@ -1,0 +1,59 @@
+"""Prometheus metrics, in a registry of the app's own (so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "denoise_requests_total",
+            "HTTP requests by endpoint, model and status",
+            ["endpoint", "model", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "denoise_request_duration_seconds",
+            "HTTP request latency by endpoint and model",
+            ["endpoint", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "denoise_errors_total",
+            "Error responses by endpoint and status",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "denoise_inference_batch_size",
+            "Images per ONNX Runtime call by model and graph",
+            ["model", "graph"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.images = Counter(
+            "denoise_images_total",
+            "Images run through a graph by model and graph",
+            ["model", "graph"],
+            registry=self.registry,
+        )
+
+    def observe_batch(self, model: str, graph: str, size: int) -> None:
+        self.batch_size.labels(model, graph).observe(size)
+        self.images.labels(model, graph).inc(size)
+
+    def observe_request(self, endpoint: str, model: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, model, str(status)).inc()
+        self.latency.labels(endpoint, model).observe(seconds)
+        if status >= 400:
+            self.errors.labels(endpoint, str(status)).inc()

@@ -1,0 +1,1 @@
+"""HTTP routes, one router per resource; each stays thin: HTTP in, HTTP out."""

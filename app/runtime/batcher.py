@@ -1,0 +1,127 @@
+"""Dynamic batching: requests queued together run as one ONNX Runtime call.
+
+Every call to a graph goes through its :class:`Batcher`. The batcher takes
+what is queued (waiting up to ``max_delay`` for more), concatenates it up to
+``max_batch`` images, runs it on its own inference thread so the event loop
+never blocks, and hands each caller its own slice of the result. A full queue
+refuses new work at once with :class:`~app.errors.Overloaded` (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.errors import Overloaded
+
+log = logging.getLogger("denoise.batcher")
+
+RETRY_AFTER_S = 1
+
+
+@dataclass(frozen=True)
+class _Item:
+    inputs: np.ndarray
+    future: asyncio.Future[np.ndarray]
+
+
+class Batcher:
+    def __init__(
+        self,
+        run: Callable[[np.ndarray], np.ndarray],
+        *,
+        name: str,
+        max_batch: int,
+        max_delay_s: float,
+        queue_size: int,
+        on_batch: Callable[[int], None] = lambda size: None,
+    ) -> None:
+        self._run = run
+        self.name = name
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        self.queue_size = queue_size
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._serve(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the loop and the inference thread."""
+        while not self._queue.empty():
+            await asyncio.sleep(0.005)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    async def submit(self, inputs: np.ndarray) -> np.ndarray:
+        """Run ``inputs`` (a batch of one or more) and return the matching outputs."""
+        if self._queue.qsize() >= self.queue_size:
+            raise Overloaded(
+                f"server busy: {self.queue_size} requests already queued for {self.name}; retry shortly",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Item(inputs, future))
+        return await future
+
+    async def _collect(self, first: _Item) -> tuple[list[_Item], _Item | None]:
+        """Gather queued items behind ``first`` up to ``max_batch`` images; return any overflow."""
+        items, size = [first], len(first.inputs)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_delay_s
+        while size < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if size + len(item.inputs) > self.max_batch:
+                return items, item
+            items.append(item)
+            size += len(item.inputs)
+        return items, None
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        carried: _Item | None = None
+        while True:
+            first = carried or await self._queue.get()
+            items, carried = await self._collect(first)
+            live = [item for item in items if not item.future.done()]  # callers that went away are skipped
+            if not live:
+                continue
+            batch = live[0].inputs if len(live) == 1 else np.concatenate([item.inputs for item in live])
+            try:
+                outputs = await loop.run_in_executor(self._executor, self._run, batch)
+            except Exception as exc:
+                log.exception("inference failed for %s (batch of %d)", self.name, len(batch))
+                for item in live:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            self._on_batch(len(batch))
+            offset = 0
+            for item in live:
+                count = len(item.inputs)
+                if not item.future.done():
+                    item.future.set_result(outputs[offset : offset + count])
+                offset += count

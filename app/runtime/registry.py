@@ -1,0 +1,242 @@
+"""Loading, verifying and warming model bundles into ONNX Runtime sessions.
+
+A bundle that fails to load (malformed manifest, checksum mismatch, missing or
+corrupt graph, graph disagreeing with its manifest) is left out with its reason;
+the other bundles still serve. A provider error (``cuda`` requested without a
+usable GPU) stops the service.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from app.config import Settings
+from app.errors import ModelNotFound
+from app.runtime.batcher import Batcher
+from app.runtime.providers import available_providers, check_active, requested_providers
+from denoise_bundle import GRAPHS, MANIFEST_FILE, BundleError, GraphSpec, Manifest, load_manifest, verify_checksums
+from denoise_bundle.manifest import GraphName
+
+log = logging.getLogger("denoise.runtime")
+
+BatchObserver = Callable[[str, str, int], None]
+
+
+@dataclass
+class Graph:
+    """One ONNX graph: a session and its input and output names, read from the session."""
+
+    session: ort.InferenceSession
+    input_name: str
+    output_name: str
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        (outputs,) = self.session.run([self.output_name], {self.input_name: inputs})
+        return np.asarray(outputs)
+
+
+@dataclass
+class LoadedModel:
+    manifest: Manifest
+    path: Path
+    provider: str
+    graphs: dict[GraphName, Graph]
+    batchers: dict[GraphName, Batcher] = field(default_factory=dict)
+    warmup_ms: float = 0.0
+
+    async def infer(self, graph: GraphName, inputs: np.ndarray) -> np.ndarray:
+        return await self.batchers[graph].submit(inputs)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            **self.manifest.summary(),
+            "provider": self.provider,
+            "graphs": {name: spec.file for name, spec in self.manifest.graphs.items()},
+            "warmup_ms": round(self.warmup_ms, 1),
+        }
+
+
+def session_options(settings: Settings) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def _check_shape(path: Path, what: str, actual: list[object], expected: tuple[int | None, ...]) -> None:
+    """Compare a session's tensor shape with the manifest, dynamic dimensions matching anything."""
+    fixed = [dim if isinstance(dim, int) else None for dim in actual]
+    if len(fixed) != len(expected) or any(
+        a is not None and e is not None and a != e for a, e in zip(fixed, expected, strict=True)
+    ):
+        raise BundleError(f"{path}: {what} shape is {actual} but the manifest says {list(expected)}")
+
+
+def _open_graph(path: Path, spec: GraphSpec, settings: Settings, providers: list[str]) -> ort.InferenceSession:
+    try:
+        session = ort.InferenceSession(str(path), session_options(settings), providers=providers)
+    except Exception as exc:
+        raise BundleError(f"{path}: onnxruntime cannot load the graph: {exc}") from exc
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise BundleError(f"{path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
+    if (inputs[0].name, outputs[0].name) != (spec.input.name, spec.output.name):
+        raise BundleError(
+            f"{path}: tensors are {inputs[0].name!r} -> {outputs[0].name!r}, "
+            f"the manifest says {spec.input.name!r} -> {spec.output.name!r}"
+        )
+    _check_shape(path, "input", inputs[0].shape, spec.input.shape)
+    _check_shape(path, "output", outputs[0].shape, spec.output.shape)
+    return session
+
+
+def _check_consistent(bundle: Path, manifest: Manifest) -> None:
+    image = (None, *manifest.image_shape)
+    latent = (None, *manifest.latent_shape)
+    expected: dict[GraphName, tuple[tuple[int | None, ...], tuple[int | None, ...]]] = {
+        "autoencoder": (image, image),
+        "encoder": (image, latent),
+        "decoder": (latent, image),
+    }
+    for name, (inp, out) in expected.items():
+        spec = manifest.graphs[name]
+        if spec.input.shape != inp or spec.output.shape != out:
+            raise BundleError(
+                f"{bundle / MANIFEST_FILE}: graph {name!r} maps {list(spec.input.shape)} -> "
+                f"{list(spec.output.shape)}, expected {list(inp)} -> {list(out)}"
+            )
+
+
+def warmup_sizes(settings: Settings) -> list[int]:
+    """Every batch size the batcher can form, and powers of two up to the request limit."""
+    sizes = set(range(1, settings.batch_max_size + 1))
+    size = settings.batch_max_size
+    while size < settings.max_batch_images:
+        size = min(size * 2, settings.max_batch_images)
+        sizes.add(size)
+    return sorted(sizes)
+
+
+def load_bundle(bundle: Path, settings: Settings) -> LoadedModel:
+    """Verify and open one bundle; raise BundleError naming the file at fault."""
+    manifest = load_manifest(bundle)
+    verify_checksums(bundle, manifest)
+    _check_consistent(bundle, manifest)
+    requested = requested_providers(settings.providers, available_providers())
+    graphs: dict[GraphName, Graph] = {}
+    provider = ""
+    for name in GRAPHS:
+        spec = manifest.graphs[name]
+        session = _open_graph(bundle / spec.file, spec, settings, requested)
+        provider = check_active(settings.providers, requested, session.get_providers(), str(bundle / spec.file))
+        graphs[name] = Graph(session, session.get_inputs()[0].name, session.get_outputs()[0].name)
+    return LoadedModel(manifest=manifest, path=bundle, provider=provider, graphs=graphs)
+
+
+def warm_up(model: LoadedModel, sizes: list[int]) -> None:
+    """Run every graph once at every size, so no caller pays a first-call cost."""
+    started = time.perf_counter()
+    shapes: dict[GraphName, tuple[int, ...]] = {
+        "autoencoder": model.manifest.image_shape,
+        "encoder": model.manifest.image_shape,
+        "decoder": model.manifest.latent_shape,
+    }
+    for name, graph in model.graphs.items():
+        for size in sizes:
+            graph.run(np.zeros((size, *shapes[name]), dtype=np.float32))
+    model.warmup_ms = (time.perf_counter() - started) * 1000
+
+
+def discover(settings: Settings) -> list[Path]:
+    """Bundle folders to load: the configured names, or every folder holding a manifest."""
+    if settings.model_names:
+        return [settings.model_dir / name for name in settings.model_names]
+    if not settings.model_dir.is_dir():
+        return []
+    return sorted(p for p in settings.model_dir.iterdir() if (p / MANIFEST_FILE).is_file())
+
+
+@dataclass
+class Registry:
+    settings: Settings
+    models: dict[str, LoadedModel] = field(default_factory=dict)
+    #: Bundles that failed to load, by folder name, with the reason.
+    failures: dict[str, str] = field(default_factory=dict)
+    ready: bool = False
+
+    def load_all(self) -> None:
+        """Load and warm every bundle (blocking: call it from a worker thread)."""
+        bundles = discover(self.settings)
+        if not bundles:
+            self.failures["*"] = f"no model bundles found in {self.settings.model_dir.resolve()}"
+            log.error("%s", self.failures["*"])
+        sizes = warmup_sizes(self.settings)
+        for bundle in bundles:
+            try:
+                model = load_bundle(bundle, self.settings)
+                if model.manifest.name != bundle.name:
+                    raise BundleError(
+                        f"{bundle / MANIFEST_FILE}: names model {model.manifest.name!r}, folder is {bundle.name!r}"
+                    )
+                warm_up(model, sizes)
+            except BundleError as exc:
+                self.failures[bundle.name] = str(exc)
+                log.error("model %s not loaded: %s", bundle.name, exc)
+                continue
+            self.models[model.manifest.name] = model
+            log.info(
+                "model %s %s loaded from %s on %s, warmed %d batch sizes in %.0f ms",
+                model.manifest.name,
+                model.manifest.version,
+                bundle,
+                model.provider,
+                len(sizes),
+                model.warmup_ms,
+            )
+        if self.models and self.settings.default_model not in self.models:
+            self.failures.setdefault(
+                self.settings.default_model,
+                f"default model {self.settings.default_model!r} is not loaded (DENOISE_DEFAULT_MODEL)",
+            )
+
+    def start_batchers(self, observe: BatchObserver) -> None:
+        for model in self.models.values():
+            for name, graph in model.graphs.items():
+                batcher = Batcher(
+                    graph.run,
+                    name=f"{model.manifest.name}/{name}",
+                    max_batch=self.settings.batch_max_size if self.settings.batching else 1,
+                    max_delay_s=self.settings.batch_max_delay_ms / 1000,
+                    queue_size=self.settings.queue_size,
+                    on_batch=functools.partial(observe, model.manifest.name, name),
+                )
+                batcher.start()
+                model.batchers[name] = batcher
+        self.ready = not self.failures and bool(self.models)
+
+    async def stop(self) -> None:
+        self.ready = False
+        for model in self.models.values():
+            for batcher in model.batchers.values():
+                await batcher.stop()
+
+    def get(self, name: str | None) -> LoadedModel:
+        key = name or self.settings.default_model
+        model = self.models.get(key)
+        if model is None:
+            loaded = ", ".join(sorted(self.models)) or "none"
+            raise ModelNotFound(f"no model named {key!r}; loaded models: {loaded} (GET /models lists them)")
+        return model
+
+    def __iter__(self) -> Iterator[LoadedModel]:
+        return iter(self.models.values())

@@ -1,0 +1,69 @@
+"""Request and response bodies, as documented in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+class ErrorDetail(BaseModel):
+    status: int = Field(examples=[422])
+    code: str = Field(examples=["invalid_input"])
+    message: str = Field(examples=["image is 32x32; send 28x28 or add ?resize=true"])
+    request_id: str | None = Field(examples=["4f1c0e7a9b2d4c1e8f3a5b6c7d8e9f01"])
+    index: int | None = Field(default=None, description="the batch item at fault, when there is one")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class DenoiseBatchResponse(BaseModel):
+    model: str
+    version: str
+    count: int
+    images: list[str] = Field(description="denoised 28x28 8-bit grayscale PNGs, base64, in input order")
+
+
+class Latents(BaseModel):
+    """What ``/encode`` returns and ``/reconstruct`` accepts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(default=None, description="model that produced the latents")
+    version: str | None = Field(default=None, description="its version; a mismatch is rejected")
+    latent_shape: list[int] = Field(examples=[[7, 7, 8]], description="shape of one latent")
+    latents: list[list[FiniteFloat]] = Field(description="one flat float32 list per image (row-major)")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    dataset: str
+    description: str
+    created_at: str
+    image_shape: list[int]
+    latent_shape: list[int]
+    opset: int
+    provider: str = Field(description="onnxruntime execution provider in use")
+    graphs: dict[str, str]
+    warmup_ms: float
+
+
+class ModelsResponse(BaseModel):
+    default_model: str
+    models: list[ModelInfo]
+    failed: dict[str, str] = Field(description="bundles that did not load, with the reason")
+
+
+class Liveness(BaseModel):
+    status: Literal["alive"] = "alive"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    models: list[str]
+    failed: dict[str, str]

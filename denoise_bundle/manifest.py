@@ -1,0 +1,145 @@
+"""Manifest schema, tensor names and checksum verification for model bundles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MANIFEST_FILE = "manifest.json"
+
+#: Height, width and channels of every image the models take and return (NHWC).
+IMAGE_SHAPE: tuple[int, int, int] = (28, 28, 1)
+
+GraphName = Literal["autoencoder", "encoder", "decoder"]
+GRAPHS: tuple[GraphName, ...] = ("autoencoder", "encoder", "decoder")
+GRAPH_FILES: dict[GraphName, str] = {name: f"{name}.onnx" for name in GRAPHS}
+
+#: Input and output tensor names of each graph, fixed at export.
+TENSOR_NAMES: dict[GraphName, tuple[str, str]] = {
+    "autoencoder": ("image", "denoised"),
+    "encoder": ("image", "latent"),
+    "decoder": ("latent", "denoised"),
+}
+
+
+class BundleError(Exception):
+    """A bundle cannot be used; the message names the offending file."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    name: str
+    #: ``None`` marks a dynamic dimension (the batch).
+    shape: tuple[int | None, ...]
+    dtype: Literal["float32"] = "float32"
+
+
+class GraphSpec(_Strict):
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    input: TensorSpec
+    output: TensorSpec
+
+    @field_validator("file")
+    @classmethod
+    def _plain_file_name(cls, value: str) -> str:
+        if "/" in value or "\\" in value or value in {"", ".", ".."}:
+            raise ValueError("must be a plain file name inside the bundle folder")
+        return value
+
+
+class Manifest(_Strict):
+    format_version: Literal[1] = 1
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    version: str
+    dataset: str
+    description: str = ""
+    created_at: str
+    image_shape: tuple[int, int, int] = IMAGE_SHAPE
+    latent_shape: tuple[int, ...]
+    graphs: dict[GraphName, GraphSpec]
+    opset: int
+    noise: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    evaluation: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("graphs")
+    @classmethod
+    def _all_graphs(cls, value: dict[GraphName, GraphSpec]) -> dict[GraphName, GraphSpec]:
+        missing = [name for name in GRAPHS if name not in value]
+        if missing:
+            raise ValueError(f"missing graphs: {', '.join(missing)}")
+        for name, spec in value.items():
+            expected = TENSOR_NAMES[name]
+            if (spec.input.name, spec.output.name) != expected:
+                raise ValueError(f"graph {name!r} must map {expected[0]!r} to {expected[1]!r}")
+        return value
+
+    @property
+    def latent_size(self) -> int:
+        size = 1
+        for dim in self.latent_shape:
+            size *= dim
+        return size
+
+    def summary(self) -> dict[str, Any]:
+        """The fields a client needs to choose and call a model."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "dataset": self.dataset,
+            "description": self.description,
+            "created_at": self.created_at,
+            "image_shape": list(self.image_shape),
+            "latent_shape": list(self.latent_shape),
+            "opset": self.opset,
+        }
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_manifest(bundle_dir: Path) -> Manifest:
+    """Read and validate ``manifest.json``; raise :class:`BundleError` naming the file."""
+    path = bundle_dir / MANIFEST_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BundleError(f"{path}: manifest not found") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: unreadable manifest: {exc}") from exc
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise BundleError(f"{path}: malformed manifest: {problems}") from exc
+
+
+def verify_checksums(bundle_dir: Path, manifest: Manifest) -> None:
+    """Check every graph file against the SHA-256 in the manifest."""
+    for spec in manifest.graphs.values():
+        path = bundle_dir / spec.file
+        try:
+            actual = file_sha256(path)
+        except OSError as exc:
+            raise BundleError(f"{path}: cannot read graph file: {exc}") from exc
+        if actual != spec.sha256:
+            raise BundleError(
+                f"{path}: SHA-256 mismatch (manifest says {spec.sha256}, file is {actual}); "
+                "the file was modified or corrupted: re-export the bundle"
+            )

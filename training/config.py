@@ -1,0 +1,46 @@
+"""Every training parameter in one place, saved beside the result."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from training.model import Architecture
+from training.noise import BlindNoise
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "mnist"
+    data_dir: Path | None = None
+    out_dir: Path = Path("models/mnist")
+    version: str = "1.0.0"
+    seed: int = 1234
+    epochs: int = 20
+    batch_size: int = 128
+    validation_fraction: float = 1 / 12  # 5,000 of MNIST's 60,000
+    learning_rate: float = 2e-3
+    loss: Literal["mse", "binary_crossentropy"] = "mse"
+    early_stopping_patience: int = 4
+    lr_patience: int = 2
+    architecture: Architecture = field(default_factory=Architecture)
+    noise: BlindNoise = field(default_factory=BlindNoise)
+    #: Use only this many training / test images (quick mode); ``None`` uses all.
+    limit_train: int | None = None
+    limit_test: int | None = None
+    #: Also train the seeds' reference network on the same data and epochs,
+    #: with the seeds' own recipe (Adam at 1e-3, binary cross-entropy).
+    train_reference: bool = True
+    reference_loss: Literal["mse", "binary_crossentropy"] = "binary_crossentropy"
+    reference_learning_rate: float = 1e-3
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["data_dir"] = str(self.data_dir) if self.data_dir else None
+        data["out_dir"] = str(self.out_dir)
+        return data
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")

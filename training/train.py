@@ -1,0 +1,96 @@
+"""Fit a model on a tf.data pipeline of blindly corrupted images, fresh noise every epoch."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from denoise_bundle import IMAGE_SHAPE
+from training.config import TrainConfig
+from training.noise import BlindNoise
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 (n, 28, 28) -> float32 (n, 28, 28, 1) in [0, 1]."""
+    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
+
+
+def split_validation(images: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(len(images))
+    n_val = max(1, round(len(images) * fraction))
+    return images[order[n_val:]], images[order[:n_val]]
+
+
+def noisy_batches(
+    clean: np.ndarray, noise: BlindNoise, batch_size: int, seed: int, epochs: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (noisy, clean) batches; each epoch reshuffles and draws new noise from ``[seed, epoch]``."""
+    for epoch in range(epochs):
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(clean))
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            batch = clean[order[start : start + batch_size]]
+            yield noise.apply(batch, rng), batch
+
+
+def training_dataset(clean: np.ndarray, cfg: TrainConfig) -> tuple[tf.data.Dataset, int]:
+    spec = tf.TensorSpec((cfg.batch_size, *IMAGE_SHAPE), tf.float32)
+    dataset = tf.data.Dataset.from_generator(
+        lambda: noisy_batches(clean, cfg.noise, cfg.batch_size, cfg.seed, cfg.epochs),
+        output_signature=(spec, spec),
+    ).prefetch(tf.data.AUTOTUNE)
+    return dataset, len(clean) // cfg.batch_size
+
+
+def validation_data(clean: np.ndarray, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed noisy validation set, so epochs are compared on the same inputs."""
+    rng = np.random.default_rng([cfg.seed, 10_000])
+    return cfg.noise.apply(clean, rng), clean
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    history: dict[str, list[float]]
+    epochs_run: int
+    best_val_loss: float
+
+
+def fit(
+    model: keras.Model, train_clean: np.ndarray, val_clean: np.ndarray, cfg: TrainConfig, work_dir: Path
+) -> TrainResult:
+    """Compile and fit ``model``; the best weights (by validation loss) are restored at the end."""
+    keras.utils.set_random_seed(cfg.seed)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=cfg.loss)
+    dataset, steps = training_dataset(train_clean, cfg)
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(
+            str(work_dir / f"{model.name}.best.weights.h5"), save_best_only=True, save_weights_only=True
+        ),
+        keras.callbacks.EarlyStopping(patience=cfg.early_stopping_patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=cfg.lr_patience, min_lr=1e-5),
+        keras.callbacks.CSVLogger(str(work_dir / f"{model.name}.history.csv")),
+    ]
+    history = model.fit(
+        dataset,
+        steps_per_epoch=steps,
+        epochs=cfg.epochs,
+        validation_data=validation_data(val_clean, cfg),
+        batch_size=cfg.batch_size,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    losses = {key: [float(v) for v in values] for key, values in history.history.items()}
+    return TrainResult(history=losses, epochs_run=len(losses["loss"]), best_val_loss=min(losses["val_loss"]))
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in rows[0]} if rows else {}
