@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
+from types import FrameType
 
 import uvicorn
 
 from app.config import get_settings
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
+
+
 def main() -> None:
     settings = get_settings()
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: exit 0 then.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvicorn.run(
         "app.main:create_app",

@@ -1,0 +1,204 @@
+"""Provider selection, bundle verification at load, and the dynamic batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.errors import Overloaded
+from app.main import create_app
+from app.runtime.batcher import Batcher
+from app.runtime.providers import CPU, CUDA, ProviderError, check_active, requested_providers
+from tests.conftest import MODEL, digit, png, service_settings
+
+
+def test_cpu_setting_asks_for_cpu_only() -> None:
+    assert requested_providers("cpu", [CUDA, CPU]) == [CPU]
+
+
+def test_auto_prefers_cuda_when_the_build_has_it() -> None:
+    assert requested_providers("auto", [CUDA, CPU]) == [CUDA, CPU]
+    assert requested_providers("auto", [CPU]) == [CPU]
+
+
+def test_cuda_setting_without_cuda_build_refuses() -> None:
+    with pytest.raises(ProviderError, match="onnxruntime-gpu"):
+        requested_providers("cuda", [CPU])
+
+
+def test_auto_falls_back_to_cpu_with_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """onnxruntime-gpu lists CUDA even with no GPU, then silently runs on CPU."""
+    with caplog.at_level(logging.WARNING, logger="denoise.runtime"):
+        assert check_active("auto", [CUDA, CPU], [CPU], "graph.onnx") == CPU
+    assert "falling back to CPU" in caplog.text
+
+
+def test_cuda_setting_refuses_a_silent_fallback() -> None:
+    with pytest.raises(ProviderError, match="could not use it"):
+        check_active("cuda", [CUDA, CPU], [CPU], "graph.onnx")
+
+
+def test_cuda_active_is_reported() -> None:
+    assert check_active("cuda", [CUDA, CPU], [CUDA, CPU], "graph.onnx") == CUDA
+
+
+def test_service_refuses_to_start_with_cuda_and_no_gpu() -> None:
+    app = create_app(service_settings(providers="cuda"))
+    with pytest.raises(ProviderError, match="CUDA"), TestClient(app):
+        pass
+
+
+def test_models_lists_bundle_and_provider(client: TestClient) -> None:
+    response = client.get("/models")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["default_model"] == MODEL
+    assert body["failed"] == {}
+    (model,) = body["models"]
+    assert model["name"] == MODEL
+    assert model["provider"] == CPU
+    assert model["image_shape"] == [28, 28, 1]
+    assert set(model["graphs"]) == {"autoencoder", "encoder", "decoder"}
+
+
+def _start(bundle: Path) -> tuple[TestClient, dict[str, Any]]:
+    client = TestClient(create_app(service_settings(model_dir=bundle.parent)))
+    client.__enter__()
+    return client, client.get("/health/ready").json()
+
+
+def _assert_refused(bundle: Path, fragment: str) -> None:
+    client, ready = _start(bundle)
+    try:
+        assert ready["status"] == "not ready"
+        assert MODEL not in ready["models"]
+        assert fragment in ready["failed"][MODEL]
+        assert client.get("/models").json()["models"] == []
+        assert client.get("/health/live").status_code == 200
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_checksum_mismatch_refuses_the_model(bundle_copy: Path) -> None:
+    graph = bundle_copy / "encoder.onnx"
+    data = bytearray(graph.read_bytes())
+    data[-1] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    _assert_refused(bundle_copy, "encoder.onnx: SHA-256 mismatch")
+
+
+def test_malformed_manifest_refuses_the_model(bundle_copy: Path) -> None:
+    (bundle_copy / "manifest.json").write_text("{not json")
+    _assert_refused(bundle_copy, "manifest.json: unreadable manifest")
+
+
+def test_manifest_missing_field_refuses_the_model(bundle_copy: Path) -> None:
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    del manifest["latent_shape"]
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    _assert_refused(bundle_copy, "latent_shape")
+
+
+def test_missing_graph_refuses_the_model(bundle_copy: Path) -> None:
+    (bundle_copy / "decoder.onnx").unlink()
+    _assert_refused(bundle_copy, "decoder.onnx")
+
+
+def test_corrupt_graph_with_matching_checksum_refuses_the_model(bundle_copy: Path) -> None:
+    from denoise_bundle import file_sha256
+
+    graph = bundle_copy / "decoder.onnx"
+    graph.write_bytes(b"this is not onnx")
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["graphs"]["decoder"]["sha256"] = file_sha256(graph)
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    _assert_refused(bundle_copy, "onnxruntime cannot load")
+
+
+def test_manifest_disagreeing_with_graph_shape_refuses_the_model(bundle_copy: Path) -> None:
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["latent_shape"] = [7, 7, 4]
+    for graph, key in (("encoder", "output"), ("decoder", "input")):
+        manifest["graphs"][graph][key]["shape"] = [None, 7, 7, 4]
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    _assert_refused(bundle_copy, "shape")
+
+
+def test_missing_models_directory_is_not_ready(tmp_path: Path) -> None:
+    client = TestClient(create_app(service_settings(model_dir=tmp_path / "absent", models="")))
+    with client:
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503
+        assert "no model bundles found" in ready.json()["failed"]["*"]
+
+
+def test_concurrent_requests_run_as_one_batch(make_client: Any) -> None:
+    """Requests queued while a batch runs are executed together, each caller getting its own result."""
+    client = make_client(batch_max_size=8, batch_max_delay_ms=50)
+    images = [png(digit(seed)) for seed in range(8)]
+    expected = [client.post("/denoise", content=im, headers={"content-type": "image/png"}).content for im in images]
+    before = _batch_sizes(client)
+
+    async def send_all() -> list[bytes]:
+        import httpx
+
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            responses = await asyncio.gather(
+                *(http.post("/denoise", content=im, headers={"content-type": "image/png"}) for im in images)
+            )
+        return [r.content for r in responses]
+
+    results = client.portal.call(send_all)  # type: ignore[union-attr]
+    assert results == expected
+    after = _batch_sizes(client)
+    assert after["count"] - before["count"] < len(images)  # fewer ONNX calls than requests
+    assert after["sum"] - before["sum"] == len(images)
+
+
+def _batch_sizes(client: TestClient) -> dict[str, float]:
+    text = client.get("/metrics").text
+    values = {"count": 0.0, "sum": 0.0}
+    for line in text.splitlines():
+        for key in values:
+            prefix = f'denoise_inference_batch_size_{key}{{graph="autoencoder",model="{MODEL}"}}'
+            if line.startswith(prefix):
+                values[key] = float(line.split()[-1])
+    return values
+
+
+def test_batcher_rejects_at_once_when_queue_full() -> None:
+    async def scenario() -> list[Any]:
+        batcher = Batcher(lambda x: x * 2, name="t", max_batch=1, max_delay_s=0, queue_size=1)
+        batcher.start()
+        calls = [batcher.submit(np.full((1, 2), i, dtype=np.float32)) for i in range(3)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    first, *rest = asyncio.run(scenario())
+    assert np.array_equal(first, np.zeros((1, 2)))  # the queued request still completes
+    assert all(isinstance(r, Overloaded) and r.headers["Retry-After"] == "1" for r in rest)
+
+
+def test_batcher_splits_results_back_to_callers() -> None:
+    async def scenario() -> list[np.ndarray]:
+        batcher = Batcher(lambda x: x + 1, name="t", max_batch=8, max_delay_s=0.05, queue_size=16)
+        batcher.start()
+        sizes = [1, 3, 2]
+        calls = [batcher.submit(np.full((n, 1), i, dtype=np.float32)) for i, n in enumerate(sizes)]
+        results = await asyncio.gather(*calls)
+        await batcher.stop()
+        return list(results)
+
+    results = asyncio.run(scenario())
+    for i, (result, n) in enumerate(zip(results, [1, 3, 2], strict=True)):
+        assert result.shape == (n, 1)
+        assert np.all(result == i + 1)
