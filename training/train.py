@@ -83,6 +83,7 @@ def fit(
         epochs=cfg.epochs,
         validation_data=validation_data(val_clean, cfg),
         batch_size=cfg.batch_size,
+        shuffle=False,  # the generator shuffles, seeded, every epoch
         callbacks=callbacks,
         verbose=2,
     )

@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make serve` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: serve test lint check bench train clean
+
+$(VENV)/.serve: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[cpu]'
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.serve
+	$(PY) -m pip install --quiet -e '.[cpu,train,dev]'
+	touch $@
+
+## Create the virtual environment, install, and serve the committed models on $(HOST):$(PORT).
+serve: $(VENV)/.serve
+	DENOISE_HOST=$(HOST) DENOISE_PORT=$(PORT) $(PY) -m app
+
+## Install everything (training included) and run the whole test suite.
+test: $(VENV)/.dev
+	$(PY) -m pytest
+
+## ruff (lint and format) and mypy.
+lint: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+check: test lint
+
+## Retrain and export the MNIST bundle (minutes per epoch on 2 CPU cores).
+train: $(VENV)/.dev
+	$(PY) -m training run --dataset mnist
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,83 @@
+"""Model shapes and bottleneck, ONNX export parity, and the quick end-to-end pipeline (TensorFlow: slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+import onnxruntime as ort
+
+from denoise_bundle import load_manifest, verify_checksums
+from tests.training.conftest import write_idx_dataset
+from training.__main__ import main
+from training.export import export_bundle
+from training.model import MAX_LATENT_SIZE, Architecture, build_autoencoder, build_reference
+
+pytestmark = pytest.mark.slow
+
+TINY = Architecture(widths=(4, 4, 4), latent_channels=2)
+
+
+def test_default_model_has_a_real_bottleneck() -> None:
+    models = build_autoencoder(Architecture())
+    assert models.encoder.output_shape == (None, 7, 7, 8)
+    assert int(np.prod(models.encoder.output_shape[1:])) <= MAX_LATENT_SIZE
+    assert models.autoencoder.output_shape == (None, 28, 28, 1)
+    assert models.decoder.input_shape == (None, 7, 7, 8)
+
+
+def test_autoencoder_is_exactly_decoder_of_encoder() -> None:
+    """No skip connection bypasses the latent."""
+    models = build_autoencoder(TINY)
+    x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
+    composed = models.decoder(models.encoder(x, training=False), training=False)
+    assert np.allclose(models.autoencoder(x, training=False), composed, atol=1e-6)
+
+
+def test_latent_larger_than_half_the_image_is_refused() -> None:
+    with pytest.raises(ValueError, match="bottleneck"):
+        build_autoencoder(Architecture(latent_channels=9))
+
+
+def test_reference_network_shapes() -> None:
+    assert build_reference().output_shape == (None, 28, 28, 1)
+
+
+def test_export_parity_and_manifest(tmp_path: Path) -> None:
+    models = build_autoencoder(TINY)
+    sample = np.random.default_rng(1).random((5, 28, 28, 1), dtype=np.float32)
+    manifest = export_bundle(
+        models, tmp_path, name="tiny", version="0.0.1", dataset="synthetic", description="", parity_sample=sample, extra={}
+    )
+    assert load_manifest(tmp_path) == manifest
+    verify_checksums(tmp_path, manifest)
+    assert manifest.latent_shape == (7, 7, 2)
+    for graph, diff in manifest.evaluation["onnx_parity_max_abs_diff"].items():
+        assert diff <= 1e-4, graph
+    session = ort.InferenceSession(str(tmp_path / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    assert [o.name for o in session.get_outputs()] == ["latent"]
+    batch = np.zeros((9, 28, 28, 1), dtype=np.float32)  # dynamic batch dimension
+    assert session.run(None, {"image": batch})[0].shape == (9, 7, 7, 2)
+
+
+def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
+    data = write_idx_dataset(tmp_path / "data", n_train=450, n_test=200)
+    out = tmp_path / "models" / "tiny"
+    argv = ["run", "--quick", "--dataset", "tiny", "--data-dir", str(data), "--run-dir", str(tmp_path / "run")]
+    assert main([*argv, "--out", str(out), "--widths", "4", "8", "8", "--latent-channels", "4"]) == 0
+    manifest = load_manifest(out)
+    verify_checksums(out, manifest)
+    table = manifest.evaluation["denoising"]
+    assert set(table) >= {"gaussian 0.5", "salt-pepper 0.1", "speckle 0.5"}
+    assert {"noisy input", "median 3x3", "non-local means", "bm3d", "autoencoder", "reference"} <= set(table["gaussian 0.5"])
+    assert manifest.evaluation["latent_probes"]["latent"]["features"] == 7 * 7 * 4
+    for figure in ("loss.png", "denoising.png", "latents.png"):
+        assert (out / "report" / figure).stat().st_size > 1000
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["limit_train"] == 400
