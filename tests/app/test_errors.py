@@ -33,6 +33,7 @@ def assert_error(response: httpx.Response, status: int, code: str, *, index: int
 
 def declared_png(width: int, height: int) -> bytes:
     """A tiny PNG whose header declares a huge image (a decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -75,7 +76,9 @@ def test_pixel_count_over_limit_is_413_before_decoding(client: TestClient) -> No
 
 def test_wrong_media_type_is_415(client: TestClient) -> None:
     error = assert_error(
-        client.post("/denoise", content=png(digit(2)), headers={"content-type": "text/plain"}), 415, "unsupported_media_type"
+        client.post("/denoise", content=png(digit(2)), headers={"content-type": "text/plain"}),
+        415,
+        "unsupported_media_type",
     )
     assert "image/png" in error["message"]
 

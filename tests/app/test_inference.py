@@ -35,7 +35,9 @@ def test_denoise_multipart_single_file_equals_raw_body(client: TestClient) -> No
 def test_denoise_batch_keeps_input_order(client: TestClient) -> None:
     images = [png(digit(seed)) for seed in range(10, 16)]
     singles = [client.post("/denoise", content=image, headers=PNG).content for image in images]
-    response = client.post("/denoise", files=[("file", (f"{i}.png", image, "image/png")) for i, image in enumerate(images)])
+    response = client.post(
+        "/denoise", files=[("file", (f"{i}.png", image, "image/png")) for i, image in enumerate(images)]
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["model"] == MODEL

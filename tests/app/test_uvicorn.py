@@ -47,7 +47,7 @@ def server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         "DENOISE_BATCH_MAX_SIZE": "8",
         "DENOISE_MAX_BATCH_IMAGES": "32",
     }
-    process = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env)  # noqa: S603
+    process = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)

@@ -52,7 +52,7 @@ def test_checksum_mismatch_is_refused(idx_dir: Path) -> None:
 
 
 def test_missing_file_names_path_and_where_to_get_it(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="data directory not found.*dataset-fashion-mnist"):
+    with pytest.raises(DataError, match=r"data directory not found.*dataset-fashion-mnist"):
         load_dataset("fashion-mnist", tmp_path / "absent")
 
 
@@ -75,5 +75,5 @@ def test_reads_keras_npz_cache(tmp_path: Path) -> None:
 def test_npz_with_wrong_keys_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.npz"
     np.savez(path, a=np.zeros(3))
-    with pytest.raises(DataError, match="not a Keras MNIST .npz cache"):
+    with pytest.raises(DataError, match=r"not a Keras MNIST \.npz cache"):
         load_npz(path)

@@ -52,7 +52,14 @@ def test_export_parity_and_manifest(tmp_path: Path) -> None:
     models = build_autoencoder(TINY)
     sample = np.random.default_rng(1).random((5, 28, 28, 1), dtype=np.float32)
     manifest = export_bundle(
-        models, tmp_path, name="tiny", version="0.0.1", dataset="synthetic", description="", parity_sample=sample, extra={}
+        models,
+        tmp_path,
+        name="tiny",
+        version="0.0.1",
+        dataset="synthetic",
+        description="",
+        parity_sample=sample,
+        extra={},
     )
     assert load_manifest(tmp_path) == manifest
     verify_checksums(tmp_path, manifest)
@@ -75,7 +82,9 @@ def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
     verify_checksums(out, manifest)
     table = manifest.evaluation["denoising"]
     assert set(table) >= {"gaussian 0.5", "salt-pepper 0.1", "speckle 0.5"}
-    assert {"noisy input", "median 3x3", "non-local means", "bm3d", "autoencoder", "reference"} <= set(table["gaussian 0.5"])
+    assert {"noisy input", "median 3x3", "non-local means", "bm3d", "autoencoder", "reference"} <= set(
+        table["gaussian 0.5"]
+    )
     assert manifest.evaluation["latent_probes"]["latent"]["features"] == 7 * 7 * 4
     for figure in ("loss.png", "denoising.png", "latents.png"):
         assert (out / "report" / figure).stat().st_size > 1000

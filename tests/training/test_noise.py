@@ -47,4 +47,5 @@ def test_blind_noise_is_seeded_and_in_range() -> None:
     b = noise.apply(IMAGES, np.random.default_rng(5))
     assert np.array_equal(a, b)
     assert a.shape == IMAGES.shape
-    assert 0.0 <= a.min() and a.max() <= 1.0
+    assert a.min() >= 0.0
+    assert a.max() <= 1.0
