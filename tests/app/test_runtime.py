@@ -156,7 +156,8 @@ def test_concurrent_requests_run_as_one_batch(make_client: Any) -> None:
             )
         return [r.content for r in responses]
 
-    results = client.portal.call(send_all)  # type: ignore[union-attr]
+    assert client.portal is not None
+    results = client.portal.call(send_all)
     assert results == expected
     after = _batch_sizes(client)
     assert after["count"] - before["count"] < len(images)  # fewer ONNX calls than requests
