@@ -14,7 +14,7 @@ $(VENV)/.serve: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.serve
-	$(PY) -m pip install --quiet -e '.[cpu,train,dev]'
+	$(PY) -m pip install --quiet -e '.[cpu,train,dev]' -e ./client
 	touch $@
 
 ## Create the virtual environment, install, and serve the committed models on $(HOST):$(PORT).

@@ -2,61 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import MODEL, MODELS, REPO, decode_png, digit, png
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("server not ready in time")
+from tests.conftest import REPO, decode_png, digit, png
+from tests.server import running_server
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "DENOISE_PORT": str(port),
-        "DENOISE_MODEL_DIR": str(MODELS),
-        "DENOISE_MODELS": MODEL,
-        "DENOISE_BATCH_MAX_SIZE": "8",
-        "DENOISE_MAX_BATCH_IMAGES": "32",
-    }
-    process = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with running_server(DENOISE_LOG_LEVEL="info") as running:
+        yield running
 
 
 def test_denoise_over_real_http(server: tuple[str, subprocess.Popen[bytes]]) -> None:

@@ -1,0 +1,271 @@
+"""Sync and async clients. Both build requests and read answers the same way; only sending differs.
+
+Retries: connection failures (refused, reset, connect timeout) and 503 answers are retried with
+exponential backoff, honouring ``Retry-After``; 4xx answers and read timeouts are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from denoise_client.errors import TransportFailure, from_response
+from denoise_client.images import Kind, from_png, to_png
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+URL_ENV = "DENOISE_URL"
+
+
+def default_url() -> str:
+    return os.environ.get(URL_ENV, DEFAULT_URL)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """``attempts`` retries after the first try, waiting ``backoff * 2**n`` (at most ``max_wait``)."""
+
+    attempts: int = 3
+    backoff: float = 0.1
+    max_wait: float = 10.0
+
+    def wait(self, attempt: int, response: httpx.Response | None) -> float:
+        if response is not None:
+            retry_after: str = response.headers.get("retry-after", "")
+            if retry_after.replace(".", "", 1).isdigit():
+                return min(float(retry_after), self.max_wait)
+        return min(self.backoff * 2.0**attempt, self.max_wait)
+
+
+@dataclass
+class _Call:
+    method: str
+    path: str
+    params: dict[str, Any] = field(default_factory=dict)
+    content: bytes | None = None
+    files: list[tuple[str, tuple[str, bytes, str]]] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    kinds: list[Kind] = field(default_factory=list)
+    single: bool = True
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "params": {k: v for k, v in self.params.items() if v is not None},
+            "content": self.content,
+            "files": self.files,
+            "headers": self.headers,
+        }
+
+
+def _is_batch(value: Any) -> bool:
+    return isinstance(value, list | tuple)
+
+
+def _image_call(path: str, images: Any, model: str | None, resize: bool, invert: bool) -> _Call:
+    items = list(images) if _is_batch(images) else [images]
+    if not items:
+        raise ValueError("give at least one image")
+    encoded = [to_png(item) for item in items]
+    params = {"model": model, "resize": "true" if resize else None, "invert": "true" if invert else None}
+    call = _Call("POST", path, params=params, kinds=[kind for _, kind in encoded], single=not _is_batch(images))
+    if call.single:
+        call.content = encoded[0][0]
+        call.headers["content-type"] = "image/png"
+    else:
+        call.files = [("file", (f"{i}.png", data, "image/png")) for i, (data, _) in enumerate(encoded)]
+        call.headers["accept"] = "application/json"
+    return call
+
+
+def _latents_call(latents: dict[str, Any], model: str | None, kind: Kind) -> _Call:
+    count = len(latents.get("latents", []))
+    call = _Call("POST", "/reconstruct", params={"model": model}, kinds=[kind] * count, single=count == 1)
+    call.content = httpx.Request("POST", "/", json=latents).content
+    call.headers["content-type"] = "application/json"
+    return call
+
+
+def _images_from(response: httpx.Response, call: _Call) -> Any:
+    if response.headers.get("content-type", "").startswith("image/png"):
+        images = [response.content]
+    else:
+        images = [base64.b64decode(item) for item in response.json()["images"]]
+    results = [from_png(data, kind) for data, kind in zip(images, call.kinds, strict=True)]
+    return results[0] if call.single else results
+
+
+def _retry_wait(retry: Retry, attempt: int, outcome: httpx.Response | Exception) -> float | None:
+    """Seconds to wait before retrying, or None to stop."""
+    if attempt >= retry.attempts:
+        return None
+    if isinstance(outcome, httpx.Response):
+        return retry.wait(attempt, outcome) if outcome.status_code == 503 else None
+    retryable = isinstance(outcome, httpx.ConnectError | httpx.ConnectTimeout | httpx.RemoteProtocolError)
+    return retry.wait(attempt, None) if retryable else None
+
+
+def _finish(outcome: httpx.Response | Exception) -> httpx.Response:
+    if isinstance(outcome, Exception):
+        raise TransportFailure(f"{type(outcome).__name__}: {outcome}") from outcome
+    if outcome.is_error:
+        raise from_response(outcome)
+    return outcome
+
+
+class _Api:
+    """Request building shared by both clients."""
+
+    @staticmethod
+    def denoise_call(images: Any, model: str | None, resize: bool, invert: bool) -> _Call:
+        return _image_call("/denoise", images, model, resize, invert)
+
+    @staticmethod
+    def encode_call(images: Any, model: str | None, resize: bool, invert: bool) -> _Call:
+        call = _image_call("/encode", images, model, resize, invert)
+        call.headers.pop("accept", None)
+        return call
+
+    @staticmethod
+    def reconstruct_call(source: Any, model: str | None, resize: bool, invert: bool, kind: Kind) -> _Call:
+        if isinstance(source, dict):
+            return _latents_call(source, model, kind)
+        return _image_call("/reconstruct", source, model, resize, invert)
+
+
+class Client(_Api):
+    """Blocking client. Use as a context manager to reuse connections and close them at the end."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retry: Retry | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.retry = retry or Retry()
+        self._http = httpx.Client(base_url=url or default_url(), timeout=timeout, transport=transport)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: _Call) -> httpx.Response:
+        attempt = 0
+        while True:
+            outcome: httpx.Response | Exception
+            try:
+                outcome = self._http.request(call.method, call.path, **call.kwargs())
+            except httpx.TransportError as exc:
+                outcome = exc
+            wait = _retry_wait(self.retry, attempt, outcome)
+            if wait is None:
+                return _finish(outcome)
+            time.sleep(wait)
+            attempt += 1
+
+    def denoise(self, images: Any, *, model: str | None = None, resize: bool = False, invert: bool = False) -> Any:
+        """Denoise one image (path, bytes, PIL image or array) or a list of them in one request."""
+        call = self.denoise_call(images, model, resize, invert)
+        return _images_from(self._send(call), call)
+
+    def encode(
+        self, images: Any, *, model: str | None = None, resize: bool = False, invert: bool = False
+    ) -> dict[str, Any]:
+        """Latents of one image or a list: ``{"model", "version", "latent_shape", "latents"}``."""
+        result: dict[str, Any] = self._send(self.encode_call(images, model, resize, invert)).json()
+        return result
+
+    def reconstruct(
+        self, source: Any, *, model: str | None = None, resize: bool = False, invert: bool = False, kind: Kind = "bytes"
+    ) -> Any:
+        """Decode what :meth:`encode` returned (images as ``kind``), or encode-then-decode images."""
+        call = self.reconstruct_call(source, model, resize, invert, kind)
+        return _images_from(self._send(call), call)
+
+    def models(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._send(_Call("GET", "/models")).json()
+        return result
+
+    def health(self) -> dict[str, Any]:
+        """Readiness; raises :class:`ServiceUnavailable` while the service is not ready."""
+        result: dict[str, Any] = self._send(_Call("GET", "/health/ready")).json()
+        return result
+
+
+class AsyncClient(_Api):
+    """The same API for asyncio: every method is a coroutine."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retry: Retry | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.retry = retry or Retry()
+        self._http = httpx.AsyncClient(base_url=url or default_url(), timeout=timeout, transport=transport)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, call: _Call) -> httpx.Response:
+        attempt = 0
+        while True:
+            outcome: httpx.Response | Exception
+            try:
+                outcome = await self._http.request(call.method, call.path, **call.kwargs())
+            except httpx.TransportError as exc:
+                outcome = exc
+            wait = _retry_wait(self.retry, attempt, outcome)
+            if wait is None:
+                return _finish(outcome)
+            await asyncio.sleep(wait)
+            attempt += 1
+
+    async def denoise(
+        self, images: Any, *, model: str | None = None, resize: bool = False, invert: bool = False
+    ) -> Any:
+        call = self.denoise_call(images, model, resize, invert)
+        return _images_from(await self._send(call), call)
+
+    async def encode(
+        self, images: Any, *, model: str | None = None, resize: bool = False, invert: bool = False
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = (await self._send(self.encode_call(images, model, resize, invert))).json()
+        return result
+
+    async def reconstruct(
+        self, source: Any, *, model: str | None = None, resize: bool = False, invert: bool = False, kind: Kind = "bytes"
+    ) -> Any:
+        call = self.reconstruct_call(source, model, resize, invert, kind)
+        return _images_from(await self._send(call), call)
+
+    async def models(self) -> dict[str, Any]:
+        result: dict[str, Any] = (await self._send(_Call("GET", "/models"))).json()
+        return result
+
+    async def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = (await self._send(_Call("GET", "/health/ready"))).json()
+        return result
+
+
+__all__ = ["AsyncClient", "Client", "Retry"]

@@ -1,0 +1,231 @@
+"""The client library and command line against a real server on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from denoise_client import AsyncClient, Client, InvalidInput, ModelNotFound, ServiceUnavailable, TransportFailure
+from denoise_client.cli import main as cli
+from denoise_client.client import Retry
+from tests.conftest import MODEL, REPO, decode_png, digit, png
+from tests.server import free_port, running_server
+
+SAMPLE = REPO / "tests" / "data" / "noisy-digit.png"
+FAST_RETRY = Retry(attempts=3, backoff=0.01)
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with running_server() as (address, _):
+        yield address
+
+
+def test_denoise_path_returns_png_bytes(url: str) -> None:
+    with Client(url) as client:
+        decode_png(client.denoise(SAMPLE))
+
+
+def test_denoise_returns_the_kind_it_was_given(url: str) -> None:
+    array = digit(1)
+    with Client(url) as client:
+        out_array = client.denoise(array)
+        out_pil = client.denoise(Image.fromarray(array))
+        out_bytes = client.denoise(png(array))
+    assert isinstance(out_array, np.ndarray)
+    assert out_array.shape == (28, 28)
+    assert out_array.dtype == np.uint8
+    assert isinstance(out_pil, Image.Image)
+    assert np.array_equal(np.asarray(out_pil), out_array)
+    assert np.array_equal(decode_png(out_bytes), out_array)
+
+
+def test_float_arrays_are_accepted(url: str) -> None:
+    with Client(url) as client:
+        assert client.denoise(digit(2).astype(np.float32) / 255).shape == (28, 28)
+
+
+def test_batch_in_one_request_keeps_order(url: str) -> None:
+    arrays = [digit(seed) for seed in range(5)]
+    with Client(url) as client:
+        batch = client.denoise(arrays)
+        singles = [client.denoise(a) for a in arrays]
+    assert len(batch) == 5
+    for got, single in zip(batch, singles, strict=True):
+        assert np.abs(got.astype(int) - single.astype(int)).max() <= 1
+
+
+def test_encode_and_reconstruct_round_trip(url: str) -> None:
+    with Client(url) as client:
+        latents = client.encode([digit(3), digit(4)])
+        assert latents["model"] == MODEL
+        assert len(latents["latents"]) == 2
+        images = client.reconstruct(latents, kind="numpy")
+        denoised = client.denoise([digit(3), digit(4)])
+    for a, b in zip(images, denoised, strict=True):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_models_and_health(url: str) -> None:
+    with Client(url) as client:
+        assert client.models()["models"][0]["name"] == MODEL
+        assert client.health()["status"] == "ready"
+
+
+def test_errors_are_typed_with_server_message(url: str) -> None:
+    with Client(url, retry=FAST_RETRY) as client:
+        with pytest.raises(ModelNotFound, match="no model named 'nope'") as not_found:
+            client.denoise(SAMPLE, model="nope")
+        assert not_found.value.request_id
+        with pytest.raises(InvalidInput, match="32x32"):
+            client.denoise(np.zeros((32, 32), dtype=np.uint8))
+
+
+def test_async_client(url: str) -> None:
+    async def scenario() -> tuple[list[np.ndarray], dict[str, object]]:
+        async with AsyncClient(url) as client:
+            results = await asyncio.gather(*(client.denoise(digit(seed)) for seed in range(4)))
+            return list(results), await client.models()
+
+    results, models = asyncio.run(scenario())
+    assert all(r.shape == (28, 28) for r in results)
+    assert models["default_model"] == MODEL
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """503 (Retry-After: 0) for the first ``failures`` requests, then a PNG; or a slow answer."""
+
+    failures = 2
+    delay = 0.0
+    calls = 0
+
+    def do_POST(self) -> None:
+        type(self).calls += 1
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        time.sleep(self.delay)
+        if type(self).calls <= self.failures:
+            body = json.dumps({"error": {"status": 503, "code": "overloaded", "message": "busy"}}).encode()
+            self.send_response(503)
+            self.send_header("Retry-After", "0")
+            self.send_header("content-type", "application/json")
+        else:
+            body = png(digit(0))
+            self.send_response(200)
+            self.send_header("content-type", "image/png")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(BrokenPipeError):  # the client timed out and left
+            self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_retries_503_then_succeeds() -> None:
+    handler: type[_Flaky] = type("Flaky", (_Flaky,), {"failures": 2, "calls": 0})
+    server, address = _serve(handler)
+    try:
+        with Client(address, retry=FAST_RETRY) as client:
+            decode_png(client.denoise(png(digit(0))))
+        assert handler.calls == 3
+    finally:
+        server.shutdown()
+
+
+def test_gives_up_after_retries_on_503() -> None:
+    handler: type[_Flaky] = type("Busy", (_Flaky,), {"failures": 100, "calls": 0})
+    server, address = _serve(handler)
+    try:
+        with Client(address, retry=Retry(attempts=2, backoff=0.01)) as client, pytest.raises(ServiceUnavailable):
+            client.denoise(png(digit(0)))
+        assert handler.calls == 3
+    finally:
+        server.shutdown()
+
+
+def test_4xx_is_never_retried(url: str) -> None:
+    with Client(url, retry=FAST_RETRY) as client:
+        started = time.monotonic()
+        with pytest.raises(InvalidInput):
+            client.denoise(np.zeros((30, 30), dtype=np.uint8))
+        assert time.monotonic() - started < 1.0
+
+
+def test_timeout_raises_transport_failure() -> None:
+    handler = type("Slow", (_Flaky,), {"failures": 0, "calls": 0, "delay": 2.0})
+    server, address = _serve(handler)
+    try:
+        with Client(address, timeout=0.2, retry=FAST_RETRY) as client:
+            started = time.monotonic()
+            with pytest.raises(TransportFailure, match="ReadTimeout"):
+                client.denoise(png(digit(0)))
+            assert time.monotonic() - started < 1.5  # a read timeout is not retried
+    finally:
+        server.shutdown()
+
+
+def test_connection_refused_is_retried_then_raised() -> None:
+    address = f"http://127.0.0.1:{free_port()}"
+    with Client(address, retry=Retry(attempts=2, backoff=0.05)) as client:
+        started = time.monotonic()
+        with pytest.raises(TransportFailure, match="ConnectError"):
+            client.models()
+        assert time.monotonic() - started >= 0.15  # waited 0.05 + 0.1 between the tries
+
+
+def test_cli_single_file_encode_and_reconstruct(url: str, tmp_path: Path) -> None:
+    out = tmp_path / "out.png"
+    assert cli(["--url", url, "denoise", str(SAMPLE), "-o", str(out)]) == 0
+    decode_png(out.read_bytes())
+    latent = tmp_path / "latent.json"
+    assert cli(["--url", url, "encode", str(SAMPLE), "-o", str(latent)]) == 0
+    assert json.loads(latent.read_text())["latent_shape"]
+    rebuilt = tmp_path / "rebuilt.png"
+    assert cli(["--url", url, "reconstruct", str(latent), "-o", str(rebuilt)]) == 0
+    decode_png(rebuilt.read_bytes())
+
+
+def test_cli_reads_url_from_environment(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DENOISE_URL", url)
+    assert cli(["denoise", str(SAMPLE), "-o", str(tmp_path / "o.png")]) == 0
+
+
+def test_cli_folder_mode_reports_failures(url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source, target = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    for i in range(5):
+        (source / f"{i}.png").write_bytes(png(digit(i)))
+    (source / "broken.png").write_bytes(b"not a png")
+    (source / "big.png").write_bytes(png(np.zeros((40, 40), dtype=np.uint8)))
+    (source / "notes.txt").write_text("ignored")
+    assert cli(["--url", url, "denoise", str(source), "-o", str(target)]) == 1
+    assert sorted(p.name for p in target.iterdir()) == [f"{i}.png" for i in range(5)]
+    captured = capsys.readouterr()
+    assert "5 denoised" in captured.out
+    assert "2 failed" in captured.out
+    assert "broken.png" in captured.out
+    assert "big.png: image is 40x40" in captured.out
+    assert "7/7 images" in captured.err
+
+
+def test_cli_error_exit_code(url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"junk")
+    assert cli(["--url", url, "denoise", str(bad), "-o", str(tmp_path / "x.png")]) == 1
+    assert "400 undecodable_image" in capsys.readouterr().err

@@ -1,0 +1,59 @@
+"""Running the real service (``python -m app``) on a loopback port for tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from tests.conftest import MODEL, MODELS, REPO
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server not ready in time")
+
+
+@contextmanager
+def running_server(**env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start the service with test settings plus ``env``; yield its URL and process; kill it after."""
+    port = free_port()
+    settings = {
+        "DENOISE_PORT": str(port),
+        "DENOISE_MODEL_DIR": str(MODELS),
+        "DENOISE_MODELS": MODEL,
+        "DENOISE_BATCH_MAX_SIZE": "8",
+        "DENOISE_MAX_BATCH_IMAGES": "32",
+        "DENOISE_LOG_LEVEL": "warning",
+        **env,
+    }
+    process = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env={**os.environ, **settings})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
