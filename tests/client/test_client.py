@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -229,3 +232,38 @@ def test_cli_error_exit_code(url: str, tmp_path: Path, capsys: pytest.CaptureFix
     bad.write_bytes(b"junk")
     assert cli(["--url", url, "denoise", str(bad), "-o", str(tmp_path / "x.png")]) == 1
     assert "400 undecodable_image" in capsys.readouterr().err
+
+
+def _readme_block(section: str, language: str) -> str:
+    text = (REPO / "README.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return body.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def _in_copy_of_tests(tmp_path: Path) -> Path:
+    (tmp_path / "tests").symlink_to(REPO / "tests")
+    return tmp_path
+
+
+def test_readme_client_python_example(url: str, tmp_path: Path) -> None:
+    code = _readme_block("Client", "python").replace("http://127.0.0.1:8000", url)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=_in_copy_of_tests(tmp_path), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{MODEL} ready" in result.stdout
+    assert "422 image is 32x32" in result.stdout
+
+
+def test_readme_client_cli_examples(url: str, tmp_path: Path) -> None:
+    lines = [line.split("  #")[0] for line in _readme_block("Client", "sh").splitlines() if line.startswith("denoise")]
+    assert len(lines) == 4
+    cwd = _in_copy_of_tests(tmp_path)
+    cli_path = Path(sys.executable).parent
+    env = {**os.environ, "DENOISE_URL": url, "PATH": f"{cli_path}:{os.environ['PATH']}"}
+    for line in lines:
+        result = subprocess.run(line, shell=True, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, (line, result.stdout, result.stderr)
+    decode_png((cwd / "clean.png").read_bytes())
+    decode_png((cwd / "rebuilt.png").read_bytes())
+    assert (cwd / "cleaned" / "noisy-digit.png").is_file()
