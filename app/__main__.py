@@ -8,16 +8,27 @@ import sys
 from types import FrameType
 
 import uvicorn
+from pydantic import ValidationError
 
-from app.config import get_settings
+from app.config import Settings, get_settings
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     sys.exit(0)
 
 
+def _settings_or_exit() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "DENOISE_" + "_".join(str(part) for part in error["loc"]).upper()
+            print(f"configuration error: {name}: {error['msg']} (got {error.get('input')!r})", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
-    settings = get_settings()
+    settings = _settings_or_exit()
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: exit 0 then.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -32,6 +43,7 @@ def main() -> None:
         timeout_graceful_shutdown=settings.shutdown_grace_s,
         timeout_keep_alive=settings.keep_alive_s,
         limit_concurrency=settings.max_connections,
+        http="app.protocol:GuardedHttpToolsProtocol",
     )
 
 

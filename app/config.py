@@ -44,7 +44,13 @@ class Settings(BaseSettings):
     #: Seconds an idle keep-alive connection stays open.
     keep_alive_s: int = Field(default=5, ge=1)
     #: Connections handled at once per worker; beyond it uvicorn answers 503.
-    max_connections: int = Field(default=1024, ge=1)
+    max_connections: int = Field(default=2048, ge=1)
+    #: Image and latent requests in progress per worker; beyond it new ones get 503 with Retry-After at once.
+    max_inflight: int = Field(default=128, ge=1)
+    #: Seconds a client has to send its request line and headers.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    #: Seconds a client has to send the whole body, from the start of the request.
+    body_timeout_s: float = Field(default=30.0, gt=0)
 
     #: Largest request body in bytes, enforced while the body streams in.
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("denoise.errors")
 
@@ -44,6 +45,10 @@ class ModelNotFound(ApiError):
 
 class PayloadTooLarge(ApiError):
     status, code = 413, "payload_too_large"
+
+
+class RequestTimeout(ApiError):
+    status, code = 408, "request_timeout"
 
 
 class UnsupportedMediaType(ApiError):
@@ -101,6 +106,11 @@ def install_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             message = f"no endpoint at {request.url.path}; see /docs for the API"
         return _respond(request, exc.status_code, code, message, headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # Nobody reads this answer; it is only logged and counted.
+        return _respond(request, 400, "client_disconnected", "the client closed the connection mid-request")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -15,7 +15,7 @@ from app.config import Settings, get_settings
 from app.errors import install_handlers
 from app.imaging import __doc__ as NORMALISATION
 from app.metrics import Metrics
-from app.middleware import RequestContextMiddleware
+from app.middleware import Limits, RequestContextMiddleware
 from app.routes import health, inference, models
 from app.runtime.registry import Registry
 
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (inference.router, health.router, models.router):
         app.include_router(router)
         endpoints.update(route.path for route in router.routes if isinstance(route, APIRoute))
-    app.add_middleware(
-        RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes, endpoints=endpoints
-    )
+    limits = Limits(settings.max_body_bytes, settings.body_timeout_s, settings.max_inflight)
+    limited = {route.path for route in inference.router.routes if isinstance(route, APIRoute)}
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, limits=limits, endpoints=endpoints, limited=limited)
     return app

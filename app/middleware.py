@@ -1,37 +1,58 @@
-"""ASGI middleware: body size limit while streaming, request ids, one log line and metrics per request."""
+"""ASGI middleware: request ids, limits on the body and on work in progress, one log line and metrics.
+
+Pure ASGI (no ``BaseHTTPMiddleware``) so the hot path stays cheap.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
 import uuid
 from collections.abc import Collection
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLarge, error_body
+from app.errors import ApiError, Overloaded, PayloadTooLarge, RequestTimeout, error_body
 from app.metrics import Metrics
 
 access_log = logging.getLogger("denoise.access")
 
-REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-class RequestContextMiddleware:
-    """Outermost layer: request id, body limit, access log and metrics.
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int
+    body_timeout_s: float
+    max_inflight: int
 
-    The body limit is enforced from ``Content-Length`` before reading and, for
-    chunked uploads, while the body streams in: the read stops at the limit.
+
+class RequestContextMiddleware:
+    """Outermost layer.
+
+    - Request id: the caller's ``X-Request-ID`` if valid, else a new one; returned in the response.
+    - Body size: refused from ``Content-Length`` before reading, and while a chunked body streams in.
+    - Body deadline: the whole body must arrive within ``body_timeout_s`` of the request start (408).
+    - Work in progress: at most ``max_inflight`` requests to the ``limited`` paths; more get 503 with
+      ``Retry-After`` at once, so overload sheds instead of queueing without bound. Health and
+      metrics are never limited.
+    - One JSON access-log line and the request metrics.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, endpoints: Collection[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, limits: Limits, endpoints: Collection[str], limited: Collection[str]
+    ) -> None:
         self.app = app
         self.metrics = metrics
-        self.max_body_bytes = max_body_bytes
+        self.limits = limits
         self.endpoints = endpoints
+        self.limited = limited
+        self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,52 +60,92 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         headers = dict(scope["headers"])
-        supplied = headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        supplied = headers.get(REQUEST_ID_HEADER, b"").decode("latin-1")
         request_id = supplied if _VALID_REQUEST_ID.match(supplied) else uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500
         response_started = False
-        limit = self.max_body_bytes
-        received = 0
 
-        async def send_wrapper(message: Message) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
             await send(message)
 
-        async def receive_wrapper() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise PayloadTooLarge(self._too_large_message)
-            return message
-
+        path = scope["path"]
+        counted = path in self.limited
         try:
-            length = headers.get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > limit):
-                await self._reject_too_large(send_wrapper, request_id)
-            else:
-                await self.app(scope, receive_wrapper, send_wrapper)
-        except PayloadTooLarge:  # raised while reading outside a route's error handling
+            rejection = self._reject_early(headers, counted)
+            if rejection is not None:
+                await _send_error(send_with_id, rejection, request_id)
+                return
+            if counted:
+                self.inflight += 1
+            try:
+                await self.app(scope, self._guarded_receive(receive, started), send_with_id)
+            finally:
+                if counted:
+                    self.inflight -= 1
+        except ApiError as exc:  # raised while reading, outside a route's error handling
             if response_started:
                 raise
-            await self._reject_too_large(send_wrapper, request_id)
+            await _send_error(send_with_id, exc, request_id)
         finally:
-            path = scope["path"]
-            endpoint = path if path in self.endpoints else "other"
-            model = state.get("model", "-")
-            seconds = time.perf_counter() - started
-            self.metrics.observe_request(endpoint, model, status, seconds)
+            self._record(scope, state, status, time.perf_counter() - started)
+
+    def _reject_early(self, headers: dict[bytes, bytes], counted: bool) -> ApiError | None:
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limits.max_body_bytes):
+            return PayloadTooLarge(self._too_large)
+        if counted and self.inflight >= self.limits.max_inflight:
+            return Overloaded(
+                f"server busy: {self.inflight} requests in progress (DENOISE_MAX_INFLIGHT); retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        return None
+
+    @property
+    def _too_large(self) -> str:
+        return f"request body exceeds {self.limits.max_body_bytes} bytes (DENOISE_MAX_BODY_BYTES)"
+
+    def _guarded_receive(self, receive: Receive, started: float) -> Receive:
+        """``receive`` that enforces the body size and the body deadline while the body streams in."""
+        received = 0
+        body_done = False
+        deadline = started + self.limits.body_timeout_s
+
+        async def guarded() -> Message:
+            nonlocal received, body_done
+            if body_done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - time.perf_counter(), 0.001))
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"request body not received within {self.limits.body_timeout_s:g} s (DENOISE_BODY_TIMEOUT_S)"
+                ) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limits.max_body_bytes:
+                    raise PayloadTooLarge(self._too_large)
+                body_done = not message.get("more_body", False)
+            return message
+
+        return guarded
+
+    def _record(self, scope: Scope, state: dict[str, object], status: int, seconds: float) -> None:
+        path = scope["path"]
+        endpoint = path if path in self.endpoints else "other"
+        model = str(state.get("model", "-"))
+        self.metrics.observe_request(endpoint, model, status, seconds)
+        if access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 json.dumps(
                     {
-                        "request_id": request_id,
+                        "request_id": state["request_id"],
                         "method": scope["method"],
                         "path": path,
                         "query": scope.get("query_string", b"").decode("latin-1")[:200],
@@ -97,21 +158,12 @@ class RequestContextMiddleware:
                 )
             )
 
-    @property
-    def _too_large_message(self) -> str:
-        return f"request body exceeds {self.max_body_bytes} bytes (DENOISE_MAX_BODY_BYTES)"
 
-    async def _reject_too_large(self, send: Send, request_id: str) -> None:
-        body = json.dumps(error_body(413, "payload_too_large", self._too_large_message, request_id)).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+async def _send_error(send: Send, error: ApiError, request_id: str) -> None:
+    body = json.dumps(error_body(error.status, error.code, error.message, request_id, error.index)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(key.lower().encode(), value.encode()) for key, value in error.headers.items()]
+    if error.status in (408, 413):
+        headers.append((b"connection", b"close"))  # the rest of the body is not read
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

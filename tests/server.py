@@ -35,18 +35,21 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0
     raise AssertionError("server not ready in time")
 
 
+#: Small batch limits keep warm-up short in tests.
+TEST_SETTINGS = {"DENOISE_BATCH_MAX_SIZE": "8", "DENOISE_MAX_BATCH_IMAGES": "32", "DENOISE_LOG_LEVEL": "warning"}
+
+
 @contextmanager
-def running_server(**env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Start the service with test settings plus ``env``; yield its URL and process; kill it after."""
+def running_server(env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start ``python -m app`` on a free loopback port with the committed models and ``env``
+    (default: :data:`TEST_SETTINGS`); yield its URL and process; kill it after."""
     port = free_port()
     settings = {
+        "DENOISE_HOST": "127.0.0.1",
         "DENOISE_PORT": str(port),
         "DENOISE_MODEL_DIR": str(MODELS),
         "DENOISE_MODELS": MODEL,
-        "DENOISE_BATCH_MAX_SIZE": "8",
-        "DENOISE_MAX_BATCH_IMAGES": "32",
-        "DENOISE_LOG_LEVEL": "warning",
-        **env,
+        **(TEST_SETTINGS if env is None else env),
     }
     process = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env={**os.environ, **settings})
     url = f"http://127.0.0.1:{port}"

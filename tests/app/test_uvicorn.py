@@ -11,12 +11,12 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, decode_png, digit, png
-from tests.server import running_server
+from tests.server import TEST_SETTINGS, running_server
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    with running_server(DENOISE_LOG_LEVEL="info") as running:
+    with running_server({**TEST_SETTINGS, "DENOISE_LOG_LEVEL": "info"}) as running:
         yield running
 
 

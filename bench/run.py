@@ -1,0 +1,364 @@
+"""Throughput and latency of the service, side by side with the in-process ceiling and a naive service.
+
+    python -m bench.run [--duration 8] [--overload-duration 10] [--out bench/results]
+
+Everything runs on this machine, the load generator (wrk) included, and only targets 127.0.0.1.
+The machine is noisy: ratios from one run are what counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.server import free_port, running_server  # noqa: E402
+
+MODEL_DIR = REPO / "models" / "mnist"
+WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
+SAMPLE = REPO / "tests" / "data" / "noisy-digit.png"
+#: The service as shipped: production defaults, one worker on this 2-core machine.
+SERVICE_ENV = {"DENOISE_LOG_LEVEL": "warning"}
+
+
+@dataclass
+class Row:
+    name: str
+    concurrency: int
+    images_per_request: int
+    requests_per_s: float
+    images_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+    non_2xx: int
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    import onnxruntime
+
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.split("\n")[0],
+    }
+
+
+def multipart(count: int, path: Path) -> str:
+    """Write a multipart body of ``count`` copies of the sample; return its content type."""
+    files = [("file", (f"{i}.png", SAMPLE.read_bytes(), "image/png")) for i in range(count)]
+    request = httpx.Request("POST", "http://x/", files=files)
+    path.write_bytes(request.read())
+    return request.headers["content-type"]
+
+
+def wrk(
+    url: str, body: Path, content_type: str, concurrency: int, seconds: float, accept: str | None = None
+) -> dict[str, Any]:
+    env = {**os.environ, "WRK_BODY": str(body), "WRK_CONTENT_TYPE": content_type}
+    if accept:
+        env["WRK_ACCEPT"] = accept
+    threads = 1 if concurrency < 8 else 2
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{concurrency}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+    line = next(line for line in output.splitlines() if line.startswith("WRK "))
+    return dict(json.loads(line[4:]))
+
+
+def row(name: str, result: dict[str, Any], concurrency: int, images: int) -> Row:
+    rps = result["requests"] / (result["duration_us"] / 1e6)
+    errors = result["connect"] + result["read"] + result["write"] + result["timeout"] + result["non_2xx"]
+    return Row(
+        name,
+        concurrency,
+        images,
+        rps,
+        rps * images,
+        result["p50_us"] / 1000,
+        result["p95_us"] / 1000,
+        result["p99_us"] / 1000,
+        errors,
+        result["non_2xx"],
+    )
+
+
+def in_process(path: Path | bytes, batch: int, seconds: float, threads: int) -> float:
+    """Images per second of one ONNX graph called directly, no HTTP."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(
+        path if isinstance(path, bytes) else str(path), options, providers=["CPUExecutionProvider"]
+    )
+    name = session.get_inputs()[0].name
+    x = np.random.default_rng(0).random((batch, 28, 28, 1), dtype=np.float32)
+    for _ in range(5):
+        session.run(None, {name: x})
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        session.run(None, {name: x})
+        runs += 1
+    return runs * batch / (time.perf_counter() - started)
+
+
+def reference_onnx() -> bytes:
+    """The seeds' reference network as ONNX (its speed does not depend on the weights' values)."""
+    from training.export import to_onnx
+    from training.model import build_reference
+
+    return bytes(to_onnx(build_reference(), "image", "denoised").SerializeToString())
+
+
+@contextmanager
+def naive_service(keras_model: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "NAIVE_MODEL": str(keras_model), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.naive_service:app",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, cwd=REPO, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{url}/docs", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait()
+
+
+class LivenessProbe(threading.Thread):
+    """Polls /health/live every 50 ms and records each answer's latency (a failure counts as inf)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.latencies: list[float] = []
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=2.0) as client:
+            while not self._done.is_set():
+                started = time.perf_counter()
+                try:
+                    ok = client.get(f"{self.url}/health/live").status_code == 200
+                except httpx.TransportError:
+                    ok = False
+                self.latencies.append((time.perf_counter() - started) * 1000 if ok else float("inf"))
+                self._done.wait(0.05)
+
+    def stop(self) -> list[float]:
+        self._done.set()
+        self.join()
+        return self.latencies
+
+
+def keras_model_for_naive(work: Path) -> tuple[Path, str]:
+    for candidate in (MODEL_DIR / "autoencoder.keras", REPO / "runs" / "mnist" / "autoencoder.keras"):
+        if candidate.is_file():
+            return candidate, f"trained weights from {candidate.relative_to(REPO)}"
+    from training.model import Architecture, build_autoencoder
+
+    path = work / "naive.keras"
+    build_autoencoder(Architecture()).autoencoder.save(path)
+    return path, "same architecture, untrained weights (speed does not depend on them)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per load run")
+    parser.add_argument("--overload-duration", type=float, default=10.0, help="seconds at concurrency 512")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "bench" / "results", help="folder for results.json and the plot"
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install wrk", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    seconds = args.duration
+    info = machine()
+    threads = info["cores"]
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    png_type = "image/png"
+    batch_types = {n: multipart(n, work / f"batch{n}.body") for n in (64, 256)}
+    naive_type = multipart(1, work / "single.multipart")
+    rows: list[Row] = []
+    results: dict[str, Any] = {"machine": info, "command": " ".join(["python", "-m", "bench.run", *sys.argv[1:]])}
+
+    print(f"machine: {info}", flush=True)
+    ceiling = {
+        "autoencoder_b1": in_process(MODEL_DIR / "autoencoder.onnx", 1, 3, threads),
+        "autoencoder_b64": in_process(MODEL_DIR / "autoencoder.onnx", 64, 3, threads),
+        "autoencoder_b256": in_process(MODEL_DIR / "autoencoder.onnx", 256, 3, threads),
+        "reference_b64": in_process(reference_onnx(), 64, 3, threads),
+    }
+    results["in_process_images_per_s"] = ceiling
+    print(f"in-process images/s: {json.dumps({k: round(v) for k, v in ceiling.items()})}", flush=True)
+
+    with running_server(SERVICE_ENV) as (url, _):
+        latent = work / "latent.json"
+        latent.write_bytes(
+            httpx.post(f"{url}/encode", content=SAMPLE.read_bytes(), headers={"content-type": png_type}).content
+        )
+        for concurrency in (1, 8, 32, 128):
+            result = wrk(f"{url}/denoise", SAMPLE, png_type, concurrency, seconds)
+            rows.append(row("denoise", result, concurrency, 1))
+            print(rows[-1], flush=True)
+        for images, content_type in batch_types.items():
+            result = wrk(f"{url}/denoise", work / f"batch{images}.body", content_type, 2, seconds)
+            rows.append(row(f"denoise batch {images}", result, 2, images))
+            print(rows[-1], flush=True)
+        rows.append(row("encode", wrk(f"{url}/encode", SAMPLE, png_type, 32, seconds), 32, 1))
+        rows.append(row("reconstruct", wrk(f"{url}/reconstruct", latent, "application/json", 32, seconds), 32, 1))
+        print(rows[-2], rows[-1], sep="\n", flush=True)
+
+        probe = LivenessProbe(url)
+        probe.start()
+        time.sleep(1)
+        overload = row("denoise overload", wrk(f"{url}/denoise", SAMPLE, png_type, 512, args.overload_duration), 512, 1)
+        latencies = probe.stop()
+        recovery = row("denoise after overload", wrk(f"{url}/denoise", SAMPLE, png_type, 8, 3), 8, 1)
+        rows += [overload, recovery]
+        results["overload"] = {
+            "shed_503": overload.non_2xx,
+            "liveness_probes": len(latencies),
+            "liveness_max_ms": max(latencies),
+            "liveness_p99_ms": float(np.percentile(latencies, 99)),
+            "recovery_errors": recovery.errors,
+        }
+        print(overload, recovery, results["overload"], sep="\n", flush=True)
+
+    keras_path, naive_note = keras_model_for_naive(work)
+    results["naive_model"] = naive_note
+    with naive_service(keras_path) as naive_url:
+        for concurrency in (1, 32):
+            result = wrk(f"{naive_url}/denoise", work / "single.multipart", naive_type, concurrency, seconds)
+            rows.append(row("naive keras service", result, concurrency, 1))
+            print(rows[-1], flush=True)
+
+    results["rows"] = [asdict(r) for r in rows]
+    results["checks"] = checks(rows, ceiling, results["overload"])
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print_table(rows, ceiling, results["checks"])
+    plot(rows, args.out / "throughput_latency.png")
+    print(f"\nresults: {args.out / 'results.json'}, plot: {args.out / 'throughput_latency.png'}")
+    return 0
+
+
+def _find(rows: list[Row], name: str, concurrency: int) -> Row:
+    return next(r for r in rows if r.name == name and r.concurrency == concurrency)
+
+
+def checks(rows: list[Row], ceiling: dict[str, float], overload: dict[str, Any]) -> dict[str, Any]:
+    c32, c1 = _find(rows, "denoise", 32), _find(rows, "denoise", 1)
+    naive32 = _find(rows, "naive keras service", 32)
+    batch256 = _find(rows, "denoise batch 256", 2)
+    return {
+        "c32_vs_naive_rps_ratio": c32.requests_per_s / naive32.requests_per_s,
+        "c32_p99_ms": c32.p99_ms,
+        "c32_errors": c32.errors,
+        "c1_p50_ms": c1.p50_ms,
+        "batch256_fraction_of_ceiling": batch256.images_per_s / ceiling["autoencoder_b256"],
+        "model_cost_vs_reference_b64": ceiling["reference_b64"] / ceiling["autoencoder_b64"],
+        "overload_shed_503": overload["shed_503"],
+        "liveness_max_ms_under_overload": overload["liveness_max_ms"],
+        "recovered_without_errors": overload["recovery_errors"] == 0,
+    }
+
+
+def print_table(rows: list[Row], ceiling: dict[str, float], check: dict[str, Any]) -> None:
+    naive1 = _find(rows, "naive keras service", 1).requests_per_s
+    print(
+        f"\n{'run':<24}{'conc':>6}{'img/req':>8}{'req/s':>10}{'img/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+        f"{'errors':>8}{'x naive c1':>11}"
+    )
+    for r in rows:
+        print(
+            f"{r.name:<24}{r.concurrency:>6}{r.images_per_request:>8}{r.requests_per_s:>10.0f}{r.images_per_s:>10.0f}"
+            f"{r.p50_ms:>9.2f}{r.p95_ms:>9.2f}{r.p99_ms:>9.2f}{r.errors:>8}{r.requests_per_s / naive1:>11.1f}"
+        )
+    print("\nin-process ceiling (images/s): " + ", ".join(f"{k} {v:.0f}" for k, v in ceiling.items()))
+    print("checks: " + json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in check.items()}))
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, style in (("denoise", "o-"), ("naive keras service", "s--")):
+        points = sorted((r for r in rows if r.name == name), key=lambda r: r.concurrency)
+        xs = [r.concurrency for r in points]
+        left.plot(xs, [r.requests_per_s for r in points], style, label=name)
+        right.plot(xs, [r.p99_ms for r in points], style, label=name)
+    for ax, label in ((left, "requests/s"), (right, "p99 latency (ms)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrent connections")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle("Single-image /denoise on one 2-core machine (wrk on the same machine)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
