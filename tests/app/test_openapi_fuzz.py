@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -15,7 +17,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_conforms_and_never_fails(case: schemathesis.Case) -> None:
+def test_api_conforms_and_never_fails(case: schemathesis.Case[Any]) -> None:
     response = case.call()
     assert response.status_code < 500, response.text
     # A schema cannot say "exactly 28x28 pixels", so schema-valid images may rightly get 422.
