@@ -11,6 +11,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from app.config import Settings, get_settings
+from app.runtime.providers import ProviderError, available_providers, requested_providers
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -18,13 +19,20 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 
 def _settings_or_exit() -> Settings:
+    """Settings, or a clear message and exit status 2 (no traceback, no restart loop of retries)."""
     try:
-        return get_settings()
+        settings = get_settings()
     except ValidationError as exc:
         for error in exc.errors():
             name = "DENOISE_" + "_".join(str(part) for part in error["loc"]).upper()
             print(f"configuration error: {name}: {error['msg']} (got {error.get('input')!r})", file=sys.stderr)
         sys.exit(2)
+    try:
+        requested_providers(settings.providers, available_providers())
+    except ProviderError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    return settings
 
 
 def main() -> None:

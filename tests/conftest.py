@@ -2,47 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from app.config import Settings
 from app.main import create_app
+from tests.images import decode_png, digit, png
+from tests.server import MODEL, MODELS, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-MODELS = REPO / "models"
-MODEL = "mnist"
-
-
-def png(pixels: np.ndarray, mode: str | None = None, **save: object) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode).save(buffer, format="PNG", **save)
-    return buffer.getvalue()
-
-
-def digit(seed: int) -> np.ndarray:
-    """A light stroke on black, different for every seed, like the images the models learned."""
-    rng = np.random.default_rng(seed)
-    image = np.zeros((28, 28), dtype=np.uint8)
-    row, col = rng.integers(6, 22, size=2)
-    image[row - 4 : row + 4, max(col - 1, 0) : col + 2] = 255
-    image[max(row - 5, 0), 6:22] = rng.integers(100, 256)
-    noisy = image.astype(np.float32) + rng.normal(0, 60, size=image.shape)
-    return np.clip(noisy, 0, 255).astype(np.uint8)
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as image:
-        assert image.format == "PNG"
-        assert image.mode == "L"
-        assert image.size == (28, 28)
-        return np.asarray(image)
+__all__ = ["MODEL", "MODELS", "REPO", "decode_png", "digit", "png", "service_settings"]
 
 
 def service_settings(**overrides: object) -> Settings:

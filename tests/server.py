@@ -9,10 +9,13 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
-from tests.conftest import MODEL, MODELS, REPO
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+MODEL = "mnist"
 
 
 def free_port() -> int:
