@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -94,9 +94,13 @@ class Settings(BaseSettings):
     def model_names(self) -> list[str]:
         return self.models.split(",") if self.models else []
 
-    @property
+    @cached_property
     def image_format_list(self) -> tuple[str, ...]:
         return tuple(self.image_formats.split(","))
+
+    @cached_property
+    def image_media_types(self) -> tuple[str, ...]:
+        return tuple(f"image/{fmt.lower()}" for fmt in self.image_format_list)
 
     @property
     def intra_op_threads(self) -> int:

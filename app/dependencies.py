@@ -20,12 +20,12 @@ MULTIPART = "multipart/form-data"
 FILE_FIELD = "file"
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_registry(request: Request) -> Registry:
+async def get_registry(request: Request) -> Registry:
     registry: Registry = request.app.state.registry
     return registry
 
@@ -45,7 +45,7 @@ def resolve_model(request: Request, registry: Registry, name: str | None) -> Loa
     return loaded
 
 
-def get_model(request: Request, registry: RegistryDep, model: ModelName = None) -> LoadedModel:
+async def get_model(request: Request, registry: RegistryDep, model: ModelName = None) -> LoadedModel:
     return resolve_model(request, registry, model)
 
 
@@ -62,7 +62,7 @@ class ImageQuery:
     invert: bool
 
 
-def image_query(
+async def image_query(
     resize: Annotated[bool, Query(description="resample any size to 28x28 (Lanczos) instead of rejecting it")] = False,
     invert: Annotated[
         bool, Query(description="invert dark-on-light images (the models expect light on black)")
@@ -102,7 +102,7 @@ async def _multipart_files(request: Request, settings: Settings) -> list[bytes]:
 async def read_uploads(request: Request, settings: Settings) -> list[bytes]:
     """The uploaded image bodies: multipart ``file`` fields, or the raw body with an image type."""
     kind = media_type(request)
-    accepted = DecodeOptions(formats=settings.image_format_list).media_types
+    accepted = settings.image_media_types
     if kind == MULTIPART:
         return await _multipart_files(request, settings)
     if kind in accepted or kind == "application/octet-stream":

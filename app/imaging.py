@@ -38,10 +38,6 @@ class DecodeOptions:
     resize: bool = False
     invert: bool = False
 
-    @property
-    def media_types(self) -> tuple[str, ...]:
-        return tuple(f"image/{fmt.lower()}" for fmt in self.formats)
-
 
 def _sniff_format(data: bytes) -> str | None:
     """The format Pillow recognises in ``data`` (reading only the header), or None."""
