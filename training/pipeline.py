@@ -136,7 +136,8 @@ def write_report(
 ) -> None:
     figures = out_dir / "report"
     figures.mkdir(parents=True, exist_ok=True)
-    report.loss_curves({name: result["history"] for name, result in summary.items()}, figures / "loss.png")
+    losses = {OURS: cfg.loss, REFERENCE: cfg.reference_loss}
+    report.loss_curves({name: result["history"] for name, result in summary.items()}, losses, figures / "loss.png")
     clean = to_float(data.test.images)[..., 0]
     report.denoising_grid(clean, as_denoiser(models.autoencoder), cfg.seed, figures / "denoising.png")
     latents = models.encoder.predict(to_float(data.test.images), verbose=0)

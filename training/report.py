@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ from sklearn.decomposition import PCA
 from training.evaluate import CONDITIONS, Denoiser, noisy_test_set
 
 
-def loss_curves(histories: dict[str, dict[str, list[float]]], path: Path) -> None:
+def loss_curves(histories: dict[str, dict[str, list[float]]], losses: Mapping[str, str], path: Path) -> None:
+    """Training and validation loss per model; ``losses`` names each model's loss function."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, history in histories.items():
         epochs = np.arange(1, len(history["loss"]) + 1)
-        (line,) = ax.plot(epochs, history["loss"], label=f"{name} train")
+        (line,) = ax.plot(epochs, history["loss"], label=f"{name} train ({losses[name]})")
         ax.plot(epochs, history["val_loss"], "--", color=line.get_color(), label=f"{name} validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
