@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +89,3 @@ def fit(
     losses = {key: [float(v) for v in values] for key, values in history.history.items()}
     return TrainResult(history=losses, epochs_run=len(losses["loss"]), best_val_loss=min(losses["val_loss"]))
 
-
-def read_history(path: Path) -> dict[str, list[float]]:
-    with path.open() as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: [float(row[key]) for row in rows] for key in rows[0]} if rows else {}

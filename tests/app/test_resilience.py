@@ -167,23 +167,27 @@ def test_sigterm_finishes_accepted_requests_then_exits_0() -> None:
         assert process.wait(timeout=20) == 0
 
 
-def test_unknown_provider_setting_exits_with_a_clear_message() -> None:
-    env = {**os.environ, "DENOISE_PROVIDERS": "tpu"}
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"DENOISE_PROVIDERS": "tpu"}, "configuration error: DENOISE_PROVIDERS"),
+        ({"DENOISE_PROVIDERS": "cuda"}, "DENOISE_PROVIDERS=cuda but this onnxruntime build has no CUDA provider"),
+        ({"DENOISE_PORT": "99999"}, "configuration error: DENOISE_PORT"),
+    ],
+    ids=["unknown-provider", "cuda-without-gpu", "bad-port"],
+)
+def test_bad_settings_stop_with_a_clear_message(setting: dict[str, str], message: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "app"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "app"],
+        cwd=REPO,
+        env={**os.environ, **setting},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
-    assert "configuration error: DENOISE_PROVIDERS" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_cuda_without_gpu_refuses_to_start() -> None:
-    env = {**os.environ, "DENOISE_PROVIDERS": "cuda"}
-    result = subprocess.run(
-        [sys.executable, "-m", "app"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 2
-    assert "DENOISE_PROVIDERS=cuda but this onnxruntime build has no CUDA provider" in result.stderr
+    assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
