@@ -88,4 +88,3 @@ def fit(
     )
     losses = {key: [float(v) for v in values] for key, values in history.history.items()}
     return TrainResult(history=losses, epochs_run=len(losses["loss"]), best_val_loss=min(losses["val_loss"]))
-

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from app.dependencies import (
     ImageQueryDep,
@@ -21,14 +20,12 @@ from app.dependencies import (
     read_uploads,
     resolve_model,
 )
-from app.errors import BadRequestBody, InvalidInput
 from app.imaging import encode_png, to_model_input, to_pixels
+from app.latents import check_latents, parse_latents
 from app.runtime.registry import LoadedModel
 from app.schemas import DenoiseBatchResponse, ErrorResponse, Latents
 
 router = APIRouter(tags=["inference"])
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 _IMAGE_BODY: dict[str, Any] = {
     "requestBody": {
@@ -54,7 +51,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse} for status in statuses}
 
 
-_IMAGE_ERRORS = _errors(400, 404, 413, 415, 422, 503)
+_IMAGE_ERRORS = _errors(400, 404, 408, 413, 415, 422, 503)
 _PNG_OR_BATCH: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "one image: the PNG; several images (or Accept: application/json): JSON with base64 PNGs",
@@ -115,41 +112,6 @@ async def encode(request: Request, model: ModelDep, settings: SettingsDep, query
             "latents": latents.reshape(len(latents), -1).tolist(),
         }
     )
-
-
-def parse_latents(body: bytes) -> Latents:
-    try:
-        return Latents.model_validate_json(body)
-    except ValidationError as exc:
-        if any(err["type"] == "json_invalid" for err in exc.errors()):
-            raise BadRequestBody(f"body is not valid JSON: {exc.errors()[0]['msg']}") from exc
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][:3])}: {e['msg']}" for e in exc.errors()[:5])
-        raise InvalidInput(f"invalid latents ({problems}); send the body /encode returned") from exc
-
-
-def check_latents(payload: Latents, model: LoadedModel, max_images: int) -> np.ndarray:
-    """Validate latents against the model's manifest; return the decoder's input batch."""
-    manifest = model.manifest
-    if payload.model is not None and payload.model != manifest.name:
-        raise InvalidInput(f"latents are from model {payload.model!r} but the request is for {manifest.name!r}")
-    if payload.version is not None and payload.version != manifest.version:
-        raise InvalidInput(
-            f"latents are from {manifest.name} version {payload.version}; the loaded version is {manifest.version}"
-        )
-    if tuple(payload.latent_shape) != manifest.latent_shape:
-        raise InvalidInput(
-            f"latent_shape {payload.latent_shape} does not match the model's {list(manifest.latent_shape)}"
-        )
-    if not 1 <= len(payload.latents) <= max_images:
-        raise InvalidInput(f"send between 1 and {max_images} latents, got {len(payload.latents)}")
-    for index, latent in enumerate(payload.latents):
-        if len(latent) != manifest.latent_size:
-            raise InvalidInput(f"latent has {len(latent)} values, expected {manifest.latent_size}", index=index)
-    values = np.asarray(payload.latents, dtype=np.float64)
-    too_big = np.abs(values) > FLOAT32_MAX
-    if too_big.any():
-        raise InvalidInput("latent values must fit in float32", index=int(np.argwhere(too_big)[0][0]))
-    return values.astype(np.float32).reshape(len(values), *manifest.latent_shape)
 
 
 @router.post(
