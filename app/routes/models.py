@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.dependencies import RegistryDep, SettingsDep
 from app.metrics import Metrics
@@ -24,4 +24,4 @@ async def list_models(registry: RegistryDep, settings: SettingsDep) -> ModelsRes
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response, tags=["health"])
 async def metrics(request: Request) -> Response:
     collected: Metrics = request.app.state.metrics
-    return Response(generate_latest(collected.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(collected.exposition(), media_type=CONTENT_TYPE_LATEST)

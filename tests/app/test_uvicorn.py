@@ -79,3 +79,18 @@ def test_sigterm_exits_cleanly(server: tuple[str, subprocess.Popen[bytes]]) -> N
     _, process = server
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
+
+
+def test_two_workers_share_one_metrics_view() -> None:
+    """With several workers, /metrics sums them all, whichever worker answers the scrape."""
+    with running_server({**TEST_SETTINGS, "DENOISE_WORKERS": "2"}) as (url, _), httpx.Client(base_url=url) as client:
+        for seed in range(20):
+            response = client.post("/denoise", content=png(digit(seed)), headers={"content-type": "image/png"})
+            assert response.status_code == 200
+        for _ in range(4):  # scrapes land on either worker
+            line = next(
+                line
+                for line in client.get("/metrics").text.splitlines()
+                if line.startswith('denoise_requests_total{endpoint="/denoise",model="mnist",status="200"}')
+            )
+            assert float(line.split()[-1]) == 20
