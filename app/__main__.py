@@ -41,7 +41,7 @@ def main() -> None:
     settings = _settings_or_exit()
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: exit 0 then.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    if settings.worker_count > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Each worker writes its metrics here and /metrics sums them, whichever worker answers.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="denoise-metrics-")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -50,7 +50,7 @@ def main() -> None:
         factory=True,
         host=settings.host,
         port=settings.port,
-        workers=settings.workers,
+        workers=settings.worker_count,
         log_level=settings.log_level,
         access_log=False,  # the app writes one structured line per request
         timeout_graceful_shutdown=settings.shutdown_grace_s,

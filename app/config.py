@@ -34,8 +34,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    #: uvicorn worker processes.
-    workers: int = Field(default=1, ge=1, le=64)
+    #: uvicorn worker processes; 0 means one per usable core. The HTTP path is Python and
+    #: single-threaded per process, so processes, not onnxruntime threads, use the cores.
+    workers: int = Field(default=0, ge=0, le=64)
     #: onnxruntime intra-op threads per session; 0 means cores / workers (at least 1).
     threads: int = Field(default=0, ge=0, le=256)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
@@ -103,8 +104,12 @@ class Settings(BaseSettings):
         return tuple(f"image/{fmt.lower()}" for fmt in self.image_format_list)
 
     @property
+    def worker_count(self) -> int:
+        return self.workers or available_cores()
+
+    @property
     def intra_op_threads(self) -> int:
-        return self.threads or max(1, available_cores() // self.workers)
+        return self.threads or max(1, available_cores() // self.worker_count)
 
 
 @lru_cache

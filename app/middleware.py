@@ -6,11 +6,12 @@ Pure ASGI (no ``BaseHTTPMiddleware``) so the hot path stays cheap.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -53,6 +54,12 @@ class RequestContextMiddleware:
         self.endpoints = endpoints
         self.limited = limited
         self.inflight = 0
+        # Request ids: a random per-process prefix and a counter (uuid4 costs a syscall per request).
+        self._id_prefix = secrets.token_hex(8)
+        self._ids = itertools.count(1)
+
+    def _next_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):016x}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,7 +68,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         headers = dict(scope["headers"])
         supplied = headers.get(REQUEST_ID_HEADER, b"").decode("latin-1")
-        request_id = supplied if _VALID_REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        request_id = supplied if _VALID_REQUEST_ID.match(supplied) else self._next_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500

@@ -76,7 +76,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-growth", type=float, default=0.10, help="largest allowed RSS growth after warm-up")
     args = parser.parse_args()
-    with running_server({"DENOISE_LOG_LEVEL": "warning"}) as (url, process):
+    # One worker, so that the process measured is the one serving every request.
+    with running_server({"DENOISE_LOG_LEVEL": "warning", "DENOISE_WORKERS": "1"}) as (url, process):
         marks = {"start": rss_mib(process.pid)}
         unexpected = asyncio.run(drive(url, args.requests, args.concurrency, process.pid, marks))
         marks["end"] = rss_mib(process.pid)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -39,7 +41,12 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0
 
 
 #: Small batch limits keep warm-up short in tests.
-TEST_SETTINGS = {"DENOISE_BATCH_MAX_SIZE": "8", "DENOISE_MAX_BATCH_IMAGES": "32", "DENOISE_LOG_LEVEL": "warning"}
+TEST_SETTINGS = {
+    "DENOISE_WORKERS": "1",
+    "DENOISE_BATCH_MAX_SIZE": "8",
+    "DENOISE_MAX_BATCH_IMAGES": "32",
+    "DENOISE_LOG_LEVEL": "warning",
+}
 
 
 @contextmanager
@@ -54,12 +61,24 @@ def running_server(env: dict[str, str] | None = None) -> Iterator[tuple[str, sub
         "DENOISE_MODELS": MODEL,
         **(TEST_SETTINGS if env is None else env),
     }
-    process = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env={**os.environ, **settings})
+    # A session of its own, so that the whole tree (uvicorn's workers too) is stopped at the end.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app"], cwd=REPO, env={**os.environ, **settings}, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)
         yield url, process
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop_tree(process)
+
+
+def stop_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group, then SIGKILL whatever is left after 30 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
