@@ -87,6 +87,10 @@ class RequestContextMiddleware:
         try:
             rejection = self._reject_early(headers, counted)
             if rejection is not None:
+                if isinstance(rejection, Overloaded):
+                    # Read the (bounded) body first: closing a socket with unread data resets it,
+                    # and the client would lose the 503 with its Retry-After.
+                    await _drain(self._guarded_receive(receive, started))
                 await _send_error(send_with_id, rejection, request_id)
                 return
             if counted:
@@ -170,7 +174,16 @@ async def _send_error(send: Send, error: ApiError, request_id: str) -> None:
     body = json.dumps(error_body(error.status, error.code, error.message, request_id, error.index)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(key.lower().encode(), value.encode()) for key, value in error.headers.items()]
-    if error.status in (408, 413):
-        headers.append((b"connection", b"close"))  # the rest of the body is not read
+    if error.status in (408, 413, 503):
+        # 408/413: the rest of the body is not read. 503: shedding load, the connection goes too,
+        # so a flood of clients pays for reconnecting instead of the event loop paying for answers.
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return

@@ -37,6 +37,8 @@ WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
 SAMPLE = REPO / "tests" / "data" / "noisy-digit.png"
 #: The service as shipped: production defaults, one worker on this 2-core machine.
 SERVICE_ENV = {"DENOISE_LOG_LEVEL": "warning"}
+#: Seconds between the end of the overload and the recovery run.
+RECOVERY_PAUSE_S = 2
 
 
 @dataclass
@@ -271,6 +273,7 @@ def main() -> int:
         time.sleep(1)
         overload = row("denoise overload", wrk(f"{url}/denoise", SAMPLE, png_type, 512, args.overload_duration), 512, 1)
         latencies = probe.stop()
+        time.sleep(RECOVERY_PAUSE_S)  # the flood's last connections drain
         recovery = row("denoise after overload", wrk(f"{url}/denoise", SAMPLE, png_type, 8, 3), 8, 1)
         rows += [overload, recovery]
         results["overload"] = {
