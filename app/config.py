@@ -64,7 +64,8 @@ class Settings(BaseSettings):
 
     #: Dynamic batching: requests arriving together run as one ONNX Runtime call.
     batching: bool = True
-    #: Most images in one batched call.
+    #: Most images in one ONNX Runtime call: concurrent requests merge up to it, and a larger
+    #: request runs in chunks of it.
     batch_max_size: int = Field(default=64, ge=1, le=4096)
     #: How long a batch may wait for more requests, in milliseconds (0: take what is queued).
     batch_max_delay_ms: float = Field(default=0.0, ge=0.0, le=1000.0)

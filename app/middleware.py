@@ -24,6 +24,15 @@ access_log = logging.getLogger("denoise.access")
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# New request ids: a random per-process prefix and a counter (uuid4 costs a syscall per request).
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count(1)
+
+
+def request_id(supplied: bytes) -> str:
+    """The caller's ``X-Request-ID`` if it is valid, else a new one."""
+    text = supplied.decode("latin-1")
+    return text if _VALID_REQUEST_ID.match(text) else f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 @dataclass(frozen=True)
@@ -54,12 +63,6 @@ class RequestContextMiddleware:
         self.endpoints = endpoints
         self.limited = limited
         self.inflight = 0
-        # Request ids: a random per-process prefix and a counter (uuid4 costs a syscall per request).
-        self._id_prefix = secrets.token_hex(8)
-        self._ids = itertools.count(1)
-
-    def _next_id(self) -> str:
-        return f"{self._id_prefix}{next(self._ids):016x}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,10 +70,9 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         headers = dict(scope["headers"])
-        supplied = headers.get(REQUEST_ID_HEADER, b"").decode("latin-1")
-        request_id = supplied if _VALID_REQUEST_ID.match(supplied) else self._next_id()
+        rid = request_id(headers.get(REQUEST_ID_HEADER, b""))
         state = scope.setdefault("state", {})
-        state["request_id"] = request_id
+        state["request_id"] = rid
         status = 500
         response_started = False
 
@@ -79,7 +81,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, rid.encode())]
             await send(message)
 
         path = scope["path"]
@@ -91,7 +93,7 @@ class RequestContextMiddleware:
                     # Read the (bounded) body first: closing a socket with unread data resets it,
                     # and the client would lose the 503 with its Retry-After.
                     await _drain(self._guarded_receive(receive, started))
-                await _send_error(send_with_id, rejection, request_id)
+                await _send_error(send_with_id, rejection, rid)
                 return
             if counted:
                 self.inflight += 1
@@ -103,7 +105,7 @@ class RequestContextMiddleware:
         except ApiError as exc:  # raised while reading, outside a route's error handling
             if response_started:
                 raise
-            await _send_error(send_with_id, exc, request_id)
+            await _send_error(send_with_id, exc, rid)
         finally:
             self._record(scope, state, status, time.perf_counter() - started)
 

@@ -1,9 +1,13 @@
-"""uvicorn's HTTP protocol with a header deadline, so a slow client cannot hold a connection.
+"""uvicorn's HTTP protocol with a header deadline and a liveness answer of its own.
 
-uvicorn times out idle keep-alive connections but not a client that connects and sends its
-request line and headers a byte at a time. This protocol closes a connection whose headers are
-not complete ``header_timeout`` seconds after the connection opened or the request began.
-(Body deadlines are enforced in :mod:`app.middleware`.)
+- uvicorn times out idle keep-alive connections but not a client that connects and sends its
+  request line and headers a byte at a time. This protocol closes a connection whose headers are
+  not complete ``header_timeout`` seconds after the connection opened or the request began.
+  (Body deadlines are enforced in :mod:`app.middleware`.)
+- ``GET /health/live`` is answered here, as soon as the request is parsed, without starting an
+  ASGI task: under overload the event loop has hundreds of tasks ready, and a probe that waited
+  for its own task's turn would wait behind all of them. The answer is the same as the route's
+  (``{"status":"alive"}`` with an ``X-Request-ID``); it is not logged and not counted in the metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.config import get_settings
+from app.middleware import REQUEST_ID_HEADER, request_id
+from app.schemas import Liveness
+
+LIVENESS_PATH = b"/health/live"
+LIVENESS_BODY = Liveness().model_dump_json().encode()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -25,6 +34,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, **kwargs)
         self.header_timeout = get_settings().header_timeout_s
         self._header_timer: asyncio.TimerHandle | None = None
+        self._liveness_probe = False
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:
@@ -51,7 +61,42 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm_header_timer()
-        super().on_headers_complete()
+        # Only when no earlier request on this connection is still being answered, so that
+        # pipelined responses keep their order.
+        self._liveness_probe = (
+            self.url == LIVENESS_PATH
+            and self.parser.get_method() == b"GET"
+            and not self.parser.should_upgrade()
+            and (self.cycle is None or self.cycle.response_complete)
+        )
+        if not self._liveness_probe:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._liveness_probe:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._liveness_probe:
+            super().on_message_complete()
+            return
+        self._liveness_probe = False
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        supplied = next((value for name, value in self.headers if name == REQUEST_ID_HEADER), b"")
+        headers = [
+            *self.server_state.default_headers,
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(LIVENESS_BODY)).encode()),
+            (REQUEST_ID_HEADER, request_id(supplied).encode()),
+        ]
+        if not keep_alive:
+            headers.append((b"connection", b"close"))
+        head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        self.transport.write(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n" + LIVENESS_BODY)
+        if keep_alive:
+            self.on_response_complete()
+        else:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()

@@ -16,6 +16,7 @@ import sys
 import time
 from itertools import cycle
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -33,7 +34,7 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def requests_mix(latent: bytes) -> list[tuple[str, dict[str, object], int]]:
+def requests_mix(latent: bytes) -> list[tuple[str, dict[str, Any], int]]:
     image = png(digit(0))
     batch = [("file", (f"{i}.png", png(digit(i)), "image/png")) for i in range(16)]
     raw = {"content": image, "headers": {"content-type": "image/png"}}
@@ -62,7 +63,7 @@ async def drive(url: str, total: int, concurrency: int, pid: int, marks: dict[st
                 if sent == warm_at:
                     marks["warm"] = rss_mib(pid)
                 path, kwargs, status = next(plan)
-                response = await client.post(path, **kwargs)  # type: ignore[arg-type]
+                response = await client.post(path, **kwargs)
                 unexpected += response.status_code != status
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))

@@ -2,9 +2,13 @@
 
 Every call to a graph goes through its :class:`Batcher`. The batcher takes
 what is queued (waiting up to ``max_delay`` for more), concatenates it up to
-``max_batch`` images, runs it on its own inference thread so the event loop
-never blocks, and hands each caller its own slice of the result. A full queue
-refuses new work at once with :class:`~app.errors.Overloaded` (503).
+``max_batch`` images (``merge=False`` turns merging off), runs it on its own
+inference thread so the event loop never blocks, and hands each caller its own
+slice of the result. No ONNX Runtime call exceeds ``max_batch`` images: a larger
+request runs in chunks of that size, whose activations stay in cache (at batch
+256 one call is slower per image than four of 64) and whose shapes were warmed
+at start. A full queue refuses new work at once with
+:class:`~app.errors.Overloaded` (503).
 """
 
 from __future__ import annotations
@@ -39,11 +43,13 @@ class Batcher:
         max_batch: int,
         max_delay_s: float,
         queue_size: int,
+        merge: bool = True,
         on_batch: Callable[[int], None] = lambda size: None,
     ) -> None:
         self._run = run
         self.name = name
         self.max_batch = max_batch
+        self.merge = merge
         self.max_delay_s = max_delay_s
         self.queue_size = queue_size
         self._on_batch = on_batch
@@ -83,7 +89,7 @@ class Batcher:
         items, size = [first], len(first.inputs)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_delay_s
-        while size < self.max_batch:
+        while self.merge and size < self.max_batch:
             try:
                 item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -100,6 +106,13 @@ class Batcher:
             size += len(item.inputs)
         return items, None
 
+    def _run_chunks(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) <= self.max_batch:
+            return self._run(batch)
+        return np.concatenate(
+            [self._run(batch[start : start + self.max_batch]) for start in range(0, len(batch), self.max_batch)]
+        )
+
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         carried: _Item | None = None
@@ -111,14 +124,15 @@ class Batcher:
                 continue
             batch = live[0].inputs if len(live) == 1 else np.concatenate([item.inputs for item in live])
             try:
-                outputs = await loop.run_in_executor(self._executor, self._run, batch)
+                outputs = await loop.run_in_executor(self._executor, self._run_chunks, batch)
             except Exception as exc:
                 log.exception("inference failed for %s (batch of %d)", self.name, len(batch))
                 for item in live:
                     if not item.future.done():
                         item.future.set_exception(exc)
                 continue
-            self._on_batch(len(batch))
+            for start in range(0, len(batch), self.max_batch):
+                self._on_batch(min(self.max_batch, len(batch) - start))
             offset = 0
             for item in live:
                 count = len(item.inputs)

@@ -118,13 +118,8 @@ def _check_consistent(bundle: Path, manifest: Manifest) -> None:
 
 
 def warmup_sizes(settings: Settings) -> list[int]:
-    """Every batch size the batcher can form, and powers of two up to the request limit."""
-    sizes = set(range(1, settings.batch_max_size + 1))
-    size = settings.batch_max_size
-    while size < settings.max_batch_images:
-        size = min(size * 2, settings.max_batch_images)
-        sizes.add(size)
-    return sorted(sizes)
+    """Every batch size an ONNX Runtime call can have (larger requests run in chunks)."""
+    return list(range(1, settings.batch_max_size + 1))
 
 
 def load_bundle(bundle: Path, settings: Settings) -> LoadedModel:
@@ -215,9 +210,10 @@ class Registry:
                 batcher = Batcher(
                     graph.run,
                     name=f"{model.manifest.name}/{name}",
-                    max_batch=self.settings.batch_max_size if self.settings.batching else 1,
+                    max_batch=self.settings.batch_max_size,
                     max_delay_s=self.settings.batch_max_delay_ms / 1000,
                     queue_size=self.settings.queue_size,
+                    merge=self.settings.batching,
                     on_batch=functools.partial(observe, model.manifest.name, name),
                 )
                 batcher.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -141,6 +142,74 @@ def test_health_is_never_limited(guarded: Server) -> None:
     with httpx.Client(base_url=guarded[0]) as client:
         for _ in range(20):
             assert client.get("/health/live").status_code == 200
+
+
+def _read_responses(sock: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
+    """``count`` responses (head, body) from one connection, framed by Content-Length."""
+    data = b""
+    responses: list[tuple[bytes, bytes]] = []
+    while len(responses) < count:
+        head, separator, rest = data.partition(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+            None,
+        )
+        if separator and length is not None and len(rest) >= length:
+            responses.append((head, rest[:length]))
+            data = rest[length:]
+            continue
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {len(responses)} of {count} responses"
+        data += chunk
+    return responses
+
+
+def _live_request(extra: str = "", version: str = "1.1") -> bytes:
+    return f"GET /health/live HTTP/{version}\r\nHost: test\r\n{extra}\r\n".encode()
+
+
+def test_liveness_answered_before_the_app_keeps_the_connection(guarded: Server) -> None:
+    """/health/live is answered by the protocol layer; the connection then serves the app as usual."""
+    with socket.create_connection(_address(guarded[0]), timeout=5) as sock:
+        sock.sendall(_live_request("X-Request-ID: probe-7\r\n"))
+        ((head, body),) = _read_responses(sock, 1)
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert b"content-type: application/json" in head
+        assert b"x-request-id: probe-7" in head
+        assert body == b'{"status":"alive"}'
+        sock.sendall(_live_request())  # a second probe, then the app, on the same connection
+        sock.sendall(b"GET /health/ready HTTP/1.1\r\nHost: test\r\n\r\n")
+        (live, ready) = _read_responses(sock, 2)
+    assert live[1] == b'{"status":"alive"}'
+    assert len(next(line for line in live[0].split(b"\r\n") if line.startswith(b"x-request-id:"))) > 20
+    assert ready[0].startswith(b"HTTP/1.1 200")
+    assert b'"status":"ready"' in ready[1]
+
+
+def test_liveness_over_http_1_0_closes_the_connection(guarded: Server) -> None:
+    with socket.create_connection(_address(guarded[0]), timeout=5) as sock:
+        sock.sendall(_live_request(version="1.0"))
+        ((head, body),) = _read_responses(sock, 1)
+        assert b"connection: close" in head
+        assert body == b'{"status":"alive"}'
+        assert sock.recv(1024) == b""
+
+
+def test_pipelined_liveness_waits_for_the_request_before_it(guarded: Server) -> None:
+    """Responses keep request order: a probe pipelined behind a batch is answered after it."""
+    files = [("file", (f"{i}.png", png(digit(i)), "image/png")) for i in range(16)]
+    batch = httpx.Request("POST", f"{guarded[0]}/denoise", files=files)
+    body = batch.read()
+    head = (
+        f"POST /denoise HTTP/1.1\r\nHost: test\r\nContent-Type: {batch.headers['content-type']}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(_address(guarded[0]), timeout=5) as sock:
+        sock.sendall(head + body + _live_request())
+        (first, second) = _read_responses(sock, 2)
+    assert first[0].startswith(b"HTTP/1.1 200")
+    assert len(json.loads(first[1])["images"]) == 16
+    assert second[1] == b'{"status":"alive"}'
 
 
 def test_sigterm_finishes_accepted_requests_then_exits_0() -> None:

@@ -203,3 +203,49 @@ def test_batcher_splits_results_back_to_callers() -> None:
     for i, (result, n) in enumerate(zip(results, [1, 3, 2], strict=True)):
         assert result.shape == (n, 1)
         assert np.all(result == i + 1)
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_large_request_runs_in_chunks_of_max_batch(merge: bool) -> None:
+    """No ONNX Runtime call exceeds max_batch (its shapes were warmed); results keep their order."""
+    calls: list[int] = []
+    observed: list[int] = []
+
+    def run(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        return x * 10
+
+    async def scenario() -> tuple[np.ndarray, np.ndarray]:
+        batcher = Batcher(
+            run, name="t", max_batch=4, max_delay_s=0, queue_size=8, merge=merge, on_batch=observed.append
+        )
+        batcher.start()
+        large, small = await asyncio.gather(
+            batcher.submit(np.arange(10, dtype=np.float32)[:, None]),
+            batcher.submit(np.full((1, 1), -1, dtype=np.float32)),
+        )
+        await batcher.stop()
+        return large, small
+
+    large, small = asyncio.run(scenario())
+    assert np.array_equal(large[:, 0], np.arange(10) * 10)
+    assert np.array_equal(small, [[-10]])
+    assert calls == [4, 4, 2, 1]
+    assert observed == calls
+
+
+def test_batching_off_never_merges() -> None:
+    calls: list[int] = []
+
+    def run(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        return x
+
+    async def scenario() -> None:
+        batcher = Batcher(run, name="t", max_batch=8, max_delay_s=0.05, queue_size=8, merge=False)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(np.zeros((1, 1), dtype=np.float32)) for _ in range(4)))
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls == [1, 1, 1, 1]
