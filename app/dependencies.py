@@ -8,12 +8,11 @@ from typing import Annotated
 import numpy as np
 from fastapi import Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import Settings
-from app.errors import BadRequestBody, InvalidInput, NotReady, UnsupportedMediaType
+from app.errors import InvalidInput, NotReady, UnsupportedMediaType
 from app.imaging import DecodeOptions, decode
+from app.multipart import read_parts
 from app.runtime.registry import LoadedModel, Registry
 
 MULTIPART = "multipart/form-data"
@@ -75,28 +74,21 @@ ImageQueryDep = Annotated[ImageQuery, Depends(image_query)]
 
 
 async def _multipart_files(request: Request, settings: Settings) -> list[bytes]:
-    try:
-        form = await request.form(
-            max_files=settings.max_batch_images,
-            max_fields=settings.max_batch_images + 16,
-            max_part_size=settings.max_body_bytes,
+    parts = await read_parts(
+        request.stream(),
+        request.headers.get("content-type", ""),
+        field=FILE_FIELD,
+        max_files=settings.max_batch_images,
+        max_parts=settings.max_batch_images + 16,
+    )
+    if not parts:
+        raise InvalidInput(
+            f"multipart body has no {FILE_FIELD!r} field; send each image as a file field named {FILE_FIELD!r}"
         )
-    except StarletteHTTPException as exc:
-        raise BadRequestBody(f"malformed multipart body: {exc.detail}") from exc
-    try:
-        fields = form.getlist(FILE_FIELD)
-        if not fields:
-            raise InvalidInput(
-                f"multipart body has no {FILE_FIELD!r} field; send each image as a file field named {FILE_FIELD!r}"
-            )
-        uploads: list[bytes] = []
-        for index, field in enumerate(fields):
-            if not isinstance(field, UploadFile):
-                raise InvalidInput(f"field {FILE_FIELD!r} #{index} is text, not a file upload", index=index)
-            uploads.append(await field.read())
-        return uploads
-    finally:
-        await form.close()
+    for index, part in enumerate(parts):
+        if not part.is_file:
+            raise InvalidInput(f"field {FILE_FIELD!r} #{index} is text, not a file upload", index=index)
+    return [part.data for part in parts]
 
 
 async def read_uploads(request: Request, settings: Settings) -> list[bytes]:
