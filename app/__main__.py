@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -41,23 +42,29 @@ def main() -> None:
     settings = _settings_or_exit()
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: exit 0 then.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    metrics_dir = None
     if settings.worker_count > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Each worker writes its metrics here and /metrics sums them, whichever worker answers.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="denoise-metrics-")
+        metrics_dir = tempfile.mkdtemp(prefix="denoise-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.worker_count,
-        log_level=settings.log_level,
-        access_log=False,  # the app writes one structured line per request
-        timeout_graceful_shutdown=settings.shutdown_grace_s,
-        timeout_keep_alive=settings.keep_alive_s,
-        limit_concurrency=settings.max_connections,
-        http="app.protocol:GuardedHttpToolsProtocol",
-    )
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.worker_count,
+            log_level=settings.log_level,
+            access_log=False,  # the app writes one structured line per request
+            timeout_graceful_shutdown=settings.shutdown_grace_s,
+            timeout_keep_alive=settings.keep_alive_s,
+            limit_concurrency=settings.max_connections,
+            http="app.protocol:GuardedHttpToolsProtocol",
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

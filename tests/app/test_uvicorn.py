@@ -81,9 +81,11 @@ def test_sigterm_exits_cleanly(server: tuple[str, subprocess.Popen[bytes]]) -> N
     assert process.wait(timeout=30) == 0
 
 
-def test_two_workers_share_one_metrics_view() -> None:
-    """With several workers, /metrics sums them all, whichever worker answers the scrape."""
-    with running_server({**TEST_SETTINGS, "DENOISE_WORKERS": "2"}) as (url, _), httpx.Client(base_url=url) as client:
+def test_two_workers_share_one_metrics_view(tmp_path: Path) -> None:
+    """With several workers, /metrics sums them all, whichever worker answers the scrape; the
+    folder they share is removed when the service stops."""
+    env = {**TEST_SETTINGS, "DENOISE_WORKERS": "2", "TMPDIR": str(tmp_path)}
+    with running_server(env) as (url, _), httpx.Client(base_url=url) as client:
         for seed in range(20):
             response = client.post("/denoise", content=png(digit(seed)), headers={"content-type": "image/png"})
             assert response.status_code == 200
@@ -94,3 +96,4 @@ def test_two_workers_share_one_metrics_view() -> None:
                 if line.startswith('denoise_requests_total{endpoint="/denoise",model="mnist",status="200"}')
             )
             assert float(line.split()[-1]) == 20
+    assert not list(tmp_path.glob("denoise-metrics-*"))
