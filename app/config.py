@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(default=64, ge=1, le=4096)
     #: How long a batch may wait for more requests, in milliseconds (0: take what is queued).
     batch_max_delay_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
+    #: ONNX Runtime calls in flight at once per graph in each worker; 0 means cores / threads.
+    batch_concurrency: int = Field(default=0, ge=0, le=64)
     #: Requests waiting per graph before new ones get 503 with Retry-After.
     queue_size: int = Field(default=256, ge=1)
 
@@ -111,6 +113,10 @@ class Settings(BaseSettings):
     @property
     def intra_op_threads(self) -> int:
         return self.threads or max(1, available_cores() // self.worker_count)
+
+    @property
+    def concurrent_batches(self) -> int:
+        return self.batch_concurrency or max(1, available_cores() // self.intra_op_threads)
 
 
 @lru_cache

@@ -214,6 +214,7 @@ class Registry:
                     max_delay_s=self.settings.batch_max_delay_ms / 1000,
                     queue_size=self.settings.queue_size,
                     merge=self.settings.batching,
+                    concurrency=self.settings.concurrent_batches,
                     on_batch=functools.partial(observe, model.manifest.name, name),
                 )
                 batcher.start()

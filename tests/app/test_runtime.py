@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -205,9 +206,10 @@ def test_batcher_splits_results_back_to_callers() -> None:
         assert np.all(result == i + 1)
 
 
-@pytest.mark.parametrize("merge", [True, False])
-def test_large_request_runs_in_chunks_of_max_batch(merge: bool) -> None:
-    """No ONNX Runtime call exceeds max_batch (its shapes were warmed); results keep their order."""
+@pytest.mark.parametrize(("merge", "expected_calls"), [(True, [4, 4, 3]), (False, [4, 4, 2, 1])])
+def test_large_request_runs_in_chunks_of_max_batch(merge: bool, expected_calls: list[int]) -> None:
+    """No ONNX Runtime call exceeds max_batch (its shapes were warmed); results keep their order;
+    with merging on, the last chunk shares its call with the request queued behind it."""
     calls: list[int] = []
     observed: list[int] = []
 
@@ -230,8 +232,26 @@ def test_large_request_runs_in_chunks_of_max_batch(merge: bool) -> None:
     large, small = asyncio.run(scenario())
     assert np.array_equal(large[:, 0], np.arange(10) * 10)
     assert np.array_equal(small, [[-10]])
-    assert calls == [4, 4, 2, 1]
+    assert calls == expected_calls
     assert observed == calls
+
+
+def test_batches_run_concurrently_up_to_the_limit() -> None:
+    """With concurrency 2, two ONNX Runtime calls are in flight at once (each waits for the other)."""
+    both_running = threading.Barrier(2, timeout=5)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        both_running.wait()
+        return x + 1
+
+    async def scenario() -> np.ndarray:
+        batcher = Batcher(run, name="t", max_batch=2, max_delay_s=0, queue_size=8, concurrency=2)
+        batcher.start()
+        result = await batcher.submit(np.arange(4, dtype=np.float32)[:, None])  # two chunks of 2
+        await batcher.stop()
+        return result
+
+    assert np.array_equal(asyncio.run(scenario())[:, 0], np.arange(4) + 1)
 
 
 def test_batching_off_never_merges() -> None:
