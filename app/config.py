@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(default=64, ge=1, le=4096)
     #: How long a batch may wait for more requests, in milliseconds (0: take what is queued).
     batch_max_delay_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
-    #: ONNX Runtime calls in flight at once per graph in each worker; 0 means cores / threads.
+    #: ONNX Runtime calls in flight at once per graph in each worker; 0 means the number of workers,
+    #: so that one worker alone can use the whole CPU budget (workers x threads).
     batch_concurrency: int = Field(default=0, ge=0, le=64)
     #: Requests waiting per graph before new ones get 503 with Retry-After.
     queue_size: int = Field(default=256, ge=1)
@@ -116,7 +117,7 @@ class Settings(BaseSettings):
 
     @property
     def concurrent_batches(self) -> int:
-        return self.batch_concurrency or max(1, available_cores() // self.intra_op_threads)
+        return self.batch_concurrency or self.worker_count
 
 
 @lru_cache

@@ -269,3 +269,18 @@ def test_batching_off_never_merges() -> None:
 
     asyncio.run(scenario())
     assert calls == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("env", "threads", "concurrency"),
+    [
+        ({"workers": 2}, None, 2),  # one thread per call; two calls per graph when a worker is alone
+        ({"workers": 1, "threads": 2}, 2, 1),  # one call already uses the budget
+        ({"workers": 2, "threads": 1, "batch_concurrency": 3}, 1, 3),  # explicit
+    ],
+)
+def test_cpu_budget_defaults(env: dict[str, int], threads: int | None, concurrency: int) -> None:
+    settings = service_settings(**env)
+    if threads is not None:
+        assert settings.intra_op_threads == threads
+    assert settings.concurrent_batches == concurrency
