@@ -13,8 +13,11 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
+from app import logs
 from app.config import Settings, get_settings
 from app.runtime.providers import ProviderError, available_providers, requested_providers
+
+log = logging.getLogger("denoise")
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -26,14 +29,18 @@ def _settings_or_exit() -> Settings:
     try:
         settings = get_settings()
     except ValidationError as exc:
+        # Logged in the format asked for where that setting itself is valid, else as JSON.
+        fmt = "text" if os.environ.get("DENOISE_LOG_FORMAT", "").strip().lower() == "text" else "json"
+        logs.configure("info", fmt)
         for error in exc.errors():
             name = "DENOISE_" + "_".join(str(part) for part in error["loc"]).upper()
-            print(f"configuration error: {name}: {error['msg']} (got {error.get('input')!r})", file=sys.stderr)
+            log.error("configuration error: %s: %s (got %r)", name, error["msg"], error.get("input"))
         sys.exit(2)
+    logs.configure(settings.log_level, settings.log_format)
     try:
         requested_providers(settings.providers, available_providers())
     except ProviderError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        log.error("configuration error: %s", exc)
         sys.exit(2)
     return settings
 
@@ -47,7 +54,6 @@ def main() -> None:
         # Each worker writes its metrics here and /metrics sums them, whichever worker answers.
         metrics_dir = tempfile.mkdtemp(prefix="denoise-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         uvicorn.run(
             "app.main:create_app",
@@ -56,6 +62,8 @@ def main() -> None:
             port=settings.port,
             workers=settings.worker_count,
             log_level=settings.log_level,
+            # Applied again by uvicorn in every worker process it spawns.
+            log_config=logs.log_config(settings.log_level, settings.log_format),
             access_log=False,  # the app writes one structured line per request
             timeout_graceful_shutdown=settings.shutdown_grace_s,
             timeout_keep_alive=settings.keep_alive_s,

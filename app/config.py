@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.logs import LogFormat
+
 ProviderSetting = Literal["auto", "cpu", "cuda"]
 #: Formats that may be allow-listed; each is a single-image format Pillow decodes.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
@@ -40,6 +42,8 @@ class Settings(BaseSettings):
     #: onnxruntime intra-op threads per session; 0 means cores / workers (at least 1).
     threads: int = Field(default=0, ge=0, le=256)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    #: ``json``: one JSON object per line (for log collectors); ``text``: for a person at a terminal.
+    log_format: LogFormat = "json"
     #: Seconds to finish in-flight requests after SIGTERM before exiting.
     shutdown_grace_s: int = Field(default=30, ge=0)
     #: Seconds an idle keep-alive connection stays open.

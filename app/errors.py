@@ -76,6 +76,12 @@ def error_body(
     return {"error": error}
 
 
+def error_response(error: ApiError, request_id: str | None) -> JSONResponse:
+    """The response for ``error``, rendered the same way wherever it is raised."""
+    body = error_body(error.status, error.code, error.message, request_id, error.index)
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
 def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
@@ -92,7 +98,7 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_la
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _respond(request, exc.status, exc.code, exc.message, index=exc.index, headers=exc.headers)
+        return error_response(exc, _request_id(request))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

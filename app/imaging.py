@@ -1,17 +1,6 @@
 """Image decoding, validation and encoding: the only module that imports Pillow.
 
-Normalisation rule, applied to every uploaded image:
-
-1. The body must be a PNG (other formats only if allow-listed by ``DENOISE_IMAGE_FORMATS``);
-   it must hold exactly one frame.
-2. The size is read from the header before any pixel is decoded: it must be 28x28,
-   unless ``resize`` is asked for, in which case it may hold at most ``max_pixels`` pixels.
-3. Modes become 8-bit grayscale: L and 1 as they are; 16-bit grayscale scaled by 255/65535;
-   RGB by ITU-R 601-2 luma (``L = 0.299 R + 0.587 G + 0.114 B``); images with an alpha channel
-   (LA, RGBA, PA, and palette images with transparency) are composited over black, so
-   transparent pixels count as background.
-4. With ``resize``, the grayscale image is resampled to 28x28 with a Lanczos filter.
-5. With ``invert``, every pixel becomes ``255 - v`` (the models learned light shapes on black).
+Every upload is normalised by :data:`NORMALISATION`, which the API documentation shows as it is.
 """
 
 from __future__ import annotations
@@ -25,6 +14,23 @@ from PIL import Image, UnidentifiedImageError
 
 from app.errors import InvalidInput, PayloadTooLarge, UndecodableImage, UnsupportedMediaType
 from denoise_bundle import IMAGE_SHAPE
+
+NORMALISATION = """\
+Every uploaded image goes through these steps before the model sees it:
+
+1. It must be a PNG (other formats only where the operator allow-listed them) holding exactly
+   one frame.
+2. Its size is read from the header before any pixel is decoded: it must be 28x28, unless
+   `resize=true` is asked for, in which case it may hold at most the configured pixel limit.
+3. Modes become 8-bit grayscale: L and 1 as they are; 16-bit grayscale scaled by 255/65535;
+   RGB by ITU-R 601-2 luma (`L = 0.299 R + 0.587 G + 0.114 B`); images with an alpha channel
+   (LA, RGBA, PA, and palette images with transparency) are composited over black, so
+   transparent pixels count as background.
+4. With `resize=true`, the grayscale image is resampled to 28x28 with a Lanczos filter.
+5. With `invert=true`, every pixel `v` becomes `255 - v`: the models learned light shapes on a
+   black background, so send dark-on-light scans with `invert=true`. Outputs are always light on
+   black; add `reinvert=true` to have them inverted back to dark on light.
+"""
 
 SIZE = IMAGE_SHAPE[:2]
 # Pillow's own bomb guard is a backstop; our limit is checked first, from the header.

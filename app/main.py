@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from app import __version__
 from app.config import Settings, get_settings
 from app.errors import install_handlers
-from app.imaging import __doc__ as NORMALISATION
+from app.imaging import NORMALISATION
 from app.metrics import Metrics
 from app.middleware import Limits, RequestContextMiddleware
 from app.routes import health, inference, models
@@ -23,18 +23,29 @@ from app.runtime.registry import Registry
 log = logging.getLogger("denoise")
 
 DESCRIPTION = f"""
-Removes noise from 28x28 grayscale images with a convolutional denoising autoencoder on ONNX Runtime.
+Removes noise from 28x28 grayscale images (MNIST-like digits, Fashion-MNIST garments) with a
+convolutional denoising autoencoder, and gives access to its latent space.
 
-Errors always have the body `{{"error": {{"status", "code", "message", "request_id"}}}}`
-(plus `index` for the batch item at fault).
+- `POST /denoise`: a PNG in, the denoised PNG out; several images (multipart `file` fields) in one
+  request come back as JSON with base64 PNGs, in input order.
+- `POST /encode`: images to latent vectors; `POST /reconstruct`: latent vectors (or an image) back
+  to an image.
+- `GET /models` lists the models you can name with `?model=`; without it the default model answers.
+
+Every error has the body `{{"error": {{"status", "code", "message", "request_id"}}}}`, plus `index`
+naming the batch item at fault. Every response carries `X-Request-ID` (yours, if you sent a valid
+one); quote it when reporting a problem. Where the operator has set API keys, send
+`Authorization: Bearer <key>`.
 
 ## Input normalisation
+
 {NORMALISATION}
 """
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    logging.captureWarnings(True)  # library warnings become log lines, in every worker
     metrics = Metrics()
     registry = Registry(settings)
 

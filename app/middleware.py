@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import re
 import secrets
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ApiError, Overloaded, PayloadTooLarge, RequestTimeout, error_body
+from app.errors import ApiError, Overloaded, PayloadTooLarge, RequestTimeout, error_response
 from app.metrics import Metrics
 
 access_log = logging.getLogger("denoise.access")
@@ -155,33 +154,39 @@ class RequestContextMiddleware:
         model = str(state.get("model", "-"))
         self.metrics.observe_request(endpoint, model, status, seconds)
         if access_log.isEnabledFor(logging.INFO):
+            fields = {
+                "request_id": state["request_id"],
+                "method": scope["method"],
+                "path": path,
+                "query": scope.get("query_string", b"").decode("latin-1")[:200],
+                "endpoint": endpoint,
+                "status": status,
+                "model": model,
+                "images": state.get("images", 0),
+                "duration_ms": round(seconds * 1000, 3),
+                "client": (scope.get("client") or ("-",))[0],
+            }
             access_log.info(
-                json.dumps(
-                    {
-                        "request_id": state["request_id"],
-                        "method": scope["method"],
-                        "path": path,
-                        "query": scope.get("query_string", b"").decode("latin-1")[:200],
-                        "status": status,
-                        "model": model,
-                        "images": state.get("images", 0),
-                        "duration_ms": round(seconds * 1000, 3),
-                        "client": (scope.get("client") or ("-",))[0],
-                    }
-                )
+                "%s %s %d model=%s images=%d %.1f ms request_id=%s",
+                fields["method"],
+                path,
+                status,
+                model,
+                fields["images"],
+                fields["duration_ms"],
+                fields["request_id"],
+                extra=fields,
             )
 
 
 async def _send_error(send: Send, error: ApiError, request_id: str) -> None:
-    body = json.dumps(error_body(error.status, error.code, error.message, request_id, error.index)).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(key.lower().encode(), value.encode()) for key, value in error.headers.items()]
+    response = error_response(error, request_id)
     if error.status in (408, 413, 503):
         # 408/413: the rest of the body is not read. 503: shedding load, the connection goes too,
         # so a flood of clients pays for reconnecting instead of the event loop paying for answers.
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+        response.headers["connection"] = "close"
+    await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
 
 
 async def _drain(receive: Receive) -> None:

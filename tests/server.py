@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -50,9 +51,12 @@ TEST_SETTINGS = {
 
 
 @contextmanager
-def running_server(env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def running_server(
+    env: dict[str, str] | None = None, stderr: IO[bytes] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Start ``python -m app`` on a free loopback port with the committed models and ``env``
-    (default: :data:`TEST_SETTINGS`); yield its URL and process; kill it after."""
+    (default: :data:`TEST_SETTINGS`), its standard error to ``stderr`` (default: inherited);
+    yield its URL and process; kill it after."""
     port = free_port()
     settings = {
         "DENOISE_HOST": "127.0.0.1",
@@ -63,7 +67,7 @@ def running_server(env: dict[str, str] | None = None) -> Iterator[tuple[str, sub
     }
     # A session of its own, so that the whole tree (uvicorn's workers too) is stopped at the end.
     process = subprocess.Popen(
-        [sys.executable, "-m", "app"], cwd=REPO, env={**os.environ, **settings}, start_new_session=True
+        [sys.executable, "-m", "app"], cwd=REPO, env={**os.environ, **settings}, stderr=stderr, start_new_session=True
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
 from typing import Any
@@ -21,7 +22,11 @@ PNG = {"content-type": "image/png"}
 def assert_error(response: httpx.Response, status: int, code: str, *, index: int | None = None) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
-    error = response.json()["error"]
+    body = response.json()
+    # One shape, byte for byte the same style wherever the error was raised (routes or middleware).
+    assert response.content == json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    error = body["error"]
+    assert list(error)[:4] == ["status", "code", "message", "request_id"]
     assert error["status"] == status
     assert error["code"] == code
     assert error["message"]

@@ -1,0 +1,56 @@
+"""Logging for every process of the service: one JSON object per line on stderr, or text for a terminal.
+
+The configuration is a :func:`logging.config.dictConfig` dictionary handed to uvicorn as its
+``log_config``, so that uvicorn applies it in the parent and again in every worker process it
+spawns (a ``basicConfig`` in the parent does not survive the spawn). Every logger propagates to
+the root handler: ours (``denoise.*``), uvicorn's, onnxruntime's and Python warnings alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+from typing import Any, Literal
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+
+LogFormat = Literal["json", "text"]
+
+#: Fields of every JSON line, renamed for log collectors; access lines add the request's fields.
+_JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(process)d"
+_RENAMED = {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"}
+_TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def log_config(level: str, fmt: LogFormat) -> dict[str, Any]:
+    """The dictConfig dictionary for ``level`` (a logging level name, any case) and ``fmt``."""
+    formatter: dict[str, Any]
+    if fmt == "json":
+        formatter = {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": _JSON_FIELDS,
+            "rename_fields": _RENAMED,
+            "datefmt": "%Y-%m-%dT%H:%M:%S%z",
+            # uvicorn adds an ANSI-coloured copy of some messages; the plain one is enough.
+            "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
+        }
+    else:
+        formatter = {"format": _TEXT_FORMAT}
+    # uvicorn's own loggers keep their handlers unless told otherwise; route them to ours.
+    uvicorn_loggers = {name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error")}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"denoise": formatter},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "denoise", "stream": "ext://sys.stderr"}
+        },
+        "loggers": {**uvicorn_loggers, "uvicorn.access": {"handlers": [], "propagate": False}},
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+    }
+
+
+def configure(level: str, fmt: LogFormat) -> None:
+    """Configure this process (the parent before uvicorn starts; uvicorn repeats it in each worker)."""
+    logging.config.dictConfig(log_config(level, fmt))
+    logging.captureWarnings(True)

@@ -1,0 +1,91 @@
+"""Logs: one JSON object per line on stderr from every process, an access line per request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.logs import configure
+from tests.images import digit, png
+from tests.server import TEST_SETTINGS, running_server
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text()
+    assert text, "the server wrote nothing on stderr"
+    return [json.loads(line) for line in text.splitlines()]  # fails on any line that is not JSON
+
+
+def test_multi_worker_server_writes_json_lines_with_an_access_line_per_request(tmp_path: Path) -> None:
+    log_file = tmp_path / "stderr.log"
+    env = {**TEST_SETTINGS, "DENOISE_WORKERS": "2", "DENOISE_LOG_LEVEL": "info"}
+    sent: dict[str, int] = {}
+    with log_file.open("wb") as stderr, running_server(env, stderr=stderr) as (url, _):
+        body = png(digit(0))
+        for number in range(12):
+            # A connection per request, so that both workers answer some.
+            rid = f"logs-test-{number}"
+            response = httpx.post(
+                f"{url}/denoise", content=body, headers={"Content-Type": "image/png", "X-Request-ID": rid}
+            )
+            sent[rid] = response.status_code
+        bad = httpx.post(
+            f"{url}/denoise", content=b"junk", headers={"Content-Type": "image/png", "X-Request-ID": "bad-1"}
+        )
+        sent["bad-1"] = bad.status_code
+        assert httpx.get(f"{url}/health/live", headers={"X-Request-ID": "probe-1"}).status_code == 200
+    lines = _lines(log_file)
+    assert all({"time", "level", "logger", "message", "pid"} <= line.keys() for line in lines)
+    access = {line["request_id"]: line for line in lines if line["logger"] == "denoise.access"}
+    assert "probe-1" not in access  # liveness probes stay out of the access log
+    ours = {rid: line for rid, line in access.items() if line["path"] == "/denoise"}
+    assert set(ours) == set(sent)  # every request, once
+    for rid, status in sent.items():
+        line = access[rid]
+        assert line["status"] == status
+        assert line["endpoint"] == "/denoise"
+        assert line["method"] == "POST"
+        assert line["duration_ms"] > 0
+    assert access["logs-test-0"]["model"] == "mnist"
+    assert access["logs-test-0"]["images"] == 1
+    assert sent["bad-1"] == 400
+    workers = {line["pid"] for line in lines if "loaded from" in line["message"]}
+    assert len(workers) == 2, "each worker logs its model loading"
+    assert all("CPUExecutionProvider" in line["message"] for line in lines if "loaded from" in line["message"])
+    assert any(line["logger"].startswith("uvicorn") for line in lines)
+
+
+def test_text_format_for_a_terminal(tmp_path: Path) -> None:
+    log_file = tmp_path / "stderr.log"
+    env = {**TEST_SETTINGS, "DENOISE_LOG_LEVEL": "info", "DENOISE_LOG_FORMAT": "text"}
+    with log_file.open("wb") as stderr, running_server(env, stderr=stderr) as (url, _):
+        httpx.post(
+            f"{url}/denoise", content=png(digit(0)), headers={"Content-Type": "image/png", "X-Request-ID": "t-1"}
+        )
+    text = log_file.read_text()
+    access = [line for line in text.splitlines() if "denoise.access: POST" in line]
+    assert len(access) == 1
+    assert "POST /denoise 200 model=mnist images=1" in access[0]
+    assert "request_id=t-1" in access[0]
+    assert not text.lstrip().startswith("{")
+
+
+def test_library_warnings_become_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    configure("info", "json")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("something odd in a library", UserWarning, stacklevel=1)
+        logging.getLogger("onnxruntime").error("a library error")
+    finally:
+        logging.captureWarnings(False)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["logger"] for line in lines] == ["py.warnings", "onnxruntime"]
+    assert "something odd in a library" in lines[0]["message"]
+    assert lines[1]["level"] == "ERROR"
