@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from app import logs
 from app.config import Settings, get_settings
+from app.logs import LogFormat
 from app.runtime.providers import ProviderError, available_providers, requested_providers
 
 log = logging.getLogger("denoise")
@@ -30,11 +31,12 @@ def _settings_or_exit() -> Settings:
         settings = get_settings()
     except ValidationError as exc:
         # Logged in the format asked for where that setting itself is valid, else as JSON.
-        fmt = "text" if os.environ.get("DENOISE_LOG_FORMAT", "").strip().lower() == "text" else "json"
+        fmt: LogFormat = "text" if os.environ.get("DENOISE_LOG_FORMAT", "").strip().lower() == "text" else "json"
         logs.configure("info", fmt)
         for error in exc.errors():
             name = "DENOISE_" + "_".join(str(part) for part in error["loc"]).upper()
-            log.error("configuration error: %s: %s (got %r)", name, error["msg"], error.get("input"))
+            shown = "(hidden)" if "KEY" in name else repr(error.get("input"))
+            log.error("configuration error: %s: %s (got %s)", name, error["msg"], shown)
         sys.exit(2)
     logs.configure(settings.log_level, settings.log_format)
     try:

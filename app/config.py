@@ -7,7 +7,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.logs import LogFormat
@@ -66,6 +66,16 @@ class Settings(BaseSettings):
     #: Most images in one request (multipart ``file`` fields or latents).
     max_batch_images: int = Field(default=256, ge=1, le=4096)
 
+    #: API keys (comma-separated); when any is set, every route but health and the docs needs
+    #: ``Authorization: Bearer <key>``.
+    api_keys: SecretStr = SecretStr("")
+    #: A file with more API keys, one per line (``#`` comments and blank lines ignored).
+    api_keys_file: Path | None = None
+    #: Whether ``/metrics`` needs a key too when keys are set.
+    metrics_need_key: bool = False
+    #: Origins allowed to call the API from a browser (comma-separated, or ``*``); empty: CORS off.
+    cors_origins: str = ""
+
     #: Dynamic batching: requests arriving together run as one ONNX Runtime call.
     batching: bool = True
     #: Most images in one ONNX Runtime call: concurrent requests merge up to it, and a larger
@@ -93,6 +103,13 @@ class Settings(BaseSettings):
             raise ValueError(f"image formats must be among {', '.join(ALLOWED_FORMATS)}; got {value!r}")
         return ",".join(formats)
 
+    @field_validator("api_keys_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no API key file at {value}")
+        return value
+
     @model_validator(mode="after")
     def _batch_fits(self) -> Settings:
         if self.batch_max_size > self.max_batch_images:
@@ -110,6 +127,18 @@ class Settings(BaseSettings):
     @cached_property
     def image_media_types(self) -> tuple[str, ...]:
         return tuple(f"image/{fmt.lower()}" for fmt in self.image_format_list)
+
+    @cached_property
+    def api_key_list(self) -> tuple[str, ...]:
+        keys = [key.strip() for key in self.api_keys.get_secret_value().split(",")]
+        if self.api_keys_file is not None:
+            lines = self.api_keys_file.read_text().splitlines()
+            keys += [line.strip() for line in lines if not line.lstrip().startswith("#")]
+        return tuple(key for key in keys if key)
+
+    @cached_property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return tuple(origin.strip() for origin in self.cors_origins.split(",") if origin.strip())
 
     @property
     def worker_count(self) -> int:

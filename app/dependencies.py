@@ -72,6 +72,9 @@ async def image_query(
 
 ImageQueryDep = Annotated[ImageQuery, Depends(image_query)]
 
+#: On routes that answer with images: turn the (light-on-black) output back to dark on light.
+Reinvert = Annotated[bool, Query(description="invert the output image back to dark on light (pairs with invert=true)")]
+
 
 async def _multipart_files(request: Request, settings: Settings) -> list[bytes]:
     parts = await read_parts(

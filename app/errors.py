@@ -39,6 +39,10 @@ class BadRequestBody(ApiError):
     status, code = 400, "bad_request"
 
 
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+
 class ModelNotFound(ApiError):
     status, code = 404, "model_not_found"
 

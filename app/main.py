@@ -6,12 +6,15 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
+from app.auth import ApiKeys
 from app.config import Settings, get_settings
 from app.errors import install_handlers
 from app.imaging import NORMALISATION
@@ -21,6 +24,9 @@ from app.routes import health, inference, models
 from app.runtime.registry import Registry
 
 log = logging.getLogger("denoise")
+
+#: Response headers a browser script on another origin may read.
+EXPOSED_HEADERS = ("X-Request-ID", "X-Model", "X-Model-Version", "Retry-After")
 
 DESCRIPTION = f"""
 Removes noise from 28x28 grayscale images (MNIST-like digits, Fashion-MNIST garments) with a
@@ -41,6 +47,24 @@ one); quote it when reporting a problem. Where the operator has set API keys, se
 
 {NORMALISATION}
 """
+
+
+def _document_keys(app: FastAPI, keys: ApiKeys) -> None:
+    """Declare the bearer key in the OpenAPI schema on every route that needs it (Swagger's Authorize)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = app.openapi_schema
+        if schema is None:
+            schema = generate()
+            schema.setdefault("components", {})["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
+            for path, operations in schema["paths"].items():
+                if keys.required_for(path):
+                    for operation in operations.values():
+                        operation["security"] = [{"apiKey": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -74,5 +98,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         endpoints.update(route.path for route in router.routes if isinstance(route, APIRoute))
     limits = Limits(settings.max_body_bytes, settings.body_timeout_s, settings.max_inflight)
     limited = {route.path for route in inference.router.routes if isinstance(route, APIRoute)}
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, limits=limits, endpoints=endpoints, limited=limited)
+    keys = ApiKeys(settings.api_key_list, protect_metrics=settings.metrics_need_key)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, limits=limits, keys=keys, endpoints=endpoints, limited=limited
+    )
+    if keys.enabled:
+        _document_keys(app, keys)
+    if settings.cors_origin_list:
+        # Outermost, so that preflight requests are answered without a key and errors carry CORS headers.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origin_list),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+            expose_headers=list(EXPOSED_HEADERS),
+            max_age=600,
+        )
     return app

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ApiError, Overloaded, PayloadTooLarge, RequestTimeout, error_response
+from app.auth import ApiKeys
+from app.errors import ApiError, Overloaded, PayloadTooLarge, RequestTimeout, Unauthorized, error_response
 from app.metrics import Metrics
 
 access_log = logging.getLogger("denoise.access")
@@ -54,9 +55,17 @@ class RequestContextMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, limits: Limits, endpoints: Collection[str], limited: Collection[str]
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        limits: Limits,
+        keys: ApiKeys,
+        endpoints: Collection[str],
+        limited: Collection[str],
     ) -> None:
         self.app = app
+        self.keys = keys
         self.metrics = metrics
         self.limits = limits
         self.endpoints = endpoints
@@ -83,14 +92,14 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, rid.encode())]
             await send(message)
 
-        path = scope["path"]
+        path: str = scope["path"]
         counted = path in self.limited
         try:
-            rejection = self._reject_early(headers, counted)
+            rejection = self._reject_early(path, headers, counted)
             if rejection is not None:
-                if isinstance(rejection, Overloaded):
+                if isinstance(rejection, Overloaded | Unauthorized):
                     # Read the (bounded) body first: closing a socket with unread data resets it,
-                    # and the client would lose the 503 with its Retry-After.
+                    # and the client would lose the answer (the 503's Retry-After, the 401's reason).
                     await _drain(self._guarded_receive(receive, started))
                 await _send_error(send_with_id, rejection, rid)
                 return
@@ -108,7 +117,12 @@ class RequestContextMiddleware:
         finally:
             self._record(scope, state, status, time.perf_counter() - started)
 
-    def _reject_early(self, headers: dict[bytes, bytes], counted: bool) -> ApiError | None:
+    def _reject_early(self, path: str, headers: dict[bytes, bytes], counted: bool) -> ApiError | None:
+        if self.keys.required_for(path):
+            try:
+                self.keys.check(headers.get(b"authorization", b"").decode("latin-1"))
+            except Unauthorized as exc:
+                return exc
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limits.max_body_bytes):
             return PayloadTooLarge(self._too_large)

@@ -14,6 +14,7 @@ from app.dependencies import (
     ModelDep,
     ModelName,
     RegistryDep,
+    Reinvert,
     SettingsDep,
     decode_uploads,
     media_type,
@@ -51,7 +52,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse} for status in statuses}
 
 
-_IMAGE_ERRORS = _errors(400, 404, 408, 413, 415, 422, 503)
+_IMAGE_ERRORS = _errors(400, 401, 404, 408, 413, 415, 422, 503)
 _PNG_OR_BATCH: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "one image: the PNG; several images (or Accept: application/json): JSON with base64 PNGs",
@@ -64,7 +65,9 @@ def _wants_json(request: Request, count: int) -> bool:
     return count > 1 or request.headers.get("accept", "").startswith("application/json")
 
 
-def _image_response(request: Request, model: LoadedModel, pixels: np.ndarray) -> Response:
+def _image_response(request: Request, model: LoadedModel, pixels: np.ndarray, reinvert: bool) -> Response:
+    if reinvert:
+        pixels = 255 - pixels
     headers = {"X-Model": model.manifest.name, "X-Model-Version": model.manifest.version}
     if not _wants_json(request, len(pixels)):
         return Response(encode_png(pixels[0]), media_type="image/png", headers=headers)
@@ -90,9 +93,11 @@ async def _images_in(request: Request, settings: SettingsDep, query: ImageQueryD
     responses={**_PNG_OR_BATCH, **_IMAGE_ERRORS},
     openapi_extra=_IMAGE_BODY,
 )
-async def denoise(request: Request, model: ModelDep, settings: SettingsDep, query: ImageQueryDep) -> Response:
+async def denoise(
+    request: Request, model: ModelDep, settings: SettingsDep, query: ImageQueryDep, reinvert: Reinvert = False
+) -> Response:
     images = await _images_in(request, settings, query)
-    return _image_response(request, model, to_pixels(await model.infer("autoencoder", images)))
+    return _image_response(request, model, to_pixels(await model.infer("autoencoder", images)), reinvert)
 
 
 @router.post(
@@ -130,14 +135,19 @@ async def encode(request: Request, model: ModelDep, settings: SettingsDep, query
     },
 )
 async def reconstruct(
-    request: Request, registry: RegistryDep, settings: SettingsDep, query: ImageQueryDep, model: ModelName = None
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    query: ImageQueryDep,
+    model: ModelName = None,
+    reinvert: Reinvert = False,
 ) -> Response:
     if media_type(request) == "application/json":
         payload = parse_latents(await request.body())
         loaded = resolve_model(request, registry, model or payload.model)
         latents = check_latents(payload, loaded, settings.max_batch_images)
         request.state.images = len(latents)
-        return _image_response(request, loaded, to_pixels(await loaded.infer("decoder", latents)))
+        return _image_response(request, loaded, to_pixels(await loaded.infer("decoder", latents)), reinvert)
     loaded = resolve_model(request, registry, model)
     images = await _images_in(request, settings, query)
-    return _image_response(request, loaded, to_pixels(await loaded.infer("autoencoder", images)))
+    return _image_response(request, loaded, to_pixels(await loaded.infer("autoencoder", images)), reinvert)

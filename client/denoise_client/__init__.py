@@ -15,6 +15,7 @@ from denoise_client.errors import (
     ServerError,
     ServiceUnavailable,
     TransportFailure,
+    Unauthorized,
     UnsupportedMediaType,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "ServerError",
     "ServiceUnavailable",
     "TransportFailure",
+    "Unauthorized",
     "UnsupportedMediaType",
 ]

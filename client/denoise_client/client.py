@@ -21,10 +21,17 @@ from denoise_client.images import Kind, from_png, to_png
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "DENOISE_URL"
+API_KEY_ENV = "DENOISE_API_KEY"
 
 
 def default_url() -> str:
     return os.environ.get(URL_ENV, DEFAULT_URL)
+
+
+def _auth_headers(api_key: str | None) -> dict[str, str]:
+    """``Authorization`` for ``api_key``, or for ``$DENOISE_API_KEY`` when none is given."""
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    return {"authorization": f"Bearer {key}"} if key else {}
 
 
 @dataclass(frozen=True)
@@ -67,12 +74,16 @@ def _is_batch(value: Any) -> bool:
     return isinstance(value, list | tuple)
 
 
-def _image_call(path: str, images: Any, model: str | None, resize: bool, invert: bool) -> _Call:
+def _flag(value: bool) -> str | None:
+    return "true" if value else None
+
+
+def _image_call(path: str, images: Any, model: str | None, resize: bool, invert: bool, reinvert: bool = False) -> _Call:
     items = list(images) if _is_batch(images) else [images]
     if not items:
         raise ValueError("give at least one image")
     encoded = [to_png(item) for item in items]
-    params = {"model": model, "resize": "true" if resize else None, "invert": "true" if invert else None}
+    params = {"model": model, "resize": _flag(resize), "invert": _flag(invert), "reinvert": _flag(reinvert)}
     call = _Call("POST", path, params=params, kinds=[kind for _, kind in encoded], single=not _is_batch(images))
     if call.single:
         call.content = encoded[0][0]
@@ -83,9 +94,10 @@ def _image_call(path: str, images: Any, model: str | None, resize: bool, invert:
     return call
 
 
-def _latents_call(latents: dict[str, Any], model: str | None, kind: Kind) -> _Call:
+def _latents_call(latents: dict[str, Any], model: str | None, reinvert: bool, kind: Kind) -> _Call:
     count = len(latents.get("latents", []))
-    call = _Call("POST", "/reconstruct", params={"model": model}, kinds=[kind] * count, single=count == 1)
+    params = {"model": model, "reinvert": _flag(reinvert)}
+    call = _Call("POST", "/reconstruct", params=params, kinds=[kind] * count, single=count == 1)
     call.content = httpx.Request("POST", "/", json=latents).content
     call.headers["content-type"] = "application/json"
     return call
@@ -110,9 +122,9 @@ def _retry_wait(retry: Retry, attempt: int, outcome: httpx.Response | Exception)
     return retry.wait(attempt, None) if retryable else None
 
 
-def _finish(outcome: httpx.Response | Exception) -> httpx.Response:
+def _finish(outcome: httpx.Response | Exception, url: httpx.URL) -> httpx.Response:
     if isinstance(outcome, Exception):
-        raise TransportFailure(f"{type(outcome).__name__}: {outcome}") from outcome
+        raise TransportFailure(f"no answer from {url}: {type(outcome).__name__}: {outcome}", url=str(url)) from outcome
     if outcome.is_error:
         raise from_response(outcome)
     return outcome
@@ -122,8 +134,8 @@ class _Api:
     """Request building shared by both clients."""
 
     @staticmethod
-    def denoise_call(images: Any, model: str | None, resize: bool, invert: bool) -> _Call:
-        return _image_call("/denoise", images, model, resize, invert)
+    def denoise_call(images: Any, model: str | None, resize: bool, invert: bool, reinvert: bool) -> _Call:
+        return _image_call("/denoise", images, model, resize, invert, reinvert)
 
     @staticmethod
     def encode_call(images: Any, model: str | None, resize: bool, invert: bool) -> _Call:
@@ -132,10 +144,12 @@ class _Api:
         return call
 
     @staticmethod
-    def reconstruct_call(source: Any, model: str | None, resize: bool, invert: bool, kind: Kind) -> _Call:
+    def reconstruct_call(
+        source: Any, model: str | None, resize: bool, invert: bool, reinvert: bool, kind: Kind
+    ) -> _Call:
         if isinstance(source, dict):
-            return _latents_call(source, model, kind)
-        return _image_call("/reconstruct", source, model, resize, invert)
+            return _latents_call(source, model, reinvert, kind)
+        return _image_call("/reconstruct", source, model, resize, invert, reinvert)
 
 
 class Client(_Api):
@@ -147,10 +161,13 @@ class Client(_Api):
         *,
         timeout: float = 10.0,
         retry: Retry | None = None,
+        api_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.retry = retry or Retry()
-        self._http = httpx.Client(base_url=url or default_url(), timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            base_url=url or default_url(), timeout=timeout, headers=_auth_headers(api_key), transport=transport
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -171,13 +188,23 @@ class Client(_Api):
                 outcome = exc
             wait = _retry_wait(self.retry, attempt, outcome)
             if wait is None:
-                return _finish(outcome)
+                return _finish(outcome, self._http.base_url.join(call.path))
             time.sleep(wait)
             attempt += 1
 
-    def denoise(self, images: Any, *, model: str | None = None, resize: bool = False, invert: bool = False) -> Any:
-        """Denoise one image (path, bytes, PIL image or array) or a list of them in one request."""
-        call = self.denoise_call(images, model, resize, invert)
+    def denoise(
+        self,
+        images: Any,
+        *,
+        model: str | None = None,
+        resize: bool = False,
+        invert: bool = False,
+        reinvert: bool = False,
+    ) -> Any:
+        """Denoise one image (path, bytes, PIL image or array) or a list of them in one request.
+
+        ``invert`` for dark-on-light inputs; ``reinvert`` turns the (light-on-black) output back."""
+        call = self.denoise_call(images, model, resize, invert, reinvert)
         return _images_from(self._send(call), call)
 
     def encode(
@@ -188,10 +215,17 @@ class Client(_Api):
         return result
 
     def reconstruct(
-        self, source: Any, *, model: str | None = None, resize: bool = False, invert: bool = False, kind: Kind = "bytes"
+        self,
+        source: Any,
+        *,
+        model: str | None = None,
+        resize: bool = False,
+        invert: bool = False,
+        reinvert: bool = False,
+        kind: Kind = "bytes",
     ) -> Any:
         """Decode what :meth:`encode` returned (images as ``kind``), or encode-then-decode images."""
-        call = self.reconstruct_call(source, model, resize, invert, kind)
+        call = self.reconstruct_call(source, model, resize, invert, reinvert, kind)
         return _images_from(self._send(call), call)
 
     def models(self) -> dict[str, Any]:
@@ -213,10 +247,13 @@ class AsyncClient(_Api):
         *,
         timeout: float = 10.0,
         retry: Retry | None = None,
+        api_key: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.retry = retry or Retry()
-        self._http = httpx.AsyncClient(base_url=url or default_url(), timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=url or default_url(), timeout=timeout, headers=_auth_headers(api_key), transport=transport
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -237,14 +274,20 @@ class AsyncClient(_Api):
                 outcome = exc
             wait = _retry_wait(self.retry, attempt, outcome)
             if wait is None:
-                return _finish(outcome)
+                return _finish(outcome, self._http.base_url.join(call.path))
             await asyncio.sleep(wait)
             attempt += 1
 
     async def denoise(
-        self, images: Any, *, model: str | None = None, resize: bool = False, invert: bool = False
+        self,
+        images: Any,
+        *,
+        model: str | None = None,
+        resize: bool = False,
+        invert: bool = False,
+        reinvert: bool = False,
     ) -> Any:
-        call = self.denoise_call(images, model, resize, invert)
+        call = self.denoise_call(images, model, resize, invert, reinvert)
         return _images_from(await self._send(call), call)
 
     async def encode(
@@ -254,9 +297,16 @@ class AsyncClient(_Api):
         return result
 
     async def reconstruct(
-        self, source: Any, *, model: str | None = None, resize: bool = False, invert: bool = False, kind: Kind = "bytes"
+        self,
+        source: Any,
+        *,
+        model: str | None = None,
+        resize: bool = False,
+        invert: bool = False,
+        reinvert: bool = False,
+        kind: Kind = "bytes",
     ) -> Any:
-        call = self.reconstruct_call(source, model, resize, invert, kind)
+        call = self.reconstruct_call(source, model, resize, invert, reinvert, kind)
         return _images_from(await self._send(call), call)
 
     async def models(self) -> dict[str, Any]:

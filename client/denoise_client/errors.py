@@ -25,6 +25,10 @@ class BadRequest(DenoiseError):
     """400: the body could not be decoded."""
 
 
+class Unauthorized(DenoiseError):
+    """401: the service needs an API key (``api_key=`` or ``$DENOISE_API_KEY``), or this one is wrong."""
+
+
 class ModelNotFound(DenoiseError):
     """404: no such model (or path)."""
 
@@ -50,11 +54,16 @@ class ServerError(DenoiseError):
 
 
 class TransportFailure(Exception):
-    """No answer: connection refused or reset, or a timeout, after the retries."""
+    """No answer: connection refused or reset, or a timeout, after the retries; ``url`` is what was tried."""
+
+    def __init__(self, message: str, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
 
 
 _BY_STATUS: dict[int, type[DenoiseError]] = {
     400: BadRequest,
+    401: Unauthorized,
     404: ModelNotFound,
     413: PayloadTooLarge,
     415: UnsupportedMediaType,

@@ -18,11 +18,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from denoise_client import AsyncClient, Client, InvalidInput, ModelNotFound, ServiceUnavailable, TransportFailure
+from denoise_client import (
+    AsyncClient,
+    Client,
+    InvalidInput,
+    ModelNotFound,
+    ServiceUnavailable,
+    TransportFailure,
+    Unauthorized,
+)
 from denoise_client.cli import main as cli
 from denoise_client.client import Retry
 from tests.conftest import MODEL, REPO, decode_png, digit, png
-from tests.server import free_port, running_server
+from tests.server import TEST_SETTINGS, free_port, running_server
 
 SAMPLE = REPO / "tests" / "data" / "noisy-digit.png"
 FAST_RETRY = Retry(attempts=3, backoff=0.01)
@@ -187,8 +195,9 @@ def test_connection_refused_is_retried_then_raised() -> None:
     address = f"http://127.0.0.1:{free_port()}"
     with Client(address, retry=Retry(attempts=2, backoff=0.05)) as client:
         started = time.monotonic()
-        with pytest.raises(TransportFailure, match="ConnectError"):
+        with pytest.raises(TransportFailure, match="ConnectError") as failure:
             client.models()
+        assert failure.value.url == f"{address}/models"
         assert time.monotonic() - started >= 0.15  # waited 0.05 + 0.1 between the tries
 
 
@@ -223,8 +232,52 @@ def test_cli_folder_mode_reports_failures(url: str, tmp_path: Path, capsys: pyte
     assert "5 denoised" in captured.out
     assert "2 failed" in captured.out
     assert "broken.png" in captured.out
-    assert "big.png: image is 40x40" in captured.out
+    assert "big.png: image is 40x40; send 28x28 or add --resize" in captured.out  # the CLI's flag, not the query
     assert "7/7 images" in captured.err
+    assert "1 skipped" in captured.out
+    assert "skipped notes.txt: not a .png file" in captured.out
+
+
+def test_cli_folder_mode_lists_sub_folders_and_recurses_when_asked(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, target = tmp_path / "in", tmp_path / "out"
+    (source / "inner" / "deeper").mkdir(parents=True)
+    (source / "top.png").write_bytes(png(digit(1)))
+    (source / "inner" / "a.png").write_bytes(png(digit(2)))
+    (source / "inner" / "deeper" / "b.png").write_bytes(png(digit(3)))
+    assert cli(["--url", url, "denoise", str(source), "-o", str(target)]) == 0
+    assert "skipped inner/: a folder (add --recursive)" in capsys.readouterr().out
+    assert cli(["denoise", str(source), "-o", str(target), "--recursive", "--url", url]) == 0
+    assert "3 denoised" in capsys.readouterr().out
+    decode_png((target / "inner" / "deeper" / "b.png").read_bytes())
+    decode_png((target / "inner" / "a.png").read_bytes())
+
+
+def test_cli_options_work_after_the_command(url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.png"
+    assert cli(["denoise", str(SAMPLE), "-o", str(out), "--model", MODEL, "--url", url, "--timeout", "5"]) == 0
+    decode_png(out.read_bytes())
+    assert cli(["--model", MODEL, "denoise", str(SAMPLE), "-o", str(out), "--url", url, "--model", "nope"]) == 1
+    assert "404 model_not_found: no model named 'nope'" in capsys.readouterr().err  # the later one wins
+
+
+def test_cli_reinvert_gives_dark_on_light(url: str, tmp_path: Path) -> None:
+    light, dark = tmp_path / "light.png", tmp_path / "dark.png"
+    assert cli(["--url", url, "denoise", str(SAMPLE), "-o", str(light)]) == 0
+    assert cli(["--url", url, "denoise", str(SAMPLE), "-o", str(dark), "--reinvert"]) == 0
+    assert np.array_equal(decode_png(dark.read_bytes()), 255 - decode_png(light.read_bytes()))
+
+
+def test_cli_without_a_server_names_the_url_and_how_to_set_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address = f"http://127.0.0.1:{free_port()}"
+    assert cli(["denoise", str(SAMPLE), "-o", str(tmp_path / "x.png"), "--url", address, "--retries", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"no answer from {address}/denoise" in err
+    assert "Traceback" not in err
+    assert "--url or $DENOISE_URL" in err
 
 
 def test_cli_error_exit_code(url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -232,6 +285,45 @@ def test_cli_error_exit_code(url: str, tmp_path: Path, capsys: pytest.CaptureFix
     bad.write_bytes(b"junk")
     assert cli(["--url", url, "denoise", str(bad), "-o", str(tmp_path / "x.png")]) == 1
     assert "400 undecodable_image" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def keyed_url() -> Iterator[str]:
+    with running_server({**TEST_SETTINGS, "DENOISE_API_KEYS": "client-key"}) as (address, _):
+        yield address
+
+
+def test_client_sends_its_api_key(keyed_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DENOISE_API_KEY", raising=False)
+    with Client(keyed_url) as client, pytest.raises(Unauthorized, match="missing API key"):
+        client.models()
+    with Client(keyed_url, api_key="wrong") as client, pytest.raises(Unauthorized, match="invalid API key"):
+        client.models()
+    with Client(keyed_url, api_key="client-key") as client:
+        decode_png(client.denoise(SAMPLE))
+    monkeypatch.setenv("DENOISE_API_KEY", "client-key")
+    with Client(keyed_url) as client:
+        assert client.models()["default_model"] == MODEL
+
+    async def run() -> None:
+        async with AsyncClient(keyed_url, api_key="client-key") as client:
+            assert (await client.models())["default_model"] == MODEL
+
+    asyncio.run(run())
+
+
+def test_cli_api_key(
+    keyed_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DENOISE_API_KEY", raising=False)
+    out = tmp_path / "out.png"
+    assert cli(["denoise", str(SAMPLE), "-o", str(out), "--url", keyed_url]) == 1
+    err = capsys.readouterr().err
+    assert "401 unauthorized: missing API key" in err
+    assert "--api-key or $DENOISE_API_KEY" in err
+    assert cli(["denoise", str(SAMPLE), "-o", str(out), "--url", keyed_url, "--api-key", "client-key"]) == 0
+    monkeypatch.setenv("DENOISE_API_KEY", "client-key")
+    assert cli(["--url", keyed_url, "encode", str(SAMPLE)]) == 0
 
 
 def _readme_block(section: str, language: str) -> str:
