@@ -7,14 +7,20 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from training.config import TrainConfig
-from training.data import DATASETS, DataError
-from training.model import Architecture
+from training.config import Architecture, TrainConfig
+from training.data import DATASETS, PROJECT, DataError, download
 
 QUICK = {"epochs": 2, "limit_train": 400, "limit_test": 200}
 QUICK_BM3D_SUBSET = 4
+#: Quick bundles can't be mistaken for trained ones: their own name and version, and written
+#: under runs/quick/ (servable with DENOISE_MODEL_DIR=runs/quick) unless --out says otherwise.
+QUICK_VERSION = "0.0.0-quick"
+RUNS = PROJECT / "runs"
+MODELS = PROJECT / "models"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,13 +35,21 @@ def _parser() -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         help="directory of the four IDX files (gzipped or not) or a Keras mnist.npz; "
-        + "; ".join(f"{k} defaults to {v.default_dir}" for k, v in DATASETS.items()),
+        + "; ".join(f"{k} defaults to ${v.env} or else {v.default_dir}" for k, v in DATASETS.items()),
     )
-    common.add_argument("--run-dir", type=Path, help="where models, histories and the evaluation go (runs/DATASET)")
-    common.add_argument("--out", type=Path, help="bundle directory to write (models/DATASET)")
+    common.add_argument(
+        "--run-dir", type=Path, help=f"where models, histories and the evaluation go (default {RUNS}/DATASET)"
+    )
+    common.add_argument(
+        "--out",
+        type=Path,
+        help=f"bundle directory to write (default {MODELS}/DATASET; with --quick {RUNS}/quick/DATASET-quick)",
+    )
     common.add_argument("--seed", type=int, default=TrainConfig.seed, help="seed for weights, shuffling and noise")
     common.add_argument(
-        "--quick", action="store_true", help="a few hundred images and 2 epochs: a smoke run in seconds"
+        "--quick",
+        action="store_true",
+        help=f"a smoke run on a few hundred images for 2 epochs; its bundle is DATASET-quick {QUICK_VERSION}",
     )
     train_opts = argparse.ArgumentParser(add_help=False)
     train_opts.add_argument(
@@ -70,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("train", parents=[common, train_opts], help="train the autoencoder (and the reference)")
     sub.add_parser("evaluate", parents=[common, eval_opts], help="score every denoiser on the test set")
     sub.add_parser("export", parents=[common, export_opts], help="write the ONNX bundle and its report")
+    redraw = sub.add_parser("report", help="redraw a bundle's figures from its ONNX graphs (no Keras models needed)")
+    redraw.add_argument("bundle", type=Path, help="the bundle folder, e.g. models/mnist")
+    redraw.add_argument("--data-dir", type=Path, help="the dataset's folder (default: as for run)")
     download = sub.add_parser("download", help="fetch a dataset's IDX files (needs internet)")
     download.add_argument("dataset", choices=sorted(DATASETS))
     download.add_argument("--data-dir", type=Path, required=True)
@@ -82,11 +99,13 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         widths=tuple(getattr(args, "widths", Architecture().widths)),
         latent_channels=getattr(args, "latent_channels", Architecture().latent_channels),
     )
+    name = f"{args.dataset}-quick" if args.quick else args.dataset
     return TrainConfig(
         dataset=args.dataset,
+        name=name,
         data_dir=args.data_dir,
-        out_dir=args.out or Path("models") / args.dataset,
-        version=getattr(args, "version", TrainConfig.version),
+        out_dir=args.out or (RUNS / "quick" / name if args.quick else MODELS / name),
+        version=QUICK_VERSION if args.quick else getattr(args, "version", TrainConfig.version),
         seed=args.seed,
         epochs=quick.get("epochs", getattr(args, "epochs", TrainConfig.epochs)),
         batch_size=getattr(args, "batch_size", TrainConfig.batch_size),
@@ -98,27 +117,41 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+@contextmanager
+def _timed(step: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    print(f"{step} took {time.perf_counter() - started:.1f} s", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from training import data, pipeline  # TensorFlow loads only once arguments are valid
-
-    if args.command == "download":
-        for path in data.download(args.dataset, args.data_dir):
-            print(path)
-        return 0
-    cfg = _config(args)
-    run_dir = args.run_dir or Path("runs") / cfg.dataset
-    bm3d_subset = QUICK_BM3D_SUBSET if args.quick else getattr(args, "bm3d_subset", 0)
-    started = time.perf_counter()
     try:
+        if args.command == "download":
+            for path in download(args.dataset, args.data_dir):
+                print(path)
+            return 0
+        from training import pipeline  # TensorFlow loads only once arguments are valid and it is needed
+
+        if args.command == "report":
+            print(f"figures written to {pipeline.report_from_bundle(args.bundle, args.data_dir)}")
+            return 0
+
+        cfg = _config(args)
+        run_dir = args.run_dir or RUNS / cfg.name
+        bm3d_subset = QUICK_BM3D_SUBSET if args.quick else getattr(args, "bm3d_subset", 0)
+        started = time.perf_counter()
         if args.command in ("run", "train"):
-            pipeline.train(cfg, run_dir)
+            with _timed("train"):
+                pipeline.train(cfg, run_dir)
         if args.command in ("run", "evaluate"):
-            pipeline.evaluate(cfg, run_dir, bm3d_subset)
+            with _timed("evaluate"):
+                pipeline.evaluate(cfg, run_dir, bm3d_subset)
         if args.command in ("run", "export"):
-            print(f"bundle written to {pipeline.export(cfg, run_dir, cfg.out_dir)}")
+            with _timed("export"):
+                print(f"bundle {cfg.name} {cfg.version} written to {pipeline.export(cfg, run_dir)}")
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

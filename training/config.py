@@ -7,13 +7,34 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from training.model import Architecture
+from denoise_bundle import IMAGE_SHAPE
 from training.noise import BlindNoise
+
+MAX_LATENT_SIZE = 392  # half of 28 * 28: at least 2x compression
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Channel widths at 28x28, 14x14 and 7x7, and the latent channels at 7x7."""
+
+    widths: tuple[int, int, int] = (16, 48, 64)
+    latent_channels: int = 8
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return (IMAGE_SHAPE[0] // 4, IMAGE_SHAPE[1] // 4, self.latent_channels)
+
+    @property
+    def latent_size(self) -> int:
+        h, w, c = self.latent_shape
+        return h * w * c
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str = "mnist"
+    #: The bundle's name (its folder and what requests name); the dataset's unless a quick run.
+    name: str = "mnist"
     data_dir: Path | None = None
     out_dir: Path = Path("models/mnist")
     version: str = "1.0.0"

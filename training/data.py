@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import struct
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,20 +21,34 @@ IDX_FILES = {
 }
 _IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 _LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
+#: The project's root: defaults are resolved from it, not from the current directory.
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
+    #: Where the files are looked for when neither ``--data-dir`` nor :attr:`env` says otherwise.
     default_dir: Path
     where_to_get: str
     download_url: str | None
+    #: Names of the labels 0..9, for figures.
+    class_names: tuple[str, ...] = tuple(str(digit) for digit in range(10))
+
+    @property
+    def env(self) -> str:
+        """The environment variable that names this dataset's folder (``DENOISE_MNIST_DIR``)."""
+        return f"DENOISE_{self.name.upper().replace('-', '_')}_DIR"
+
+    def location(self) -> Path:
+        configured = os.environ.get(self.env)
+        return Path(configured) if configured else self.default_dir
 
 
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(
         name="mnist",
-        default_dir=Path("../shared/data/mnist"),
+        default_dir=PROJECT.parent / "shared" / "data" / "mnist",
         where_to_get="the four MNIST IDX files (*-idx3-ubyte.gz, *-idx1-ubyte.gz); "
         "`python -m training download mnist --data-dir DIR` fetches them where there is internet",
         download_url="https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -43,6 +59,18 @@ DATASETS: dict[str, DatasetInfo] = {
         where_to_get="`apt-get install dataset-fashion-mnist` (Debian) puts the IDX files in "
         "/usr/share/datasets/fashion-mnist/",
         download_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        class_names=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
     ),
 }
 
@@ -164,10 +192,15 @@ def _check_pairs(dataset: Dataset, where: Path) -> None:
             raise DataError(f"{where}: {split_name} has {len(split.images)} images but {len(split.labels)} labels")
 
 
+def class_names(name: str) -> tuple[str, ...]:
+    info = DATASETS.get(name)
+    return info.class_names if info else DatasetInfo.class_names
+
+
 def load_dataset(name: str, data_dir: Path | None = None) -> Dataset:
     """Load a named dataset (``mnist``, ``fashion-mnist``) or any directory / ``.npz`` file."""
     info = DATASETS.get(name)
-    location = data_dir or (info.default_dir if info else None)
+    location = data_dir or (info.location() if info else None)
     if location is None:
         raise DataError(f"unknown dataset {name!r} and no --data-dir given; known: {', '.join(DATASETS)}")
     try:
@@ -175,7 +208,12 @@ def load_dataset(name: str, data_dir: Path | None = None) -> Dataset:
             return load_npz(location, name)
         return load_idx_dir(location, name)
     except DataError as exc:
-        hint = f"; get the data: {info.where_to_get}" if info else ""
+        hint = ""
+        if info is not None:
+            hint = (
+                f"; the {name} files are expected in {location} (set another folder with --data-dir or "
+                f"${info.env}); get the data: {info.where_to_get}"
+            )
         raise DataError(f"{exc}{hint}") from exc
 
 
@@ -189,6 +227,17 @@ def download(name: str, directory: Path) -> list[Path]:
     for stem in IDX_FILES.values():
         target = directory / f"{stem}.gz"
         if not target.exists():
-            urllib.request.urlretrieve(info.download_url + target.name, target)  # noqa: S310
+            address = info.download_url + target.name
+            partial = target.with_suffix(".gz.part")
+            try:
+                urllib.request.urlretrieve(address, partial)  # noqa: S310
+            except (urllib.error.URLError, OSError) as exc:
+                partial.unlink(missing_ok=True)
+                reason = getattr(exc, "reason", exc)
+                raise DataError(
+                    f"cannot download {address}: {reason}; without internet, copy the four IDX files "
+                    f"into {directory} yourself"
+                ) from exc
+            partial.rename(target)
         fetched.append(target)
     return fetched

@@ -13,25 +13,9 @@ import keras
 from keras import layers
 
 from denoise_bundle import IMAGE_SHAPE, TENSOR_NAMES
+from training.config import MAX_LATENT_SIZE, Architecture
 
-MAX_LATENT_SIZE = 392  # half of 28 * 28: at least 2x compression
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Channel widths at 28x28, 14x14 and 7x7, and the latent channels at 7x7."""
-
-    widths: tuple[int, int, int] = (16, 48, 64)
-    latent_channels: int = 8
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        return (IMAGE_SHAPE[0] // 4, IMAGE_SHAPE[1] // 4, self.latent_channels)
-
-    @property
-    def latent_size(self) -> int:
-        h, w, c = self.latent_shape
-        return h * w * c
+__all__ = ["MAX_LATENT_SIZE", "Architecture", "Autoencoder", "build_autoencoder", "build_reference"]
 
 
 def _conv(x: keras.KerasTensor, filters: int, strides: int = 1) -> keras.KerasTensor:

@@ -7,6 +7,7 @@ evaluation; ``export`` turns it into the bundle under ``models/<dataset>/``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 
 from training import report
 from training.config import TrainConfig
-from training.data import Dataset, load_dataset
+from training.data import Dataset, class_names, load_dataset
 from training.evaluate import Denoiser, bce_at, denoising_table, latent_probes, verdict
 from training.export import export_bundle
 from training.model import Autoencoder, build_autoencoder, build_reference
@@ -107,7 +108,8 @@ def evaluate(cfg: TrainConfig, run_dir: Path, bm3d_subset: int) -> dict[str, Any
     return evaluation
 
 
-def export(cfg: TrainConfig, run_dir: Path, out_dir: Path) -> Path:
+def export(cfg: TrainConfig, run_dir: Path) -> Path:
+    out_dir = cfg.out_dir
     data = load_data(cfg)
     models, _ = load_models(run_dir)
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
@@ -116,30 +118,79 @@ def export(cfg: TrainConfig, run_dir: Path, out_dir: Path) -> Path:
     export_bundle(
         models,
         out_dir,
-        name=cfg.dataset,
+        name=cfg.name,
         version=cfg.version,
         dataset=cfg.dataset,
         description=f"Blind convolutional denoising autoencoder for {cfg.dataset} (28x28, light on dark)",
         parity_sample=sample,
         extra={
             "noise": {"blind": True, "ranges": cfg.noise.ranges(), "weights": list(cfg.noise.weights)},
-            "training": {**cfg.to_json(), "result": {k: v["epochs_run"] for k, v in summary.items()}},
+            "training": {
+                **cfg.to_json(),
+                "result": {k: v["epochs_run"] for k, v in summary.items()},
+                "history": {k: v["history"] for k, v in summary.items()},
+            },
             "evaluation": evaluation,
         },
     )
-    write_report(cfg, run_dir, out_dir, models, data, summary)
+    write_report(
+        cfg,
+        out_dir,
+        as_denoiser(models.autoencoder),
+        lambda images: np.asarray(models.encoder.predict(images[..., np.newaxis], verbose=0)),
+        data,
+        {name: result["history"] for name, result in summary.items()},
+    )
+    (out_dir / "report" / "evaluation.md").write_text((run_dir / "evaluation.md").read_text())
     return out_dir
 
 
 def write_report(
-    cfg: TrainConfig, run_dir: Path, out_dir: Path, models: Autoencoder, data: Dataset, summary: dict[str, Any]
+    cfg: TrainConfig,
+    out_dir: Path,
+    denoise: Denoiser,
+    encode: Callable[[np.ndarray], np.ndarray],
+    data: Dataset,
+    histories: dict[str, dict[str, list[float]]],
 ) -> None:
+    """The figures beside a bundle; ``denoise`` and ``encode`` take float32 (n, 28, 28) batches."""
     figures = out_dir / "report"
     figures.mkdir(parents=True, exist_ok=True)
-    losses = {OURS: cfg.loss, REFERENCE: cfg.reference_loss}
-    report.loss_curves({name: result["history"] for name, result in summary.items()}, losses, figures / "loss.png")
+    if histories:
+        losses = {OURS: cfg.loss, REFERENCE: cfg.reference_loss}
+        report.loss_curves(histories, losses, figures / "loss.png")
     clean = to_float(data.test.images)[..., 0]
-    report.denoising_grid(clean, as_denoiser(models.autoencoder), cfg.seed, figures / "denoising.png")
-    latents = models.encoder.predict(to_float(data.test.images), verbose=0)
-    report.latent_projection(latents, data.test.labels, figures / "latents.png", cfg.seed)
-    (figures / "evaluation.md").write_text((run_dir / "evaluation.md").read_text())
+    report.denoising_grid(clean, denoise, cfg.seed, figures / "denoising.png")
+    names = class_names(cfg.dataset)
+    report.latent_projection(encode(clean), data.test.labels, names, figures / "latents.png", cfg.seed)
+
+
+def report_from_bundle(bundle: Path, data_dir: Path | None) -> Path:
+    """Redraw a bundle's figures from its ONNX graphs and manifest (the loss curves only where the
+    manifest records the training history), with ONNX Runtime: no Keras models needed."""
+    import onnxruntime as ort
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    training = manifest["training"]
+    cfg = TrainConfig(dataset=manifest["dataset"], name=manifest["name"], seed=training["seed"])
+    data = load_data(replace(cfg, data_dir=data_dir))
+
+    def graph(name: str) -> Callable[[np.ndarray], np.ndarray]:
+        session = ort.InferenceSession(bundle / f"{name}.onnx", providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+
+        def run(images: np.ndarray) -> np.ndarray:
+            return np.asarray(session.run(None, {input_name: images[..., np.newaxis].astype(np.float32)})[0])
+
+        return run
+
+    autoencoder, encoder = graph("autoencoder"), graph("encoder")
+    write_report(
+        cfg,
+        bundle,
+        lambda images: autoencoder(images)[..., 0],
+        encoder,
+        data,
+        training.get("history", {}),
+    )
+    return bundle / "report"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,53 +11,70 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from skimage.metrics import peak_signal_noise_ratio
 from sklearn.decomposition import PCA
 
 from training.evaluate import CONDITIONS, Denoiser, noisy_test_set
 
+LOSS_NAMES = {"mse": "mean squared error", "binary_crossentropy": "binary cross-entropy"}
+
 
 def loss_curves(histories: dict[str, dict[str, list[float]]], losses: Mapping[str, str], path: Path) -> None:
-    """Training and validation loss per model; ``losses`` names each model's loss function."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, history in histories.items():
-        epochs = np.arange(1, len(history["loss"]) + 1)
-        (line,) = ax.plot(epochs, history["loss"], label=f"{name} train ({losses[name]})")
-        ax.plot(epochs, history["val_loss"], "--", color=line.get_color(), label=f"{name} validation")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.set_title("Training and validation loss")
+    """One panel per loss function (their scales differ): each model's training against validation loss."""
+    by_loss: dict[str, list[str]] = {}
+    for name in histories:
+        by_loss.setdefault(losses[name], []).append(name)
+    fig, axes = plt.subplots(1, len(by_loss), figsize=(5 * len(by_loss), 3.6), squeeze=False)
+    for ax, (loss, names) in zip(axes[0], by_loss.items(), strict=True):
+        for name in names:
+            history = histories[name]
+            epochs = np.arange(1, len(history["loss"]) + 1)
+            (line,) = ax.plot(epochs, history["loss"], label=f"{name}: training")
+            ax.plot(epochs, history["val_loss"], "--", color=line.get_color(), label=f"{name}: validation")
+        ax.set_title(f"{LOSS_NAMES.get(loss, loss)} ({', '.join(names)})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(LOSS_NAMES.get(loss, loss))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def denoising_grid(clean: np.ndarray, denoise: Denoiser, seed: int, path: Path, per_condition: int = 8) -> None:
-    """Rows of clean / noisy / denoised test images for every noise kind and level."""
+    """One row of clean test images, then a noisy and a denoised row per noise kind and level,
+    each image titled with its PSNR against the clean one."""
     images = clean[:per_condition]
-    rows: list[tuple[str, np.ndarray]] = []
+    rows: list[tuple[str, np.ndarray, bool]] = [("clean", images, False)]
     for condition in CONDITIONS:
         noisy = noisy_test_set(clean, condition, seed)[:per_condition]
-        rows += [("clean", images), (f"noisy {condition.label}", noisy), ("denoised", denoise(noisy))]
-    fig, axes = plt.subplots(len(rows), per_condition, figsize=(per_condition * 0.9, len(rows) * 0.95))
-    for r, (title, batch) in enumerate(rows):
+        rows += [(f"noisy\n{condition.label}", noisy, True), ("denoised", denoise(noisy), True)]
+    fig, axes = plt.subplots(len(rows), per_condition, figsize=(per_condition * 0.75 + 0.9, len(rows) * 0.86))
+    for r, (title, batch, scored) in enumerate(rows):
         for c in range(per_condition):
             ax = axes[r, c]
-            ax.imshow(batch[c], cmap="gray", vmin=0, vmax=1)
+            ax.imshow(batch[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
+            if scored:
+                psnr = peak_signal_noise_ratio(images[c], np.clip(batch[c], 0, 1), data_range=1.0)
+                ax.set_title(f"{min(psnr, 99.9):.1f} dB", fontsize=6, pad=1.5)
         axes[r, 0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=7)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.14, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.3)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def latent_projection(latents: np.ndarray, labels: np.ndarray, path: Path, seed: int) -> None:
+def latent_projection(
+    latents: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: Path, seed: int
+) -> None:
     points = PCA(n_components=2, random_state=seed).fit_transform(latents.reshape(len(latents), -1))
-    fig, ax = plt.subplots(figsize=(6, 5))
-    scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=2, alpha=0.6)
-    ax.legend(*scatter.legend_elements(), title="label", fontsize=7, loc="best")
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    cmap = plt.get_cmap("tab10")
+    for index, name in enumerate(class_names):
+        chosen = labels == index
+        ax.scatter(points[chosen, 0], points[chosen, 1], color=cmap(index % 10), s=2, alpha=0.6, label=name)
+    ax.legend(title="class", fontsize=7, markerscale=4, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_title("Test latents, first two principal components")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

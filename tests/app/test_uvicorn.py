@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, decode_png, digit, png
+from tests.conftest import decode_png, digit, png
 from tests.server import TEST_SETTINGS, running_server
 
 
@@ -49,30 +49,6 @@ def test_metrics_count_requests(server: tuple[str, subprocess.Popen[bytes]]) -> 
     assert 'denoise_requests_total{endpoint="/denoise",model="mnist",status="200"}' in text
     assert 'denoise_errors_total{endpoint="/denoise",status="400"}' in text
     assert "denoise_request_duration_seconds_bucket" in text
-
-
-def readme_curl(marker: str) -> str:
-    """The README's first curl command containing ``marker``, continuation lines joined."""
-    text = (REPO / "README.md").read_text().replace("\\\n", " ")
-    return next(line.strip() for line in text.splitlines() if line.startswith("curl ") and marker in line)
-
-
-def run_readme_example(markers: list[str], url: str, cwd: Path) -> None:
-    (cwd / "tests").symlink_to(REPO / "tests")
-    for marker in markers:
-        command = readme_curl(marker).replace("http://127.0.0.1:8000", url)
-        result = subprocess.run(command, shell=True, cwd=cwd, capture_output=True, check=False)
-        assert result.returncode == 0, result.stderr
-
-
-def test_readme_denoise_example_works_as_written(server: tuple[str, subprocess.Popen[bytes]], tmp_path: Path) -> None:
-    run_readme_example(["/denoise -o denoised.png"], server[0], tmp_path)
-    decode_png((tmp_path / "denoised.png").read_bytes())
-
-
-def test_readme_encode_reconstruct_example_works(server: tuple[str, subprocess.Popen[bytes]], tmp_path: Path) -> None:
-    run_readme_example(["/encode -o latent.json", "/reconstruct -o reconstructed.png"], server[0], tmp_path)
-    decode_png((tmp_path / "reconstructed.png").read_bytes())
 
 
 def test_sigterm_exits_cleanly(server: tuple[str, subprocess.Popen[bytes]]) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.training.conftest import idx_bytes
-from training.data import DataError, load_dataset, load_idx_dir, load_npz, read_idx
+from training.data import DATASETS, PROJECT, DataError, download, load_dataset, load_idx_dir, load_npz, read_idx
 
 
 def test_reads_gzipped_idx_directory(idx_dir: Path) -> None:
@@ -77,3 +79,35 @@ def test_npz_with_wrong_keys_is_refused(tmp_path: Path) -> None:
     np.savez(path, a=np.zeros(3))
     with pytest.raises(DataError, match=r"not a Keras MNIST \.npz cache"):
         load_npz(path)
+
+
+def test_default_folder_comes_from_the_project_not_the_working_directory(
+    idx_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DENOISE_MNIST_DIR", raising=False)
+    assert DATASETS["mnist"].location() == PROJECT.parent / "shared" / "data" / "mnist"
+    monkeypatch.setenv("DENOISE_MNIST_DIR", str(idx_dir))
+    assert DATASETS["mnist"].location() == idx_dir
+    assert load_dataset("mnist").train.images.shape[1:] == (28, 28)
+
+
+def test_missing_dataset_says_where_files_are_expected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DENOISE_FASHION_MNIST_DIR", str(tmp_path / "nothing"))
+    with pytest.raises(DataError) as error:
+        load_dataset("fashion-mnist")
+    message = str(error.value)
+    assert f"expected in {tmp_path / 'nothing'}" in message
+    assert "--data-dir or $DENOISE_FASHION_MNIST_DIR" in message
+    assert "apt-get install dataset-fashion-mnist" in message
+
+
+def test_download_without_internet_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(url: str, target: Path) -> None:
+        Path(target).write_bytes(b"partial")
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    with pytest.raises(DataError, match=r"cannot download https://\S+train-images-idx3-ubyte.gz: .*name resolution"):
+        download("mnist", tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no partial file left to be mistaken for data

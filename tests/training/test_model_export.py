@@ -79,6 +79,7 @@ def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
     argv = ["run", "--quick", "--dataset", "tiny", "--data-dir", str(data), "--run-dir", str(tmp_path / "run")]
     assert main([*argv, "--out", str(out), "--widths", "4", "8", "8", "--latent-channels", "4"]) == 0
     manifest = load_manifest(out)
+    assert (manifest.name, manifest.version) == ("tiny-quick", "0.0.0-quick")  # never mistaken for a real one
     verify_checksums(out, manifest)
     table = manifest.evaluation["denoising"]
     assert set(table) >= {"gaussian 0.5", "salt-pepper 0.1", "speckle 0.5"}
