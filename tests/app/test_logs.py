@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
-import warnings
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from app.logs import configure
 from tests.images import digit, png
-from tests.server import TEST_SETTINGS, running_server
+from tests.server import REPO, TEST_SETTINGS, running_server
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -76,16 +74,17 @@ def test_text_format_for_a_terminal(tmp_path: Path) -> None:
     assert not text.lstrip().startswith("{")
 
 
-def test_library_warnings_become_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    configure("info", "json")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.warn("something odd in a library", UserWarning, stacklevel=1)
-        logging.getLogger("onnxruntime").error("a library error")
-    finally:
-        logging.captureWarnings(False)
-    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+def test_library_warnings_become_json_lines() -> None:
+    """In a process of its own: configuring logging here would replace pytest's handlers."""
+    code = (
+        "import logging, warnings\n"
+        "from app.logs import configure\n"
+        "configure('info', 'json')\n"
+        "warnings.warn('something odd in a library', UserWarning, stacklevel=1)\n"
+        "logging.getLogger('onnxruntime').error('a library error')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
     assert [line["logger"] for line in lines] == ["py.warnings", "onnxruntime"]
     assert "something odd in a library" in lines[0]["message"]
     assert lines[1]["level"] == "ERROR"

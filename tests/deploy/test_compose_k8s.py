@@ -110,7 +110,11 @@ def test_deployment_probes_resources_and_autoscaler() -> None:
     assert container["resources"]["requests"]["cpu"]
     assert container["resources"]["limits"]["memory"]
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    env = {item["name"]: item["value"] for item in container["env"]}
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    keys = env.pop("DENOISE_API_KEYS", "absent")
+    assert keys is None  # from an optional Secret, not written in the manifest
+    (secret,) = [item for item in container["env"] if item["name"] == "DENOISE_API_KEYS"]
+    assert secret["valueFrom"]["secretKeyRef"] == {"name": "denoise-api-keys", "key": "keys", "optional": True}
     assert grace > int(env["DENOISE_SHUTDOWN_GRACE_S"]) + container["lifecycle"]["preStop"]["sleep"]["seconds"] - 1
     (hpa,) = _documents(REPO / "deploy" / "k8s" / "hpa.yaml")
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
