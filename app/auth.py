@@ -16,9 +16,12 @@ from app.errors import Unauthorized
 SCHEME = "Bearer"
 CHALLENGE = {"WWW-Authenticate": f'{SCHEME} realm="denoise"'}
 
-#: Paths that never need a key: probes and the API's own documentation.
-PUBLIC_PATHS = frozenset({"/health/live", "/health/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-PUBLIC_PREFIXES = ("/static/docs/",)
+#: Paths that never need a key: probes, the API's own documentation and the demo page's files
+#: (the page asks for a key when the API answers 401).
+PUBLIC_PATHS = frozenset(
+    {"/", "/health/live", "/health/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/demo"}
+)
+PUBLIC_PREFIXES = ("/static/docs/", "/demo/")
 
 
 def _digest(key: str) -> bytes:

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
     #: Whether ``/metrics`` needs a key too when keys are set.
     metrics_need_key: bool = False
+    #: Serve the demo page at ``/demo/`` (and redirect ``/`` to it).
+    demo: bool = True
     #: Origins allowed to call the API from a browser (comma-separated, or ``*``); empty: CORS off.
     cors_origins: str = ""
 

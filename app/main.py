@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
@@ -20,6 +21,7 @@ from app.errors import install_handlers
 from app.imaging import NORMALISATION
 from app.metrics import Metrics
 from app.middleware import Limits, RequestContextMiddleware
+from app.pages import install_demo
 from app.routes import health, inference, models
 from app.runtime.registry import Registry
 
@@ -87,7 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await registry.stop()
 
-    app = FastAPI(title="denoise", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # Swagger UI and ReDoc with their scripts and styles served from here, not from a CDN.
+    app = FastAPIOffline(
+        title="denoise", version=__version__, description=DESCRIPTION, lifespan=lifespan, static_url="/static/docs"
+    )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.registry = registry
@@ -96,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (inference.router, health.router, models.router):
         app.include_router(router)
         endpoints.update(route.path for route in router.routes if isinstance(route, APIRoute))
+    if settings.demo:
+        install_demo(app)
     limits = Limits(settings.max_body_bytes, settings.body_timeout_s, settings.max_inflight)
     limited = {route.path for route in inference.router.routes if isinstance(route, APIRoute)}
     keys = ApiKeys(settings.api_key_list, protect_metrics=settings.metrics_need_key)

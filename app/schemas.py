@@ -67,3 +67,14 @@ class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     models: list[str]
     failed: dict[str, str]
+
+
+class Sample(BaseModel):
+    label: str = Field(description="the image's class in the dataset")
+    png: str = Field(description="a clean 28x28 grayscale PNG from the test set, base64")
+
+
+class SamplesResponse(BaseModel):
+    model: str
+    version: str
+    samples: list[Sample]

@@ -10,6 +10,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 MANIFEST_FILE = "manifest.json"
+#: Optional: clean test images to try the model on, ``samples/index.json`` listing
+#: ``[{"file": "00.png", "label": "7"}, ...]`` beside the 28x28 grayscale PNGs.
+SAMPLES_INDEX = "samples/index.json"
 
 #: Height, width and channels of every image the models take and return (NHWC).
 IMAGE_SHAPE: tuple[int, int, int] = (28, 28, 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from denoise_bundle import (
     GRAPH_FILES,
     GRAPHS,
     MANIFEST_FILE,
+    SAMPLES_INDEX,
     TENSOR_NAMES,
     GraphSpec,
     Manifest,
@@ -86,6 +88,22 @@ class ExportedGraph:
     name: GraphName
     path: Path
     max_abs_diff: float
+
+
+def write_samples(out_dir: Path, images: np.ndarray, labels: np.ndarray, names: Sequence[str], per_class: int) -> int:
+    """The first ``per_class`` test images of every class as PNGs, listed in ``samples/index.json``."""
+    from PIL import Image
+
+    folder = out_dir / Path(SAMPLES_INDEX).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    chosen = [int(i) for c in range(len(names)) for i in np.flatnonzero(labels == c)[:per_class]]
+    index = []
+    for number, image_index in enumerate(sorted(chosen)):
+        file = f"{number:02d}.png"
+        Image.fromarray(images[image_index], "L").save(folder / file, optimize=True)
+        index.append({"file": file, "label": names[int(labels[image_index])]})
+    (out_dir / SAMPLES_INDEX).write_text(json.dumps(index, indent=1) + "\n")
+    return len(index)
 
 
 def export_bundle(

@@ -19,13 +19,15 @@ from training import report
 from training.config import TrainConfig
 from training.data import Dataset, class_names, load_dataset
 from training.evaluate import Denoiser, bce_at, denoising_table, latent_probes, verdict
-from training.export import export_bundle
+from training.export import export_bundle, write_samples
 from training.model import Autoencoder, build_autoencoder, build_reference
 from training.train import fit, split_validation, to_float
 
 OURS = "autoencoder"
 REFERENCE = "reference"
 PROBE_TRAIN_IMAGES = 10_000
+#: Test images per class shipped with a bundle for people to try (the demo page).
+SAMPLES_PER_CLASS = 3
 
 
 def load_data(cfg: TrainConfig) -> Dataset:
@@ -153,9 +155,11 @@ def write_report(
     data: Dataset,
     histories: dict[str, dict[str, list[float]]],
 ) -> None:
-    """The figures beside a bundle; ``denoise`` and ``encode`` take float32 (n, 28, 28) batches."""
+    """The figures beside a bundle, and its sample images; ``denoise`` and ``encode`` take float32
+    (n, 28, 28) batches."""
     figures = out_dir / "report"
     figures.mkdir(parents=True, exist_ok=True)
+    write_samples(out_dir, data.test.images, data.test.labels, class_names(cfg.dataset), SAMPLES_PER_CLASS)
     if histories:
         losses = {OURS: cfg.loss, REFERENCE: cfg.reference_loss}
         report.loss_curves(histories, losses, figures / "loss.png")
@@ -166,7 +170,7 @@ def write_report(
 
 
 def report_from_bundle(bundle: Path, data_dir: Path | None) -> Path:
-    """Redraw a bundle's figures from its ONNX graphs and manifest (the loss curves only where the
+    """Redraw a bundle's figures (and sample images) from its ONNX graphs and manifest (the loss curves only where the
     manifest records the training history), with ONNX Runtime: no Keras models needed."""
     import onnxruntime as ort
 

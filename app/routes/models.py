@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.dependencies import RegistryDep, SettingsDep
+from app.dependencies import RegistryDep, SettingsDep, resolve_model
 from app.metrics import Metrics
-from app.schemas import ModelInfo, ModelsResponse
+from app.schemas import ErrorResponse, ModelInfo, ModelsResponse, Sample, SamplesResponse
 
 router = APIRouter(tags=["models"])
 
@@ -18,6 +18,18 @@ async def list_models(registry: RegistryDep, settings: SettingsDep) -> ModelsRes
         default_model=settings.default_model,
         models=[ModelInfo.model_validate(model.summary()) for model in registry],
         failed=registry.failures,
+    )
+
+
+@router.get(
+    "/models/{name}/samples",
+    summary="Clean test images shipped with a bundle, to try the model on",
+    responses={404: {"model": ErrorResponse, "description": "no such model, or it ships no samples"}},
+)
+async def samples(name: str, request: Request, registry: RegistryDep) -> SamplesResponse:
+    model = resolve_model(request, registry, name)
+    return SamplesResponse(
+        model=model.manifest.name, version=model.manifest.version, samples=[Sample(**item) for item in model.samples()]
     )
 
 

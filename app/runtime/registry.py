@@ -8,7 +8,9 @@ usable GPU) stops the service.
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +24,16 @@ from app.config import Settings
 from app.errors import ModelNotFound
 from app.runtime.batcher import Batcher
 from app.runtime.providers import available_providers, check_active, requested_providers
-from denoise_bundle import GRAPHS, MANIFEST_FILE, BundleError, GraphSpec, Manifest, load_manifest, verify_checksums
+from denoise_bundle import (
+    GRAPHS,
+    MANIFEST_FILE,
+    SAMPLES_INDEX,
+    BundleError,
+    GraphSpec,
+    Manifest,
+    load_manifest,
+    verify_checksums,
+)
 from denoise_bundle.manifest import GraphName
 
 log = logging.getLogger("denoise.runtime")
@@ -51,9 +62,24 @@ class LoadedModel:
     graphs: dict[GraphName, Graph]
     batchers: dict[GraphName, Batcher] = field(default_factory=dict)
     warmup_ms: float = 0.0
+    _samples: list[dict[str, str]] | None = field(default=None, repr=False)
 
     async def infer(self, graph: GraphName, inputs: np.ndarray) -> np.ndarray:
         return await self.batchers[graph].submit(inputs)
+
+    def samples(self) -> list[dict[str, str]]:
+        """The bundle's sample images (``label`` and base64 ``png``); read once, then kept."""
+        if self._samples is None:
+            index_file = self.path / SAMPLES_INDEX
+            if not index_file.is_file():
+                raise ModelNotFound(f"model {self.manifest.name!r} ships no sample images")
+            folder = index_file.parent
+            self._samples = [
+                {"label": str(item["label"]), "png": base64.b64encode((folder / item["file"]).read_bytes()).decode()}
+                for item in json.loads(index_file.read_text())
+                if Path(item["file"]).name == item["file"]  # no path leaves the folder
+            ]
+        return self._samples
 
     def summary(self) -> dict[str, object]:
         return {
