@@ -46,6 +46,8 @@ class RequestContextMiddleware:
     """Outermost layer.
 
     - Request id: the caller's ``X-Request-ID`` if valid, else a new one; returned in the response.
+    - API keys: where ``keys`` are set, a request to a path that needs one is answered 401 before
+      anything else is done for it (:mod:`app.auth`).
     - Body size: refused from ``Content-Length`` before reading, and while a chunked body streams in.
     - Body deadline: the whole body must arrive within ``body_timeout_s`` of the request start (408).
     - Work in progress: at most ``max_inflight`` requests to the ``limited`` paths; more get 503 with

@@ -230,23 +230,25 @@ def test_switching_model(visit: Visit, url: str) -> None:
     assert np.array_equal(pixels_of(page, "denoised"), api_denoise(url, noisy, model="fashion-mnist"))
 
 
-def test_phone_width_and_screenshot(browser: Browser, url: str) -> None:
-    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+def _sample_shown(browser: Browser, url: str, sample: int, **context_options: Any) -> tuple[Any, Page]:
+    """A fresh browser context showing the page with one sample denoised."""
+    context = browser.new_context(**context_options)
     page = context.new_page()
     page.goto(f"{url}/")
     page.locator("#samples button").first.wait_for()
     before = runs(page)
-    page.locator("#samples button").nth(4).click()
+    page.locator("#samples button").nth(sample).click()
     wait_run(page, before)
-    assert page.evaluate("() => document.scrollingElement.scrollWidth") <= 390
-    context.close()
-    wide = browser.new_context(viewport={"width": 1100, "height": 860})
-    page = wide.new_page()
-    page.goto(f"{url}/")
-    page.locator("#samples button").first.wait_for()
-    before = runs(page)
-    page.locator("#samples button").nth(3).click()
-    wait_run(page, before)
+    return context, page
+
+
+def test_phone_width_and_screenshot(browser: Browser, url: str) -> None:
+    phone, page = _sample_shown(
+        browser, url, 4, viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True
+    )
+    assert page.evaluate("() => document.scrollingElement.scrollWidth") <= 390  # nothing wider than a phone
+    phone.close()
+    wide, page = _sample_shown(browser, url, 3, viewport={"width": 1100, "height": 860})
     shot = page.screenshot(full_page=True)
     wide.close()
     assert Image.open(io.BytesIO(shot)).size[0] == 1100
