@@ -17,8 +17,8 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 LogFormat = Literal["json", "text"]
 
 #: Fields of every JSON line, renamed for log collectors; access lines add the request's fields.
-_JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(process)d"
-_RENAMED = {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"}
+_JSON_FIELDS = "%(levelname)s %(name)s %(message)s %(process)d"
+_RENAMED = {"levelname": "level", "name": "logger", "process": "pid"}
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -30,7 +30,7 @@ def log_config(level: str, fmt: LogFormat) -> dict[str, Any]:
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": _JSON_FIELDS,
             "rename_fields": _RENAMED,
-            "datefmt": "%Y-%m-%dT%H:%M:%S%z",
+            "timestamp": "time",  # ISO 8601 in UTC, to the microsecond
             # uvicorn adds an ANSI-coloured copy of some messages; the plain one is enough.
             "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
         }
