@@ -39,12 +39,12 @@ class TrainConfig:
     out_dir: Path = Path("models/mnist")
     version: str = "1.0.0"
     seed: int = 1234
-    epochs: int = 20
+    epochs: int = 30
     batch_size: int = 128
     validation_fraction: float = 1 / 12  # 5,000 of MNIST's 60,000
     learning_rate: float = 2e-3
     loss: Literal["mse", "binary_crossentropy"] = "mse"
-    early_stopping_patience: int = 4
+    early_stopping_patience: int = 5
     lr_patience: int = 2
     architecture: Architecture = field(default_factory=Architecture)
     noise: BlindNoise = field(default_factory=BlindNoise)

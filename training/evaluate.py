@@ -40,6 +40,8 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("gaussian", 0.7),
     Condition("salt-pepper", 0.1),
     Condition("speckle", 0.5),
+    Condition("shifted-gaussian", 0.5),  # seed 002: clip(x + N(0.5, 0.5), 0, 1)
+    Condition("poisson", 5),
 )
 CLASSICAL = ("gaussian blur", "median 3x3", "non-local means", "bm3d")
 

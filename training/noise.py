@@ -10,8 +10,8 @@ from typing import Literal
 
 import numpy as np
 
-NoiseKind = Literal["gaussian", "salt-pepper", "speckle"]
-NOISE_KINDS: tuple[NoiseKind, ...] = ("gaussian", "salt-pepper", "speckle")
+NoiseKind = Literal["gaussian", "shifted-gaussian", "salt-pepper", "speckle", "poisson"]
+NOISE_KINDS: tuple[NoiseKind, ...] = ("gaussian", "shifted-gaussian", "salt-pepper", "speckle", "poisson")
 
 
 def _per_image(level: float | np.ndarray, images: np.ndarray) -> np.ndarray:
@@ -24,6 +24,13 @@ def gaussian(images: np.ndarray, sigma: float | np.ndarray, rng: np.random.Gener
     """The seeds' additive noise: ``clip(x + sigma * N(0, 1), 0, 1)``."""
     noise = rng.standard_normal(images.shape, dtype=np.float32)
     return np.clip(images + _per_image(sigma, images) * noise, 0.0, 1.0)
+
+
+def shifted_gaussian(images: np.ndarray, sigma: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Seed 002's recipe at ``sigma = 0.5``: ``clip(x + N(sigma, sigma), 0, 1)``, which washes the background grey."""
+    level = _per_image(sigma, images)
+    noise = rng.standard_normal(images.shape, dtype=np.float32)
+    return np.clip(images + level * (1.0 + noise), 0.0, 1.0)
 
 
 def salt_pepper(images: np.ndarray, amount: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -39,13 +46,23 @@ def speckle(images: np.ndarray, sigma: float | np.ndarray, rng: np.random.Genera
     return np.asarray(np.clip(images * (1.0 + _per_image(sigma, images) * noise), 0.0, 1.0), dtype=np.float32)
 
 
+def poisson(images: np.ndarray, peak: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Shot noise of a low-light scan: photon counts with ``peak`` expected at a white pixel (lower is noisier)."""
+    level = _per_image(peak, images)
+    return np.clip(rng.poisson(images * level).astype(np.float32) / level, 0.0, 1.0)
+
+
 def corrupt(images: np.ndarray, kind: NoiseKind, level: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if kind == "gaussian":
         return gaussian(images, level, rng)
+    if kind == "shifted-gaussian":
+        return shifted_gaussian(images, level, rng)
     if kind == "salt-pepper":
         return salt_pepper(images, level, rng)
     if kind == "speckle":
         return speckle(images, level, rng)
+    if kind == "poisson":
+        return poisson(images, level, rng)
     raise ValueError(f"unknown noise kind {kind!r}; known: {', '.join(NOISE_KINDS)}")
 
 
@@ -56,16 +73,21 @@ class BlindNoise:
     ``weights`` give the share of each kind; levels are uniform in each range.
     """
 
-    gaussian_sigma: tuple[float, float] = (0.05, 0.75)
+    gaussian_sigma: tuple[float, float] = (0.0, 0.8)
+    shifted_gaussian_sigma: tuple[float, float] = (0.2, 0.7)
     salt_pepper_amount: tuple[float, float] = (0.02, 0.3)
     speckle_sigma: tuple[float, float] = (0.1, 0.8)
-    weights: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    poisson_peak: tuple[float, float] = (4.0, 60.0)
+    #: Shares in the order of ``NOISE_KINDS``.
+    weights: tuple[float, ...] = (0.45, 0.2, 0.12, 0.12, 0.11)
 
     def ranges(self) -> dict[NoiseKind, tuple[float, float]]:
         return {
             "gaussian": self.gaussian_sigma,
+            "shifted-gaussian": self.shifted_gaussian_sigma,
             "salt-pepper": self.salt_pepper_amount,
             "speckle": self.speckle_sigma,
+            "poisson": self.poisson_peak,
         }
 
     def apply(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
