@@ -26,6 +26,14 @@ class DenoiseBatchResponse(BaseModel):
     version: str
     count: int
     images: list[str] = Field(description="denoised 28x28 8-bit grayscale PNGs, base64, in input order")
+    anomaly_scores: list[float] | None = Field(
+        default=None,
+        description="per input image, in input order: how unlike the model's training data it is (higher = less "
+        "typical); absent for latents",
+    )
+    anomalous: list[bool] | None = Field(
+        default=None, description="per input image, in input order: score above the model's threshold"
+    )
 
 
 class Latents(BaseModel):
@@ -37,6 +45,18 @@ class Latents(BaseModel):
     version: str | None = Field(default=None, description="its version; a mismatch is rejected")
     latent_shape: list[int] = Field(examples=[[7, 7, 8]], description="shape of one latent")
     latents: list[list[FiniteFloat]] = Field(description="one flat float32 list per image (row-major)")
+    anomaly_scores: list[float] | None = Field(
+        default=None, description="from /encode: each image's anomaly score (ignored by /reconstruct)"
+    )
+    anomalous: list[bool] | None = Field(default=None, description="from /encode: score above the threshold")
+
+
+class AnomalyInfo(BaseModel):
+    method: str = Field(description="how the score is computed")
+    threshold: float = Field(description="scores above it are flagged (`X-Anomaly: true`, `anomalous`)")
+    calibration_quantile: float = Field(description="share of held-out typical noisy inputs at or below it")
+    false_flags: float = Field(description="share of the test set's noisy images flagged")
+    against: dict[str, dict[str, float]] = Field(description="per out-set: AUROC and the share flagged")
 
 
 class ModelInfo(BaseModel):
@@ -48,6 +68,7 @@ class ModelInfo(BaseModel):
     image_shape: list[int]
     latent_shape: list[int]
     opset: int
+    anomaly: AnomalyInfo
     provider: str = Field(description="onnxruntime execution provider in use")
     graphs: dict[str, str]
     warmup_ms: float

@@ -1,7 +1,7 @@
 """The model bundle format, shared by the training pipeline and the service.
 
-A bundle is one folder holding ``manifest.json`` and three ONNX graphs
-(``autoencoder``, ``encoder``, ``decoder``). This package is the single
+A bundle is one folder holding ``manifest.json`` and four ONNX graphs
+(``autoencoder``, ``encoder``, ``decoder``, and ``scorer``: the anomaly score). This package is the single
 definition of that layout; it depends only on pydantic so that both the
 TensorFlow-heavy ``training`` package and the lean ``app`` can import it.
 """
@@ -12,7 +12,9 @@ from denoise_bundle.manifest import (
     IMAGE_SHAPE,
     MANIFEST_FILE,
     SAMPLES_INDEX,
+    SCORE_SHAPE,
     TENSOR_NAMES,
+    AnomalySpec,
     BundleError,
     GraphSpec,
     Manifest,
@@ -28,7 +30,9 @@ __all__ = [
     "IMAGE_SHAPE",
     "MANIFEST_FILE",
     "SAMPLES_INDEX",
+    "SCORE_SHAPE",
     "TENSOR_NAMES",
+    "AnomalySpec",
     "BundleError",
     "GraphSpec",
     "Manifest",

@@ -17,8 +17,8 @@ SAMPLES_INDEX = "samples/index.json"
 #: Height, width and channels of every image the models take and return (NHWC).
 IMAGE_SHAPE: tuple[int, int, int] = (28, 28, 1)
 
-GraphName = Literal["autoencoder", "encoder", "decoder"]
-GRAPHS: tuple[GraphName, ...] = ("autoencoder", "encoder", "decoder")
+GraphName = Literal["autoencoder", "encoder", "decoder", "scorer"]
+GRAPHS: tuple[GraphName, ...] = ("autoencoder", "encoder", "decoder", "scorer")
 GRAPH_FILES: dict[GraphName, str] = {name: f"{name}.onnx" for name in GRAPHS}
 
 #: Input and output tensor names of each graph, fixed at export.
@@ -26,7 +26,10 @@ TENSOR_NAMES: dict[GraphName, tuple[str, str]] = {
     "autoencoder": ("image", "denoised"),
     "encoder": ("image", "latent"),
     "decoder": ("latent", "denoised"),
+    "scorer": ("image", "anomaly_score"),
 }
+#: The scorer's output per image: one float, higher for inputs less like the training data.
+SCORE_SHAPE: tuple[int] = (1,)
 
 
 class BundleError(Exception):
@@ -58,8 +61,27 @@ class GraphSpec(_Strict):
         return value
 
 
+class AnomalySpec(_Strict):
+    """How the ``scorer`` graph's score is read: above ``threshold`` an input is flagged as unlike the training data."""
+
+    method: str
+    threshold: float = Field(allow_inf_nan=False)
+    #: The share of held-out typical inputs (the validation split, pooled noises) at or below the threshold.
+    calibration_quantile: float = Field(gt=0, lt=1)
+    #: The share of the test set's noisy images flagged.
+    false_flags: float = Field(ge=0, le=1)
+    #: Per out-set: ``auroc`` and ``flagged`` (the share flagged at the threshold).
+    against: dict[str, dict[str, float]]
+    #: How it was measured: the noises pooled, the outlier exposure, set sizes, every method compared.
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"details"})
+
+
 class Manifest(_Strict):
-    format_version: Literal[1] = 1
+    #: 2: the ``scorer`` graph and ``anomaly`` were added.
+    format_version: Literal[2] = 2
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     version: str
     dataset: str
@@ -68,6 +90,7 @@ class Manifest(_Strict):
     image_shape: tuple[int, int, int] = IMAGE_SHAPE
     latent_shape: tuple[int, ...]
     graphs: dict[GraphName, GraphSpec]
+    anomaly: AnomalySpec
     opset: int
     noise: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
@@ -104,6 +127,7 @@ class Manifest(_Strict):
             "image_shape": list(self.image_shape),
             "latent_shape": list(self.latent_shape),
             "opset": self.opset,
+            "anomaly": self.anomaly.summary(),
         }
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m training {run,train,evaluate,export,download} --help``."""
+"""Command line: ``python -m training {run,train,anomaly,evaluate,export,report,download} --help``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from training.config import Architecture, TrainConfig
 from training.data import DATASETS, PROJECT, DataError, download
 
-QUICK = {"epochs": 2, "limit_train": 400, "limit_test": 200}
+QUICK = {"epochs": 2, "limit_train": 400, "limit_test": 200, "scorer_epochs": 1, "stroke_images": 200}
 QUICK_BM3D_SUBSET = 4
 #: Quick bundles can't be mistaken for trained ones: their own name and version, and written
 #: under runs/quick/ (servable with DENOISE_MODEL_DIR=runs/quick) unless --out says otherwise.
@@ -72,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     train_opts.add_argument("--no-reference", action="store_true", help="skip training the seeds' reference network")
     train_opts.add_argument("--limit-train", type=int, help="use only the first N training images")
+    score_opts = argparse.ArgumentParser(add_help=False)
+    score_opts.add_argument(
+        "--outlier-dataset",
+        help="the anomaly score's outlier exposure and first out-set (default: fashion-mnist for mnist, else mnist)",
+    )
+    score_opts.add_argument("--outlier-data-dir", type=Path, help="the outlier dataset's folder (default: as for it)")
+    score_opts.add_argument(
+        "--scorer-epochs", type=int, default=TrainConfig.scorer_epochs, help="epochs of the anomaly score's head"
+    )
     eval_opts = argparse.ArgumentParser(add_help=False)
     eval_opts.add_argument("--limit-test", type=int, help="evaluate on the first N test images only")
     eval_opts.add_argument(
@@ -80,8 +89,15 @@ def _parser() -> argparse.ArgumentParser:
     export_opts = argparse.ArgumentParser(add_help=False)
     export_opts.add_argument("--version", default=TrainConfig.version, help="model version written to the manifest")
 
-    sub.add_parser("run", parents=[common, train_opts, eval_opts, export_opts], help="train, evaluate and export")
+    sub.add_parser(
+        "run", parents=[common, train_opts, score_opts, eval_opts, export_opts], help="train, evaluate and export"
+    )
     sub.add_parser("train", parents=[common, train_opts], help="train the autoencoder (and the reference)")
+    sub.add_parser(
+        "anomaly",
+        parents=[common, score_opts, eval_opts],
+        help="train, calibrate and evaluate the anomaly score (after train)",
+    )
     sub.add_parser("evaluate", parents=[common, eval_opts], help="score every denoiser on the test set")
     sub.add_parser("export", parents=[common, export_opts], help="write the ONNX bundle and its report")
     redraw = sub.add_parser("report", help="redraw a bundle's figures from its ONNX graphs (no Keras models needed)")
@@ -114,6 +130,10 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         train_reference=not getattr(args, "no_reference", False),
         limit_train=quick.get("limit_train", getattr(args, "limit_train", None)),
         limit_test=quick.get("limit_test", getattr(args, "limit_test", None)),
+        scorer_epochs=quick.get("scorer_epochs", getattr(args, "scorer_epochs", TrainConfig.scorer_epochs)),
+        stroke_images=quick.get("stroke_images", TrainConfig.stroke_images),
+        outlier_dataset=getattr(args, "outlier_dataset", None),
+        outlier_data_dir=getattr(args, "outlier_data_dir", None),
     )
 
 
@@ -146,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("run", "train"):
             with _timed("train"):
                 pipeline.train(cfg, run_dir)
+        if args.command in ("run", "anomaly"):
+            with _timed("anomaly"):
+                pipeline.anomaly(cfg, run_dir)
         if args.command in ("run", "evaluate"):
             with _timed("evaluate"):
                 pipeline.evaluate(cfg, run_dir, bm3d_subset)

@@ -56,11 +56,25 @@ class TrainConfig:
     train_reference: bool = True
     reference_loss: Literal["mse", "binary_crossentropy"] = "binary_crossentropy"
     reference_learning_rate: float = 1e-3
+    #: The anomaly score's outlier exposure and its first out-set: the other dataset, unless named.
+    outlier_dataset: str | None = None
+    #: Its folder, if not where that dataset is looked for by default.
+    outlier_data_dir: Path | None = None
+    scorer_epochs: int = 4
+    #: Random pen drawings among the score's training outliers.
+    stroke_images: int = 20_000
+
+    @property
+    def other_dataset(self) -> str:
+        if self.outlier_dataset:
+            return self.outlier_dataset
+        return "fashion-mnist" if self.dataset == "mnist" else "mnist"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["data_dir"] = str(self.data_dir) if self.data_dir else None
         data["out_dir"] = str(self.out_dir)
+        data["outlier_data_dir"] = str(self.outlier_data_dir) if self.outlier_data_dir else None
         return data
 
     def save(self, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Export the three Keras models to ONNX with tf2onnx, check them, and write the bundle."""
+"""Export the four Keras models to ONNX with tf2onnx, check them, and write the bundle."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from denoise_bundle import (
     MANIFEST_FILE,
     SAMPLES_INDEX,
     TENSOR_NAMES,
+    AnomalySpec,
     GraphSpec,
     Manifest,
     TensorSpec,
@@ -108,8 +109,10 @@ def write_samples(out_dir: Path, images: np.ndarray, labels: np.ndarray, names: 
 
 def export_bundle(
     models: Autoencoder,
+    scorer: keras.Model,
     out_dir: Path,
     *,
+    anomaly: AnomalySpec,
     name: str,
     version: str,
     dataset: str,
@@ -117,15 +120,21 @@ def export_bundle(
     parity_sample: np.ndarray,
     extra: dict[str, Any],
 ) -> Manifest:
-    """Write the three graphs and ``manifest.json``; fail if any graph loses parity."""
+    """Write the four graphs and ``manifest.json``; fail if any graph loses parity."""
     out_dir.mkdir(parents=True, exist_ok=True)
     keras_models: dict[GraphName, keras.Model] = {
         "autoencoder": models.autoencoder,
         "encoder": models.encoder,
         "decoder": models.decoder,
+        "scorer": scorer,
     }
     latent_sample = np.asarray(models.encoder(parity_sample, training=False))
-    samples = {"autoencoder": parity_sample, "encoder": parity_sample, "decoder": latent_sample}
+    samples = {
+        "autoencoder": parity_sample,
+        "encoder": parity_sample,
+        "decoder": latent_sample,
+        "scorer": parity_sample,
+    }
     graphs: dict[GraphName, GraphSpec] = {}
     parity_report: dict[str, float] = {}
     for graph in GRAPHS:
@@ -151,6 +160,7 @@ def export_bundle(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         latent_shape=tuple(int(d) for d in models.encoder.output_shape[1:]),
         graphs=graphs,
+        anomaly=anomaly,
         opset=OPSET,
         noise=extra.get("noise", {}),
         training=extra.get("training", {}),

@@ -30,7 +30,7 @@ def shifted_gaussian(images: np.ndarray, sigma: float | np.ndarray, rng: np.rand
     """Seed 002's recipe at ``sigma = 0.5``: ``clip(x + N(sigma, sigma), 0, 1)``, which washes the background grey."""
     level = _per_image(sigma, images)
     noise = rng.standard_normal(images.shape, dtype=np.float32)
-    return np.clip(images + level * (1.0 + noise), 0.0, 1.0)
+    return np.asarray(np.clip(images + level * (1.0 + noise), 0.0, 1.0), dtype=np.float32)
 
 
 def salt_pepper(images: np.ndarray, amount: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -49,7 +49,7 @@ def speckle(images: np.ndarray, sigma: float | np.ndarray, rng: np.random.Genera
 def poisson(images: np.ndarray, peak: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Shot noise of a low-light scan: photon counts with ``peak`` expected at a white pixel (lower is noisier)."""
     level = _per_image(peak, images)
-    return np.clip(rng.poisson(images * level).astype(np.float32) / level, 0.0, 1.0)
+    return np.asarray(np.clip(rng.poisson(images * level) / level, 0.0, 1.0), dtype=np.float32)
 
 
 def corrupt(images: np.ndarray, kind: NoiseKind, level: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -15,7 +15,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from training import report
+from denoise_bundle import AnomalySpec
+from training import anomaly as scoring
+from training import outliers, report
 from training.config import TrainConfig
 from training.data import Dataset, class_names, load_dataset
 from training.evaluate import Denoiser, bce_at, denoising_table, latent_probes, verdict
@@ -30,8 +32,12 @@ PROBE_TRAIN_IMAGES = 10_000
 SAMPLES_PER_CLASS = 3
 
 
-def load_data(cfg: TrainConfig) -> Dataset:
-    dataset = load_dataset(cfg.dataset, cfg.data_dir)
+def load_data(cfg: TrainConfig, *, outliers: bool = False) -> Dataset:
+    """The configured dataset (or the anomaly score's outlier dataset), cut to the configured limits."""
+    if outliers:
+        dataset = load_dataset(cfg.other_dataset, cfg.outlier_data_dir)
+    else:
+        dataset = load_dataset(cfg.dataset, cfg.data_dir)
     train, test = dataset.train, dataset.test
     if cfg.limit_train is not None:
         train = replace(train, images=train.images[: cfg.limit_train], labels=train.labels[: cfg.limit_train])
@@ -60,6 +66,91 @@ def train(cfg: TrainConfig, run_dir: Path) -> None:
         reference.save(run_dir / f"{REFERENCE}.keras")
         summary[REFERENCE] = ref_result.__dict__
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+SCORER = "scorer"
+
+
+def _limit(images: np.ndarray, limit: int | None) -> np.ndarray:
+    return images if limit is None else images[:limit]
+
+
+def anomaly(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
+    """Train the anomaly score's head, calibrate its threshold, and measure it against the other methods."""
+    data, other = load_data(cfg), load_data(cfg, outliers=True)
+    train_clean, val_clean = split_validation(to_float(data.train.images), cfg.validation_fraction, cfg.seed)
+    exposure = np.concatenate(
+        [
+            to_float(other.train.images),
+            to_float(outliers.inverted(data.train.images)),
+            to_float(outliers.strokes(cfg.stroke_images, cfg.seed)),
+        ]
+    )
+    keras.utils.set_random_seed(cfg.seed)
+    scorer = scoring.build_scorer()
+    history = scoring.fit_scorer(
+        scorer, scoring.ScorerData(train_clean, exposure), cfg.noise, epochs=cfg.scorer_epochs, seed=cfg.seed
+    )
+    scorer.save(run_dir / f"{SCORER}.keras")
+
+    models, _ = load_models(run_dir)
+    letters = outliers.letters(seed=cfg.seed)
+    if cfg.limit_test is not None:
+        letters = letters[np.random.default_rng(cfg.seed).permutation(len(letters))[: cfg.limit_test]]
+    out_sets = {
+        cfg.other_dataset: other.test.images,
+        "letters": letters,
+        "inverted": outliers.inverted(data.test.images),
+    }
+    noisy = {
+        name: scoring.pooled_noise(to_float(images)[..., 0], cfg.seed + i)
+        for i, (name, images) in enumerate(out_sets.items(), start=1)
+    }
+    probe = data.train.images[:PROBE_TRAIN_IMAGES]
+    methods: dict[str, scoring.Scorer] = {
+        scoring.METHOD: lambda images: scorer.predict(images[..., np.newaxis], batch_size=1000, verbose=0)[:, 0],
+        "reconstruction error": scoring.reconstruction_error(as_denoiser(models.autoencoder)),
+        "latent mahalanobis": scoring.latent_mahalanobis(
+            lambda images: np.asarray(models.encoder.predict(images[..., np.newaxis], batch_size=1000, verbose=0)),
+            to_float(probe)[..., 0],
+            data.train.labels[:PROBE_TRAIN_IMAGES],
+        ),
+    }
+    evaluation, scores = scoring.evaluate_methods(
+        methods,
+        calibration=scoring.pooled_noise(val_clean[..., 0], cfg.seed + 100),
+        typical=scoring.pooled_noise(to_float(data.test.images)[..., 0], cfg.seed),
+        out_sets=noisy,
+        shipped=scoring.METHOD,
+    )
+    shipped = evaluation["methods"][scoring.METHOD]
+    result = {
+        "method": scoring.METHOD,
+        "threshold": shipped["threshold"],
+        "calibration_quantile": scoring.CALIBRATION_QUANTILE,
+        "false_flags": shipped["false_flags"],
+        "against": shipped["against"],
+        "details": {
+            "pooled_noise": [f"{kind} {level:g}" for kind, level in scoring.POOLED_CONDITIONS],
+            "outlier_exposure": [
+                f"{cfg.other_dataset} (training split)",
+                f"{cfg.dataset} inverted (training split)",
+                f"{cfg.stroke_images} random pen strokes",
+            ],
+            "never_trained_on": ["letters", f"{cfg.other_dataset} test split", f"{cfg.dataset} test split"],
+            "test_images": {"typical": len(data.test.images), **{k: len(v) for k, v in out_sets.items()}},
+            "methods": evaluation["methods"],
+            "history": history,
+        },
+    }
+    (run_dir / "anomaly.json").write_text(json.dumps(result, indent=2) + "\n")
+    np.savez_compressed(run_dir / "anomaly_scores.npz", allow_pickle=False, **scores[scoring.METHOD])
+    for name, method in evaluation["methods"].items():
+        print(
+            f"anomaly {name}: false flags {method['false_flags']:.3f}, "
+            + ", ".join(f"{out} AUROC {r['auroc']:.3f}" for out, r in method["against"].items())
+        )
+    return result
 
 
 def load_models(run_dir: Path) -> tuple[Autoencoder, keras.Model | None]:
@@ -117,9 +208,13 @@ def export(cfg: TrainConfig, run_dir: Path) -> Path:
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     summary = json.loads((run_dir / "train_summary.json").read_text())
     sample = to_float(data.test.images[:64])
+    scorer = keras.models.load_model(run_dir / f"{SCORER}.keras")
+    anomaly_result = json.loads((run_dir / "anomaly.json").read_text())
     export_bundle(
         models,
+        scorer,
         out_dir,
+        anomaly=AnomalySpec.model_validate(anomaly_result),
         name=cfg.name,
         version=cfg.version,
         dataset=cfg.dataset,
@@ -144,6 +239,10 @@ def export(cfg: TrainConfig, run_dir: Path) -> Path:
         {name: result["history"] for name, result in summary.items()},
     )
     (out_dir / "report" / "evaluation.md").write_text((run_dir / "evaluation.md").read_text())
+    with np.load(run_dir / "anomaly_scores.npz") as scores:
+        report.score_distributions(
+            dict(scores), anomaly_result["threshold"], anomaly_result["against"], out_dir / "report" / "anomaly.png"
+        )
     return out_dir
 
 

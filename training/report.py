@@ -97,3 +97,25 @@ def markdown_table(table: dict[str, Any]) -> str:
         n = table[conditions[0]][method]["n"]
         lines.append(f"| {method} (n={n}) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def score_distributions(
+    scores: Mapping[str, np.ndarray], threshold: float, against: Mapping[str, Mapping[str, float]], path: Path
+) -> None:
+    """The anomaly score of the test set's noisy images against each out-set's, one panel each, with the threshold."""
+    out_sets = [name for name in scores if name != "typical"]
+    fig, axes = plt.subplots(1, len(out_sets), figsize=(4.2 * len(out_sets), 3.2), squeeze=False)
+    everything = np.concatenate(list(scores.values()))
+    bins = np.linspace(np.percentile(everything, 0.5), np.percentile(everything, 99.5), 60)
+    for ax, name in zip(axes[0], out_sets, strict=True):
+        ax.hist(np.clip(scores["typical"], bins[0], bins[-1]), bins, alpha=0.6, density=True, label="own test set")
+        ax.hist(np.clip(scores[name], bins[0], bins[-1]), bins, alpha=0.6, density=True, label=name)
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label="threshold")
+        result = against[name]
+        ax.set_title(f"{name}: AUROC {result['auroc']:.3f}, {result['flagged']:.0%} flagged", fontsize=9)
+        ax.set_xlabel("anomaly score (higher = less typical)")
+        ax.set_yticks([])
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

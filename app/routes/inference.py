@@ -23,8 +23,11 @@ from app.dependencies import (
 )
 from app.imaging import encode_png, to_model_input, to_pixels
 from app.latents import check_latents, parse_latents
-from app.runtime.registry import LoadedModel
+from app.runtime.registry import Inference, LoadedModel
 from app.schemas import DenoiseBatchResponse, ErrorResponse, Latents
+
+ANOMALY_SCORE_HEADER = "X-Anomaly-Score"
+ANOMALY_HEADER = "X-Anomaly"
 
 router = APIRouter(tags=["inference"])
 
@@ -53,10 +56,22 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _IMAGE_ERRORS = _errors(400, 401, 404, 408, 413, 415, 422, 503)
+_ANOMALY_HEADERS: dict[str, Any] = {
+    ANOMALY_SCORE_HEADER: {
+        "description": "one image from an image input: how unlike the model's training data it is (higher = less "
+        "typical; GET /models gives the threshold)",
+        "schema": {"type": "number"},
+    },
+    ANOMALY_HEADER: {
+        "description": "one image from an image input: `true` when the score is above the model's threshold",
+        "schema": {"type": "string", "enum": ["true", "false"]},
+    },
+}
 _PNG_OR_BATCH: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "one image: the PNG; several images (or Accept: application/json): JSON with base64 PNGs",
         "content": {"image/png": {}, "application/json": {"schema": DenoiseBatchResponse.model_json_schema()}},
+        "headers": _ANOMALY_HEADERS,
     }
 }
 
@@ -65,10 +80,30 @@ def _wants_json(request: Request, count: int) -> bool:
     return count > 1 or request.headers.get("accept", "").startswith("application/json")
 
 
-def _image_response(request: Request, model: LoadedModel, pixels: np.ndarray, reinvert: bool) -> Response:
+def _score(value: np.floating[Any]) -> float:
+    return float(f"{value:.6g}")
+
+
+def _headers(model: LoadedModel, result: Inference) -> dict[str, str]:
+    """The model's name and version, and for a single image read from an image, its anomaly score and flag."""
+    headers = {"X-Model": model.manifest.name, "X-Model-Version": model.manifest.version}
+    if result.scores is not None and len(result.scores) == 1:
+        headers[ANOMALY_SCORE_HEADER] = repr(_score(result.scores[0]))
+        headers[ANOMALY_HEADER] = "true" if (result.anomalous or [False])[0] else "false"
+    return headers
+
+
+def _anomaly_fields(result: Inference) -> dict[str, Any]:
+    if result.scores is None:
+        return {}
+    return {"anomaly_scores": [_score(s) for s in result.scores], "anomalous": result.anomalous}
+
+
+def _image_response(request: Request, model: LoadedModel, result: Inference, reinvert: bool) -> Response:
+    pixels = to_pixels(result.outputs)
     if reinvert:
         pixels = 255 - pixels
-    headers = {"X-Model": model.manifest.name, "X-Model-Version": model.manifest.version}
+    headers = _headers(model, result)
     if not _wants_json(request, len(pixels)):
         return Response(encode_png(pixels[0]), media_type="image/png", headers=headers)
     body = DenoiseBatchResponse(
@@ -76,8 +111,9 @@ def _image_response(request: Request, model: LoadedModel, pixels: np.ndarray, re
         version=model.manifest.version,
         count=len(pixels),
         images=[base64.b64encode(encode_png(p)).decode("ascii") for p in pixels],
+        **_anomaly_fields(result),
     )
-    return JSONResponse(body.model_dump(), headers=headers)
+    return JSONResponse(body.model_dump(exclude_none=True), headers=headers)
 
 
 async def _images_in(request: Request, settings: SettingsDep, query: ImageQueryDep) -> np.ndarray:
@@ -97,7 +133,7 @@ async def denoise(
     request: Request, model: ModelDep, settings: SettingsDep, query: ImageQueryDep, reinvert: Reinvert = False
 ) -> Response:
     images = await _images_in(request, settings, query)
-    return _image_response(request, model, to_pixels(await model.infer("autoencoder", images)), reinvert)
+    return _image_response(request, model, await model.infer("autoencoder", images), reinvert)
 
 
 @router.post(
@@ -108,14 +144,17 @@ async def denoise(
     openapi_extra=_IMAGE_BODY,
 )
 async def encode(request: Request, model: ModelDep, settings: SettingsDep, query: ImageQueryDep) -> JSONResponse:
-    latents = await model.infer("encoder", await _images_in(request, settings, query))
+    result = await model.infer("encoder", await _images_in(request, settings, query))
+    latents = result.outputs
     return JSONResponse(
         {
             "model": model.manifest.name,
             "version": model.manifest.version,
             "latent_shape": list(model.manifest.latent_shape),
             "latents": latents.reshape(len(latents), -1).tolist(),
-        }
+            **_anomaly_fields(result),
+        },
+        headers=_headers(model, result),
     )
 
 
@@ -147,7 +186,7 @@ async def reconstruct(
         loaded = resolve_model(request, registry, model or payload.model)
         latents = check_latents(payload, loaded, settings.max_batch_images)
         request.state.images = len(latents)
-        return _image_response(request, loaded, to_pixels(await loaded.infer("decoder", latents)), reinvert)
+        return _image_response(request, loaded, await loaded.infer("decoder", latents), reinvert)
     loaded = resolve_model(request, registry, model)
     images = await _images_in(request, settings, query)
-    return _image_response(request, loaded, to_pixels(await loaded.infer("autoencoder", images)), reinvert)
+    return _image_response(request, loaded, await loaded.infer("autoencoder", images), reinvert)

@@ -4,7 +4,8 @@ Every call to a graph goes through its :class:`Batcher`. The batcher takes
 what is queued (waiting up to ``max_delay`` for more), concatenates it up to
 ``max_batch`` images (``merge=False`` turns merging off), runs it on an
 inference thread so the event loop never blocks, and hands each caller its own
-slice of the result.
+slice of every output (a graph and the anomaly scorer that reads the same
+images run in one call, so they return two outputs).
 
 - No ONNX Runtime call exceeds ``max_batch`` images: a larger request is queued
   as chunks of that size, whose activations stay in cache (at batch 256 one
@@ -33,17 +34,20 @@ log = logging.getLogger("denoise.batcher")
 
 RETRY_AFTER_S = 1
 
+#: What one call returns: one or more arrays whose first dimension is the batch.
+Outputs = tuple[np.ndarray, ...]
+
 
 @dataclass(frozen=True)
 class _Item:
     inputs: np.ndarray
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Outputs]
 
 
 class Batcher:
     def __init__(
         self,
-        run: Callable[[np.ndarray], np.ndarray],
+        run: Callable[[np.ndarray], Outputs],
         *,
         name: str,
         max_batch: int,
@@ -83,21 +87,22 @@ class Batcher:
     def depth(self) -> int:
         return self._queue.qsize()
 
-    async def submit(self, inputs: np.ndarray) -> np.ndarray:
-        """Run ``inputs`` (a batch of one or more) and return the matching outputs."""
+    async def submit(self, inputs: np.ndarray) -> Outputs:
+        """Run ``inputs`` (a batch of one or more) and return the matching rows of every output."""
         if self._queue.qsize() >= self.queue_size:
             raise Overloaded(
                 f"server busy: {self.queue_size} batches of work already queued for {self.name}; retry shortly",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[np.ndarray]] = []
+        futures: list[asyncio.Future[Outputs]] = []
         for start in range(0, len(inputs), self.max_batch):
             futures.append(loop.create_future())
             self._queue.put_nowait(_Item(inputs[start : start + self.max_batch], futures[-1]))
         if len(futures) == 1:
             return await futures[0]
-        return np.concatenate(await asyncio.gather(*futures))
+        chunks = await asyncio.gather(*futures)
+        return tuple(np.concatenate(parts) for parts in zip(*chunks, strict=True))
 
     async def _collect(self, first: _Item) -> tuple[list[_Item], _Item | None]:
         """Gather queued items behind ``first`` up to ``max_batch`` images; return any overflow."""
@@ -151,7 +156,7 @@ class Batcher:
             for item in live:
                 count = len(item.inputs)
                 if not item.future.done():
-                    item.future.set_result(outputs[offset : offset + count])
+                    item.future.set_result(tuple(output[offset : offset + count] for output in outputs))
                 offset += count
         finally:
             self._slots.release()

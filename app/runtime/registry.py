@@ -22,12 +22,13 @@ import onnxruntime as ort
 
 from app.config import Settings
 from app.errors import ModelNotFound
-from app.runtime.batcher import Batcher
+from app.runtime.batcher import Batcher, Outputs
 from app.runtime.providers import available_providers, check_active, requested_providers
 from denoise_bundle import (
     GRAPHS,
     MANIFEST_FILE,
     SAMPLES_INDEX,
+    SCORE_SHAPE,
     BundleError,
     GraphSpec,
     Manifest,
@@ -39,6 +40,11 @@ from denoise_bundle.manifest import GraphName
 log = logging.getLogger("denoise.runtime")
 
 BatchObserver = Callable[[str, str, int], None]
+
+#: The graphs requests run, each behind its own batcher. Those that read images run the anomaly
+#: scorer on the same images in the same call (the scorer has no batcher of its own).
+SERVED: tuple[GraphName, ...] = ("autoencoder", "encoder", "decoder")
+SCORED: frozenset[GraphName] = frozenset({"autoencoder", "encoder"})
 
 
 @dataclass
@@ -54,6 +60,20 @@ class Graph:
         return np.asarray(outputs)
 
 
+@dataclass(frozen=True)
+class Inference:
+    """A graph's outputs for a request's inputs and, where the inputs were images, their anomaly scores."""
+
+    outputs: np.ndarray
+    #: One float per input, higher for inputs less like the training data; ``None`` for latents.
+    scores: np.ndarray | None
+    threshold: float
+
+    @property
+    def anomalous(self) -> list[bool] | None:
+        return None if self.scores is None else [bool(score > self.threshold) for score in self.scores]
+
+
 @dataclass
 class LoadedModel:
     manifest: Manifest
@@ -64,8 +84,18 @@ class LoadedModel:
     warmup_ms: float = 0.0
     _samples: list[dict[str, str]] | None = field(default=None, repr=False)
 
-    async def infer(self, graph: GraphName, inputs: np.ndarray) -> np.ndarray:
-        return await self.batchers[graph].submit(inputs)
+    async def infer(self, graph: GraphName, inputs: np.ndarray) -> Inference:
+        outputs = await self.batchers[graph].submit(inputs)
+        scores = outputs[1][:, 0] if graph in SCORED else None
+        return Inference(outputs[0], scores, self.manifest.anomaly.threshold)
+
+    def runner(self, graph: GraphName) -> Callable[[np.ndarray], Outputs]:
+        """One inference call for ``graph``'s batcher: the graph, and the scorer where it reads images."""
+        main = self.graphs[graph]
+        if graph not in SCORED:
+            return lambda inputs: (main.run(inputs),)
+        scorer = self.graphs["scorer"]
+        return lambda inputs: (main.run(inputs), scorer.run(inputs))
 
     def samples(self) -> list[dict[str, str]]:
         """The bundle's sample images (``label`` and base64 ``png``); read once, then kept."""
@@ -133,6 +163,7 @@ def _check_consistent(bundle: Path, manifest: Manifest) -> None:
         "autoencoder": (image, image),
         "encoder": (image, latent),
         "decoder": (latent, image),
+        "scorer": (image, (None, *SCORE_SHAPE)),
     }
     for name, (inp, out) in expected.items():
         spec = manifest.graphs[name]
@@ -171,6 +202,7 @@ def warm_up(model: LoadedModel, sizes: list[int]) -> None:
         "autoencoder": model.manifest.image_shape,
         "encoder": model.manifest.image_shape,
         "decoder": model.manifest.latent_shape,
+        "scorer": model.manifest.image_shape,
     }
     for name, graph in model.graphs.items():
         for size in sizes:
@@ -232,9 +264,9 @@ class Registry:
 
     def start_batchers(self, observe: BatchObserver) -> None:
         for model in self.models.values():
-            for name, graph in model.graphs.items():
+            for name in SERVED:
                 batcher = Batcher(
-                    graph.run,
+                    model.runner(name),
                     name=f"{model.manifest.name}/{name}",
                     max_batch=self.settings.batch_max_size,
                     max_delay_s=self.settings.batch_max_delay_ms / 1000,

@@ -5,7 +5,7 @@
 ...     clean = client.denoise("noisy.png")          # bytes of the denoised PNG
 """
 
-from denoise_client.client import AsyncClient, Client
+from denoise_client.client import AsyncClient, Client, Scored
 from denoise_client.errors import (
     BadRequest,
     DenoiseError,
@@ -27,6 +27,7 @@ __all__ = [
     "InvalidInput",
     "ModelNotFound",
     "PayloadTooLarge",
+    "Scored",
     "ServerError",
     "ServiceUnavailable",
     "TransportFailure",

@@ -103,13 +103,35 @@ def _latents_call(latents: dict[str, Any], model: str | None, reinvert: bool, ki
     return call
 
 
-def _images_from(response: httpx.Response, call: _Call) -> Any:
+@dataclass(frozen=True)
+class Scored:
+    """Images as ``denoise``/``reconstruct`` return them, with each input's anomaly score and flag
+    (input order; empty when the input was latents, which have no score)."""
+
+    images: Any
+    anomaly_scores: list[float]
+    anomalous: list[bool]
+
+
+def _scored_from(response: httpx.Response, call: _Call) -> Scored:
+    scores: list[float]
+    flags: list[bool]
     if response.headers.get("content-type", "").startswith("image/png"):
         images = [response.content]
+        score = response.headers.get("x-anomaly-score")
+        scores = [] if score is None else [float(score)]
+        flags = [] if score is None else [response.headers.get("x-anomaly") == "true"]
     else:
-        images = [base64.b64decode(item) for item in response.json()["images"]]
+        body = response.json()
+        images = [base64.b64decode(item) for item in body["images"]]
+        scores, flags = body.get("anomaly_scores", []), body.get("anomalous", [])
     results = [from_png(data, kind) for data, kind in zip(images, call.kinds, strict=True)]
-    return results[0] if call.single else results
+    return Scored(results[0] if call.single else results, scores, flags)
+
+
+def _images_from(response: httpx.Response, call: _Call, with_scores: bool) -> Any:
+    scored = _scored_from(response, call)
+    return scored if with_scores else scored.images
 
 
 def _retry_wait(retry: Retry, attempt: int, outcome: httpx.Response | Exception) -> float | None:
@@ -200,17 +222,20 @@ class Client(_Api):
         resize: bool = False,
         invert: bool = False,
         reinvert: bool = False,
+        with_scores: bool = False,
     ) -> Any:
         """Denoise one image (path, bytes, PIL image or array) or a list of them in one request.
 
-        ``invert`` for dark-on-light inputs; ``reinvert`` turns the (light-on-black) output back."""
+        ``invert`` for dark-on-light inputs; ``reinvert`` turns the (light-on-black) output back;
+        ``with_scores`` returns a :class:`Scored` with each input's anomaly score and flag."""
         call = self.denoise_call(images, model, resize, invert, reinvert)
-        return _images_from(self._send(call), call)
+        return _images_from(self._send(call), call, with_scores)
 
     def encode(
         self, images: Any, *, model: str | None = None, resize: bool = False, invert: bool = False
     ) -> dict[str, Any]:
-        """Latents of one image or a list: ``{"model", "version", "latent_shape", "latents"}``."""
+        """Latents of one image or a list: ``{"model", "version", "latent_shape", "latents", "anomaly_scores",
+        "anomalous"}``."""
         result: dict[str, Any] = self._send(self.encode_call(images, model, resize, invert)).json()
         return result
 
@@ -223,10 +248,12 @@ class Client(_Api):
         invert: bool = False,
         reinvert: bool = False,
         kind: Kind = "bytes",
+        with_scores: bool = False,
     ) -> Any:
-        """Decode what :meth:`encode` returned (images as ``kind``), or encode-then-decode images."""
+        """Decode what :meth:`encode` returned (images as ``kind``), or encode-then-decode images
+        (``with_scores``: as :meth:`denoise`)."""
         call = self.reconstruct_call(source, model, resize, invert, reinvert, kind)
-        return _images_from(self._send(call), call)
+        return _images_from(self._send(call), call, with_scores)
 
     def models(self) -> dict[str, Any]:
         result: dict[str, Any] = self._send(_Call("GET", "/models")).json()
@@ -286,9 +313,10 @@ class AsyncClient(_Api):
         resize: bool = False,
         invert: bool = False,
         reinvert: bool = False,
+        with_scores: bool = False,
     ) -> Any:
         call = self.denoise_call(images, model, resize, invert, reinvert)
-        return _images_from(await self._send(call), call)
+        return _images_from(await self._send(call), call, with_scores)
 
     async def encode(
         self, images: Any, *, model: str | None = None, resize: bool = False, invert: bool = False
@@ -305,9 +333,10 @@ class AsyncClient(_Api):
         invert: bool = False,
         reinvert: bool = False,
         kind: Kind = "bytes",
+        with_scores: bool = False,
     ) -> Any:
         call = self.reconstruct_call(source, model, resize, invert, reinvert, kind)
-        return _images_from(await self._send(call), call)
+        return _images_from(await self._send(call), call, with_scores)
 
     async def models(self) -> dict[str, Any]:
         result: dict[str, Any] = (await self._send(_Call("GET", "/models"))).json()

@@ -178,7 +178,7 @@ def _batch_sizes(client: TestClient) -> dict[str, float]:
 
 def test_batcher_rejects_at_once_when_queue_full() -> None:
     async def scenario() -> list[Any]:
-        batcher = Batcher(lambda x: x * 2, name="t", max_batch=1, max_delay_s=0, queue_size=1)
+        batcher = Batcher(lambda x: (x * 2,), name="t", max_batch=1, max_delay_s=0, queue_size=1)
         batcher.start()
         calls = [batcher.submit(np.full((1, 2), i, dtype=np.float32)) for i in range(3)]
         results = await asyncio.gather(*calls, return_exceptions=True)
@@ -186,13 +186,13 @@ def test_batcher_rejects_at_once_when_queue_full() -> None:
         return results
 
     first, *rest = asyncio.run(scenario())
-    assert np.array_equal(first, np.zeros((1, 2)))  # the queued request still completes
+    assert np.array_equal(first[0], np.zeros((1, 2)))  # the queued request still completes
     assert all(isinstance(r, Overloaded) and r.headers["Retry-After"] == "1" for r in rest)
 
 
-def test_batcher_splits_results_back_to_callers() -> None:
-    async def scenario() -> list[np.ndarray]:
-        batcher = Batcher(lambda x: x + 1, name="t", max_batch=8, max_delay_s=0.05, queue_size=16)
+def test_batcher_splits_every_output_back_to_callers() -> None:
+    async def scenario() -> list[tuple[np.ndarray, ...]]:
+        batcher = Batcher(lambda x: (x + 1, -x[:, 0]), name="t", max_batch=8, max_delay_s=0.05, queue_size=16)
         batcher.start()
         sizes = [1, 3, 2]
         calls = [batcher.submit(np.full((n, 1), i, dtype=np.float32)) for i, n in enumerate(sizes)]
@@ -201,9 +201,10 @@ def test_batcher_splits_results_back_to_callers() -> None:
         return list(results)
 
     results = asyncio.run(scenario())
-    for i, (result, n) in enumerate(zip(results, [1, 3, 2], strict=True)):
-        assert result.shape == (n, 1)
-        assert np.all(result == i + 1)
+    for i, ((first, second), n) in enumerate(zip(results, [1, 3, 2], strict=True)):
+        assert first.shape == (n, 1)
+        assert np.all(first == i + 1)
+        assert np.array_equal(second, np.full(n, -i))
 
 
 @pytest.mark.parametrize(("merge", "expected_calls"), [(True, [4, 4, 3]), (False, [4, 4, 2, 1])])
@@ -213,11 +214,11 @@ def test_large_request_runs_in_chunks_of_max_batch(merge: bool, expected_calls: 
     calls: list[int] = []
     observed: list[int] = []
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         calls.append(len(x))
-        return x * 10
+        return x * 10, x[:, 0] + 1
 
-    async def scenario() -> tuple[np.ndarray, np.ndarray]:
+    async def scenario() -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         batcher = Batcher(
             run, name="t", max_batch=4, max_delay_s=0, queue_size=8, merge=merge, on_batch=observed.append
         )
@@ -230,8 +231,9 @@ def test_large_request_runs_in_chunks_of_max_batch(merge: bool, expected_calls: 
         return large, small
 
     large, small = asyncio.run(scenario())
-    assert np.array_equal(large[:, 0], np.arange(10) * 10)
-    assert np.array_equal(small, [[-10]])
+    assert np.array_equal(large[0][:, 0], np.arange(10) * 10)
+    assert np.array_equal(large[1], np.arange(10) + 1)  # every output's chunks join in order
+    assert np.array_equal(small[0], [[-10]])
     assert calls == expected_calls
     assert observed == calls
 
@@ -240,26 +242,26 @@ def test_batches_run_concurrently_up_to_the_limit() -> None:
     """With concurrency 2, two ONNX Runtime calls are in flight at once (each waits for the other)."""
     both_running = threading.Barrier(2, timeout=5)
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray) -> tuple[np.ndarray]:
         both_running.wait()
-        return x + 1
+        return (x + 1,)
 
-    async def scenario() -> np.ndarray:
+    async def scenario() -> tuple[np.ndarray, ...]:
         batcher = Batcher(run, name="t", max_batch=2, max_delay_s=0, queue_size=8, concurrency=2)
         batcher.start()
         result = await batcher.submit(np.arange(4, dtype=np.float32)[:, None])  # two chunks of 2
         await batcher.stop()
         return result
 
-    assert np.array_equal(asyncio.run(scenario())[:, 0], np.arange(4) + 1)
+    assert np.array_equal(asyncio.run(scenario())[0][:, 0], np.arange(4) + 1)
 
 
 def test_batching_off_never_merges() -> None:
     calls: list[int] = []
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray) -> tuple[np.ndarray]:
         calls.append(len(x))
-        return x
+        return (x,)
 
     async def scenario() -> None:
         batcher = Batcher(run, name="t", max_batch=8, max_delay_s=0.05, queue_size=8, merge=False)

@@ -18,8 +18,10 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
 
 
-def write_idx_dataset(directory: Path, n_train: int, n_test: int, seed: int = 0, sums: bool = True) -> Path:
-    """Strokes on black with labels 0-9, gzipped, with a SHA256SUMS file beside them."""
+def write_idx_dataset(
+    directory: Path, n_train: int, n_test: int, seed: int = 0, sums: bool = True, invert: bool = False
+) -> Path:
+    """Strokes on black (``invert``: on white) with labels 0-9, gzipped, with a SHA256SUMS file beside them."""
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -28,6 +30,8 @@ def write_idx_dataset(directory: Path, n_train: int, n_test: int, seed: int = 0,
         images = np.zeros((n, 28, 28), dtype=np.uint8)
         for i, label in enumerate(labels):
             images[i, 4 + label : 24, 10 + label // 2 : 14 + label // 2] = 255
+        if invert:
+            images = 255 - images
         for kind, array in (("images", images), ("labels", labels)):
             path = directory / f"{IDX_FILES[f'{split}_{kind}']}.gz"
             path.write_bytes(gzip.compress(idx_bytes(array)))

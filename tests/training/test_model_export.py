@@ -12,9 +12,10 @@ pytest.importorskip("tensorflow")
 
 import onnxruntime as ort
 
-from denoise_bundle import load_manifest, verify_checksums
+from denoise_bundle import AnomalySpec, load_manifest, verify_checksums
 from tests.training.conftest import write_idx_dataset
 from training.__main__ import main
+from training.anomaly import build_scorer
 from training.export import export_bundle
 from training.model import MAX_LATENT_SIZE, Architecture, build_autoencoder, build_reference
 
@@ -51,9 +52,12 @@ def test_reference_network_shapes() -> None:
 def test_export_parity_and_manifest(tmp_path: Path) -> None:
     models = build_autoencoder(TINY)
     sample = np.random.default_rng(1).random((5, 28, 28, 1), dtype=np.float32)
+    anomaly = AnomalySpec(method="learned head", threshold=1.5, calibration_quantile=0.98, false_flags=0.02, against={})
     manifest = export_bundle(
         models,
+        build_scorer((4, 4, 4)),
         tmp_path,
+        anomaly=anomaly,
         name="tiny",
         version="0.0.1",
         dataset="synthetic",
@@ -71,12 +75,18 @@ def test_export_parity_and_manifest(tmp_path: Path) -> None:
     assert [o.name for o in session.get_outputs()] == ["latent"]
     batch = np.zeros((9, 28, 28, 1), dtype=np.float32)  # dynamic batch dimension
     assert session.run(None, {"image": batch})[0].shape == (9, 7, 7, 2)
+    scorer = ort.InferenceSession(str(tmp_path / "scorer.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in scorer.get_outputs()] == ["anomaly_score"]
+    assert scorer.run(None, {"image": batch})[0].shape == (9, 1)
+    assert manifest.anomaly == anomaly
 
 
 def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
     data = write_idx_dataset(tmp_path / "data", n_train=450, n_test=200)
+    other = write_idx_dataset(tmp_path / "other", n_train=450, n_test=200, seed=1, invert=True)
     out = tmp_path / "models" / "tiny"
     argv = ["run", "--quick", "--dataset", "tiny", "--data-dir", str(data), "--run-dir", str(tmp_path / "run")]
+    argv += ["--outlier-dataset", "other", "--outlier-data-dir", str(other)]
     assert main([*argv, "--out", str(out), "--widths", "4", "8", "8", "--latent-channels", "4"]) == 0
     manifest = load_manifest(out)
     assert (manifest.name, manifest.version) == ("tiny-quick", "0.0.0-quick")  # never mistaken for a real one
@@ -87,7 +97,13 @@ def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
         table["gaussian 0.5"]
     )
     assert manifest.evaluation["latent_probes"]["latent"]["features"] == 7 * 7 * 4
-    for figure in ("loss.png", "denoising.png", "latents.png"):
+    assert set(table) >= {"shifted-gaussian 0.5", "poisson 5"}
+    anomaly = manifest.anomaly
+    assert anomaly.method == "learned head"
+    assert set(anomaly.against) == {"other", "letters", "inverted"}
+    assert all(0 <= result["auroc"] <= 1 for result in anomaly.against.values())
+    assert set(anomaly.details["methods"]) == {"learned head", "reconstruction error", "latent mahalanobis"}
+    for figure in ("loss.png", "denoising.png", "latents.png", "anomaly.png"):
         assert (out / "report" / figure).stat().st_size > 1000
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["limit_train"] == 400

@@ -1,0 +1,121 @@
+"""Images unlike a model's training data: the sets its anomaly score is trained against and judged on.
+
+All are uint8 (n, 28, 28), light on dark like MNIST, except the inverted set, which is what a
+dark-on-light scan sent without ``invert=true`` looks like.
+
+- ``letters``: A-Z and a-z rendered with the fonts on this machine, fitted in a 20x20 box and
+  centred by centre of mass in 28x28, as MNIST's digits were. Only ever used to judge the score.
+- ``strokes``: random pen strokes and outlines drawn the same way; used to train the score, so
+  that it learns what makes this dataset's shapes typical rather than "any bright strokes".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from scipy import ndimage
+
+FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts")
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_CANVAS = 112  # draw at 4x, then fit into 20x20 with antialiasing
+
+
+def fonts() -> list[Path]:
+    """Every TrueType/OpenType font file found, sorted for reproducibility."""
+    found: set[Path] = set()
+    for folder in FONT_DIRS:
+        if folder.is_dir():
+            found.update(p for p in folder.rglob("*") if p.suffix.lower() in {".ttf", ".otf"})
+    return sorted(found)
+
+
+def fit_like_mnist(drawing: np.ndarray) -> np.ndarray:
+    """Scale a light-on-dark drawing's bounding box into 20x20 (aspect kept) and centre it by mass in 28x28."""
+    ys, xs = np.nonzero(drawing > 0)
+    out = np.zeros((28, 28), dtype=np.uint8)
+    if len(ys) == 0:
+        return out
+    crop = drawing[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    scale = 20 / max(crop.shape)
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    small = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
+    h, w = small.shape
+    top, left = (28 - h) // 2, (28 - w) // 2
+    out_f = np.zeros((28, 28), dtype=np.float32)
+    out_f[top : top + h, left : left + w] = small
+    cy, cx = ndimage.center_of_mass(out_f)
+    shifted = ndimage.shift(out_f, (14 - cy, 14 - cx), order=1, mode="constant")
+    return np.asarray(np.clip(shifted, 0, 255), dtype=np.uint8)
+
+
+def _glyph(char: str, font: ImageFont.FreeTypeFont, stroke: int) -> np.ndarray:
+    canvas = Image.new("L", (_CANVAS * 2, _CANVAS * 2), 0)
+    ImageDraw.Draw(canvas).text(
+        (_CANVAS // 2, _CANVAS // 2), char, fill=255, font=font, stroke_width=stroke, stroke_fill=255
+    )
+    return np.asarray(canvas)
+
+
+def letters(font_files: Iterable[Path] | None = None, seed: int = 0, variants: int = 2) -> np.ndarray:
+    """Every letter in every font, each drawn ``variants`` times with a random pen weight and slant."""
+    rng = np.random.default_rng(seed)
+    images: list[np.ndarray] = []
+    for path in font_files if font_files is not None else fonts():
+        try:
+            font = ImageFont.truetype(str(path), size=_CANVAS)
+        except OSError:
+            continue
+        for char in LETTERS:
+            for _ in range(variants):
+                glyph = _glyph(char, font, stroke=int(rng.integers(0, 6)))
+                angle = float(rng.uniform(-12, 12))
+                rotated = np.asarray(Image.fromarray(glyph).rotate(angle, resample=Image.Resampling.BILINEAR))
+                images.append(fit_like_mnist(rotated))
+    return np.stack(images) if images else np.zeros((0, 28, 28), dtype=np.uint8)
+
+
+def strokes(count: int, seed: int) -> np.ndarray:
+    """Random pen drawings: smooth curves, zig-zags, polygons, ellipses and scribbles, with MNIST-like pens."""
+    rng = np.random.default_rng(seed)
+    images = np.empty((count, 28, 28), dtype=np.uint8)
+    for i in range(count):
+        canvas = Image.new("L", (_CANVAS, _CANVAS), 0)
+        draw = ImageDraw.Draw(canvas)
+        width = int(rng.integers(6, 16))
+        for _ in range(int(rng.integers(2, 5))):  # two or more parts: one line or ring is a digit
+            shape = rng.integers(0, 4)
+            points = [tuple(p) for p in rng.uniform(8, _CANVAS - 8, size=(int(rng.integers(2, 7)), 2))]
+            if shape == 0:  # a curve through random points
+                t = np.linspace(0, 1, 40)[:, None]
+                ctrl = np.asarray(points)
+                curve = _bezier(ctrl, t)
+                draw.line([tuple(p) for p in curve], fill=255, width=width, joint="curve")
+            elif shape == 1:  # a zig-zag
+                draw.line(points, fill=255, width=width, joint="curve")
+            elif shape == 2 and len(points) >= 3:  # an outlined or filled polygon
+                if rng.random() < 0.5:
+                    draw.polygon(points, outline=255, width=width)
+                else:
+                    draw.polygon(points, fill=int(rng.integers(120, 256)))
+            else:  # an ellipse
+                (x0, y0), (x1, y1) = sorted(points[:2]) if len(points) >= 2 else (points[0], points[0])
+                box = (min(x0, x1), min(y0, y1), max(x0, x1) + 10, max(y0, y1) + 10)
+                draw.ellipse(box, outline=255, width=width)
+        images[i] = fit_like_mnist(np.asarray(canvas.filter(ImageFilter.GaussianBlur(1.5))))
+    return images
+
+
+def _bezier(ctrl: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """De Casteljau's evaluation of a Bezier curve with control points ``ctrl`` at parameters ``t``."""
+    points = np.repeat(ctrl[None], len(t), axis=0)
+    while points.shape[1] > 1:
+        points = (1 - t[:, :, None]) * points[:, :-1] + t[:, :, None] * points[:, 1:]
+    return points[:, 0]
+
+
+def inverted(images: np.ndarray) -> np.ndarray:
+    """Dark on light: what a scan sent without ``invert=true`` looks like."""
+    return np.asarray(255 - images, dtype=np.uint8)
