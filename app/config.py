@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     #: Origins allowed to call the API from a browser (comma-separated, or ``*``); empty: CORS off.
     cors_origins: str = ""
 
+    #: Score every image input's unlikeness to the training data (X-Anomaly-Score, anomaly_scores),
+    #: in the same inference call as the graph it goes to.
+    anomaly_scores: bool = True
+
     #: Dynamic batching: requests arriving together run as one ONNX Runtime call.
     batching: bool = True
     #: Most images in one ONNX Runtime call: concurrent requests merge up to it, and a larger

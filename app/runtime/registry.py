@@ -86,13 +86,14 @@ class LoadedModel:
 
     async def infer(self, graph: GraphName, inputs: np.ndarray) -> Inference:
         outputs = await self.batchers[graph].submit(inputs)
-        scores = outputs[1][:, 0] if graph in SCORED else None
+        scores = outputs[1][:, 0] if len(outputs) > 1 else None
         return Inference(outputs[0], scores, self.manifest.anomaly.threshold)
 
-    def runner(self, graph: GraphName) -> Callable[[np.ndarray], Outputs]:
-        """One inference call for ``graph``'s batcher: the graph, and the scorer where it reads images."""
+    def runner(self, graph: GraphName, scored: bool) -> Callable[[np.ndarray], Outputs]:
+        """One inference call for ``graph``'s batcher: the graph, and the scorer where it reads images
+        (unless scoring is off)."""
         main = self.graphs[graph]
-        if graph not in SCORED:
+        if not scored or graph not in SCORED:
             return lambda inputs: (main.run(inputs),)
         scorer = self.graphs["scorer"]
         return lambda inputs: (main.run(inputs), scorer.run(inputs))
@@ -266,7 +267,7 @@ class Registry:
         for model in self.models.values():
             for name in SERVED:
                 batcher = Batcher(
-                    model.runner(name),
+                    model.runner(name, self.settings.anomaly_scores),
                     name=f"{model.manifest.name}/{name}",
                     max_batch=self.settings.batch_max_size,
                     max_delay_s=self.settings.batch_max_delay_ms / 1000,
