@@ -19,7 +19,18 @@ CHALLENGE = {"WWW-Authenticate": f'{SCHEME} realm="denoise"'}
 #: Paths that never need a key: probes, the API's own documentation and the demo page's files
 #: (the page asks for a key when the API answers 401).
 PUBLIC_PATHS = frozenset(
-    {"/", "/health/live", "/health/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/demo"}
+    {
+        "/",
+        "/health/live",
+        "/health/ready",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+        "/demo",
+    }
 )
 PUBLIC_PREFIXES = ("/static/docs/", "/demo/")
 

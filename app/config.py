@@ -36,6 +36,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    #: The Open Inference Protocol's gRPC service, in the same process; 0 turns it off.
+    grpc_port: int = Field(default=8001, ge=0, le=65535)
     #: uvicorn worker processes; 0 means one per usable core. The HTTP path is Python and
     #: single-threaded per process, so processes, not onnxruntime threads, use the cores.
     workers: int = Field(default=0, ge=0, le=64)

@@ -1,7 +1,8 @@
 """One JSON error shape for every failure, and the handlers that produce it.
 
 Every error body is ``{"error": {"status", "code", "message", "request_id"}}``;
-a batch item at fault adds ``"index"``.
+a batch item at fault adds ``"index"``. Under ``/v2`` (the Open Inference Protocol) the same
+errors take that protocol's shape, ``{"error": "message"}``.
 """
 
 from __future__ import annotations
@@ -80,10 +81,32 @@ def error_body(
     return {"error": error}
 
 
-def error_response(error: ApiError, request_id: str | None) -> JSONResponse:
+V2_PREFIX = "/v2"
+
+
+def is_v2(path: str) -> bool:
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
+def render(
+    path: str,
+    status: int,
+    code: str,
+    message: str,
+    request_id: str | None,
+    index: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """An error response in the shape of the protocol ``path`` belongs to."""
+    if is_v2(path):
+        where = f"image {index}: " if index is not None else ""
+        return JSONResponse({"error": where + message}, status_code=status, headers=headers)
+    return JSONResponse(error_body(status, code, message, request_id, index), status_code=status, headers=headers)
+
+
+def error_response(error: ApiError, request_id: str | None, path: str = "") -> JSONResponse:
     """The response for ``error``, rendered the same way wherever it is raised."""
-    body = error_body(error.status, error.code, error.message, request_id, error.index)
-    return JSONResponse(body, status_code=error.status, headers=error.headers)
+    return render(path, error.status, error.code, error.message, request_id, error.index, error.headers)
 
 
 def _request_id(request: Request) -> str | None:
@@ -91,9 +114,9 @@ def _request_id(request: Request) -> str | None:
 
 
 def _respond(request: Request, status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    headers = extra.pop("headers", None)
-    body = error_body(status, code, message, _request_id(request), extra.pop("index", None))
-    return JSONResponse(body, status_code=status, headers=headers)
+    return render(
+        request.url.path, status, code, message, _request_id(request), extra.get("index"), extra.get("headers")
+    )
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -102,7 +125,7 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_la
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc, _request_id(request))
+        return error_response(exc, _request_id(request), request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -115,6 +138,8 @@ def install_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404:
             message = f"no endpoint at {request.url.path}; see /docs for the API"
+        if exc.status_code == 405:
+            message = f"method {request.method} not allowed on {request.url.path}"
         return _respond(request, exc.status_code, code, message, headers=exc.headers)
 
     @app.exception_handler(ClientDisconnect)

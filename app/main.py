@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
@@ -20,10 +21,13 @@ from app.config import Settings, get_settings
 from app.errors import install_handlers
 from app.imaging import NORMALISATION
 from app.metrics import Metrics
-from app.middleware import Limits, RequestContextMiddleware
+from app.middleware import Limits, RequestContextMiddleware, WorkInProgress
 from app.pages import install_demo
 from app.routes import health, inference, models
 from app.runtime.registry import Registry
+from app.v2 import grpc as v2_grpc
+from app.v2 import rest as v2_rest
+from app.v2.tensors import V2Error
 
 log = logging.getLogger("denoise")
 
@@ -74,11 +78,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     logging.captureWarnings(True)  # library warnings become log lines, in every worker
     metrics = Metrics()
     registry = Registry(settings)
+    work = WorkInProgress(settings.max_inflight)
+    keys = ApiKeys(settings.api_key_list, protect_metrics=settings.metrics_need_key)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(registry.load_all)
         registry.start_batchers(metrics.observe_batch)
+        grpc_server = await v2_grpc.start(registry, settings, metrics, keys, work)
         # Everything loaded so far lives as long as the process: keep it out of the garbage
         # collector's scans, which would otherwise show up as latency spikes.
         gc.collect()
@@ -87,6 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(settings.shutdown_grace_s)  # finishes calls in progress first
             await registry.stop()
 
     # Swagger UI and ReDoc with their scripts and styles served from here, not from a CDN.
@@ -97,17 +106,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.registry = registry
     install_handlers(app)
+
+    @app.exception_handler(V2Error)
+    async def v2_error(request: Request, exc: V2Error) -> JSONResponse:
+        return v2_rest.error(exc.status, exc.message, exc.headers)
+
     endpoints: set[str] = set()
-    for router in (inference.router, health.router, models.router):
+    for router in (inference.router, health.router, models.router, v2_rest.router):
         app.include_router(router)
         endpoints.update(route.path for route in router.routes if isinstance(route, APIRoute))
     if settings.demo:
         install_demo(app)
-    limits = Limits(settings.max_body_bytes, settings.body_timeout_s, settings.max_inflight)
-    limited = {route.path for route in inference.router.routes if isinstance(route, APIRoute)}
-    keys = ApiKeys(settings.api_key_list, protect_metrics=settings.metrics_need_key)
+    limits = Limits(settings.max_body_bytes, settings.body_timeout_s)
+    inference_paths = {route.path for route in inference.router.routes if isinstance(route, APIRoute)}
+
+    def limited(path: str) -> bool:
+        """Inference requests count against DENOISE_MAX_INFLIGHT, whichever protocol they come by."""
+        return path in inference_paths or (path.startswith("/v2/models/") and path.endswith("/infer"))
+
     app.add_middleware(
-        RequestContextMiddleware, metrics=metrics, limits=limits, keys=keys, endpoints=endpoints, limited=limited
+        RequestContextMiddleware,
+        metrics=metrics,
+        limits=limits,
+        work=work,
+        keys=keys,
+        endpoints=endpoints,
+        limited=limited,
     )
     if keys.enabled:
         _document_keys(app, keys)

@@ -18,21 +18,22 @@ class Metrics:
     def __post_init__(self) -> None:
         self.requests = Counter(
             "denoise_requests_total",
-            "HTTP requests by endpoint, model and status",
-            ["endpoint", "model", "status"],
+            "Requests by endpoint, model, status and protocol (rest: our API; v2: the Open Inference Protocol "
+            "over HTTP; grpc: over gRPC, with the gRPC status code)",
+            ["endpoint", "model", "status", "protocol"],
             registry=self.registry,
         )
         self.latency = Histogram(
             "denoise_request_duration_seconds",
-            "HTTP request latency by endpoint and model",
-            ["endpoint", "model"],
+            "Request latency by endpoint, model and protocol",
+            ["endpoint", "model", "protocol"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.errors = Counter(
             "denoise_errors_total",
-            "Error responses by endpoint and status",
-            ["endpoint", "status"],
+            "Error responses by endpoint, status and protocol",
+            ["endpoint", "status", "protocol"],
             registry=self.registry,
         )
         self.batch_size = Histogram(
@@ -53,11 +54,14 @@ class Metrics:
         self.batch_size.labels(model, graph).observe(size)
         self.images.labels(model, graph).inc(size)
 
-    def observe_request(self, endpoint: str, model: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, model, str(status)).inc()
-        self.latency.labels(endpoint, model).observe(seconds)
-        if status >= 400:
-            self.errors.labels(endpoint, str(status)).inc()
+    def observe_request(
+        self, endpoint: str, model: str, status: int | str, seconds: float, protocol: str = "rest", error: bool = False
+    ) -> None:
+        """One request; HTTP statuses of 400 and above count as errors, other protocols say so with ``error``."""
+        self.requests.labels(endpoint, model, str(status), protocol).inc()
+        self.latency.labels(endpoint, model, protocol).observe(seconds)
+        if error or (isinstance(status, int) and status >= 400):
+            self.errors.labels(endpoint, str(status), protocol).inc()
 
     def exposition(self) -> bytes:
         """The metrics text; with several workers, every worker's values summed (multiprocess mode)."""

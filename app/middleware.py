@@ -11,13 +11,13 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import ApiKeys
-from app.errors import ApiError, Overloaded, PayloadTooLarge, RequestTimeout, Unauthorized, error_response
+from app.errors import ApiError, Overloaded, PayloadTooLarge, RequestTimeout, Unauthorized, error_response, is_v2
 from app.metrics import Metrics
 
 access_log = logging.getLogger("denoise.access")
@@ -39,7 +39,23 @@ def request_id(supplied: bytes) -> str:
 class Limits:
     max_body_bytes: int
     body_timeout_s: float
-    max_inflight: int
+
+
+class WorkInProgress:
+    """Inference requests in progress in this worker, whichever front door (HTTP, gRPC) they came by."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def refusal(self) -> Overloaded | None:
+        """The 503 for a new request when the limit is reached, else None."""
+        if self.count < self.limit:
+            return None
+        return Overloaded(
+            f"server busy: {self.count} requests in progress (DENOISE_MAX_INFLIGHT); retry shortly",
+            headers={"Retry-After": "1"},
+        )
 
 
 class RequestContextMiddleware:
@@ -62,9 +78,10 @@ class RequestContextMiddleware:
         *,
         metrics: Metrics,
         limits: Limits,
+        work: WorkInProgress,
         keys: ApiKeys,
         endpoints: Collection[str],
-        limited: Collection[str],
+        limited: Callable[[str], bool],
     ) -> None:
         self.app = app
         self.keys = keys
@@ -72,7 +89,7 @@ class RequestContextMiddleware:
         self.limits = limits
         self.endpoints = endpoints
         self.limited = limited
-        self.inflight = 0
+        self.work = work
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,7 +112,7 @@ class RequestContextMiddleware:
             await send(message)
 
         path: str = scope["path"]
-        counted = path in self.limited
+        counted = self.limited(path)
         try:
             rejection = self._reject_early(path, headers, counted)
             if rejection is not None:
@@ -103,19 +120,19 @@ class RequestContextMiddleware:
                     # Read the (bounded) body first: closing a socket with unread data resets it,
                     # and the client would lose the answer (the 503's Retry-After, the 401's reason).
                     await _drain(self._guarded_receive(receive, started))
-                await _send_error(send_with_id, rejection, rid)
+                await _send_error(send_with_id, rejection, rid, path)
                 return
             if counted:
-                self.inflight += 1
+                self.work.count += 1
             try:
                 await self.app(scope, self._guarded_receive(receive, started), send_with_id)
             finally:
                 if counted:
-                    self.inflight -= 1
+                    self.work.count -= 1
         except ApiError as exc:  # raised while reading, outside a route's error handling
             if response_started:
                 raise
-            await _send_error(send_with_id, exc, rid)
+            await _send_error(send_with_id, exc, rid, path)
         finally:
             self._record(scope, state, status, time.perf_counter() - started)
 
@@ -128,12 +145,7 @@ class RequestContextMiddleware:
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limits.max_body_bytes):
             return PayloadTooLarge(self._too_large)
-        if counted and self.inflight >= self.limits.max_inflight:
-            return Overloaded(
-                f"server busy: {self.inflight} requests in progress (DENOISE_MAX_INFLIGHT); retry shortly",
-                headers={"Retry-After": "1"},
-            )
-        return None
+        return self.work.refusal() if counted else None
 
     @property
     def _too_large(self) -> str:
@@ -166,37 +178,70 @@ class RequestContextMiddleware:
 
     def _record(self, scope: Scope, state: dict[str, object], status: int, seconds: float) -> None:
         path = scope["path"]
-        endpoint = path if path in self.endpoints else "other"
-        model = str(state.get("model", "-"))
-        self.metrics.observe_request(endpoint, model, status, seconds)
-        if access_log.isEnabledFor(logging.INFO):
-            fields = {
-                "request_id": state["request_id"],
-                "method": scope["method"],
-                "path": path,
-                "query": scope.get("query_string", b"").decode("latin-1")[:200],
-                "endpoint": endpoint,
-                "status": status,
-                "model": model,
-                "images": state.get("images", 0),
-                "duration_ms": round(seconds * 1000, 3),
-                "client": (scope.get("client") or ("-",))[0],
-            }
-            access_log.info(
-                "%s %s %d model=%s images=%d %.1f ms request_id=%s",
-                fields["method"],
-                path,
-                status,
-                model,
-                fields["images"],
-                fields["duration_ms"],
-                fields["request_id"],
-                extra=fields,
-            )
+        endpoint = str(state.get("endpoint") or (path if path in self.endpoints else "other"))
+        record(
+            self.metrics,
+            protocol="v2" if is_v2(path) else "rest",
+            request_id=str(state["request_id"]),
+            method=scope["method"],
+            path=path,
+            query=scope.get("query_string", b"").decode("latin-1")[:200],
+            endpoint=endpoint,
+            status=status,
+            model=str(state.get("model", "-")),
+            images=int(state.get("images", 0)),  # type: ignore[call-overload]
+            seconds=seconds,
+            client=(scope.get("client") or ("-",))[0],
+        )
 
 
-async def _send_error(send: Send, error: ApiError, request_id: str) -> None:
-    response = error_response(error, request_id)
+def record(
+    metrics: Metrics,
+    *,
+    protocol: str,
+    request_id: str,
+    method: str,
+    path: str,
+    query: str,
+    endpoint: str,
+    status: int | str,
+    model: str,
+    images: int,
+    seconds: float,
+    client: str,
+    error: bool = False,
+) -> None:
+    """The request's metrics and its one access-log line, for every protocol."""
+    metrics.observe_request(endpoint, model, status, seconds, protocol, error)
+    if access_log.isEnabledFor(logging.INFO):
+        fields = {
+            "request_id": request_id,
+            "protocol": protocol,
+            "method": method,
+            "path": path,
+            "query": query,
+            "endpoint": endpoint,
+            "status": status,
+            "model": model,
+            "images": images,
+            "duration_ms": round(seconds * 1000, 3),
+            "client": client,
+        }
+        access_log.info(
+            "%s %s %s model=%s images=%d %.1f ms request_id=%s",
+            method,
+            path,
+            status,
+            model,
+            images,
+            fields["duration_ms"],
+            request_id,
+            extra=fields,
+        )
+
+
+async def _send_error(send: Send, error: ApiError, request_id: str, path: str) -> None:
+    response = error_response(error, request_id, path)
     if error.status in (408, 413, 503):
         # 408/413: the rest of the body is not read. 503: shedding load, the connection goes too,
         # so a flood of clients pays for reconnecting instead of the event loop paying for answers.

@@ -24,6 +24,7 @@ def service_settings(**overrides: object) -> Settings:
         "default_model": MODEL,
         "batch_max_size": 8,
         "max_batch_images": 32,
+        "grpc_port": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

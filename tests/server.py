@@ -47,6 +47,7 @@ TEST_SETTINGS = {
     "DENOISE_BATCH_MAX_SIZE": "8",
     "DENOISE_MAX_BATCH_IMAGES": "32",
     "DENOISE_LOG_LEVEL": "warning",
+    "DENOISE_GRPC_PORT": "0",  # tests that speak gRPC pick a free port
 }
 
 

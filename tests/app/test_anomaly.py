@@ -122,7 +122,6 @@ def test_threshold_is_read_from_the_manifest(
     assert batch["anomalous"] == [expect == "true"] * 2
 
 
-
 def test_scoring_can_be_turned_off(make_client: Callable[..., TestClient]) -> None:
     client = make_client(anomaly_scores=False)
     response = client.post("/denoise", content=samples()[0], headers=PNG)

@@ -46,8 +46,8 @@ def test_error_over_real_http(server: tuple[str, subprocess.Popen[bytes]]) -> No
 def test_metrics_count_requests(server: tuple[str, subprocess.Popen[bytes]]) -> None:
     url, _ = server
     text = httpx.get(f"{url}/metrics").text
-    assert 'denoise_requests_total{endpoint="/denoise",model="mnist",status="200"}' in text
-    assert 'denoise_errors_total{endpoint="/denoise",status="400"}' in text
+    assert 'denoise_requests_total{endpoint="/denoise",model="mnist",protocol="rest",status="200"}' in text
+    assert 'denoise_errors_total{endpoint="/denoise",protocol="rest",status="400"}' in text
     assert "denoise_request_duration_seconds_bucket" in text
 
 
@@ -69,7 +69,9 @@ def test_two_workers_share_one_metrics_view(tmp_path: Path) -> None:
             line = next(
                 line
                 for line in client.get("/metrics").text.splitlines()
-                if line.startswith('denoise_requests_total{endpoint="/denoise",model="mnist",status="200"}')
+                if line.startswith(
+                    'denoise_requests_total{endpoint="/denoise",model="mnist",protocol="rest",status="200"}'
+                )
             )
             assert float(line.split()[-1]) == 20
     assert not list(tmp_path.glob("denoise-metrics-*"))

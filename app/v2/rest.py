@@ -1,0 +1,136 @@
+"""``/v2``: the Open Inference Protocol over REST, with Triton's binary data, model configuration
+and model repository (index) extensions. Errors are ``{"error": "..."}``.
+
+Bodies are read as bytes whatever their ``Content-Type`` (Triton's sync client sends none, its
+asyncio client ``application/octet-stream`` even for JSON); ``Content-Encoding: gzip`` or
+``deflate`` request bodies are inflated up to the body-size limit.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from app import __version__
+from app.dependencies import RegistryDep, SettingsDep
+from app.v2 import inference
+from app.v2.catalog import Catalog, V2Model
+from app.v2.tensors import V2Error, parse_infer_request, parse_json, response_body, split_body
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+
+SERVER_NAME = "denoise"
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository")
+HEADER_LENGTH = "inference-header-content-length"
+#: Route templates, for the metrics' and access log's ``endpoint`` label.
+INFER_ENDPOINT = "/v2/models/{model}/infer"
+
+
+def server_metadata() -> dict[str, Any]:
+    return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+
+
+def catalog(request: Request) -> Catalog:
+    """The V2 models of the loaded bundles (built once the bundles are loaded)."""
+    cached: Catalog | None = getattr(request.app.state, "v2_catalog", None)
+    if cached is None:
+        cached = Catalog.of(request.app.state.registry)
+        if request.app.state.registry.ready:
+            request.app.state.v2_catalog = cached
+    return cached
+
+
+def find(request: Request, name: str, version: str | None = None) -> V2Model:
+    model = catalog(request).get(name, version)
+    if model is None:
+        known = ", ".join(sorted(catalog(request).models)) or "none"
+        what = f"model {name!r}" + (f" version {version!r}" if version is not None else "")
+        raise V2Error(f"unknown {what}; models: {known}", 404)
+    request.state.model = model.bundle.manifest.name
+    return model
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise V2Error(f"Content-Encoding {encoding!r} not supported; use gzip, deflate or none")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise V2Error(f"body is not valid {encoding} data: {exc}") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise V2Error(f"inflated body exceeds {limit} bytes (DENOISE_MAX_BODY_BYTES)", 413)
+    return data
+
+
+@router.get("", summary="Server metadata")
+async def metadata() -> dict[str, Any]:
+    return server_metadata()
+
+
+@router.get("/health/live", summary="Server liveness")
+async def live() -> Response:
+    return Response(status_code=200)
+
+
+@router.get("/health/ready", summary="Server readiness")
+async def ready(registry: RegistryDep) -> Response:
+    return Response(status_code=200 if registry.ready else 503)
+
+
+@router.post("/repository/index", summary="Models in the repository (Triton's model repository extension)")
+async def repository_index(request: Request) -> list[dict[str, str]]:
+    return [{"name": m.name, "version": m.version, "state": "READY"} for m in catalog(request).models.values()]
+
+
+@router.get("/models/{model}", summary="Model metadata")
+@router.get("/models/{model}/versions/{version}", summary="Model metadata of a version")
+async def model_metadata(request: Request, model: str, version: str | None = None) -> dict[str, Any]:
+    return find(request, model, version).metadata()
+
+
+@router.get("/models/{model}/ready", summary="Model readiness")
+@router.get("/models/{model}/versions/{version}/ready", summary="Model readiness of a version")
+async def model_ready(request: Request, model: str, version: str | None = None) -> Response:
+    find(request, model, version)
+    return Response(status_code=200)
+
+
+@router.get("/models/{model}/config", summary="Model configuration (Triton's model configuration extension)")
+@router.get("/models/{model}/versions/{version}/config", summary="Model configuration of a version")
+async def model_config(
+    request: Request, settings: SettingsDep, model: str, version: str | None = None
+) -> dict[str, Any]:
+    return find(request, model, version).config(settings.max_batch_images)
+
+
+@router.post("/models/{model}/infer", summary="Inference (JSON or binary tensor data)")
+@router.post("/models/{model}/versions/{version}/infer", summary="Inference on a version")
+async def infer(request: Request, settings: SettingsDep, model: str, version: str | None = None) -> Response:
+    request.state.endpoint = INFER_ENDPOINT
+    found = find(request, model, version)
+    body = _inflate(
+        await request.body(), request.headers.get("content-encoding", "").strip().lower(), settings.max_body_bytes
+    )
+    header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
+    parsed = parse_infer_request(parse_json(header), binary)
+    request.state.images = parsed.inputs[0].shape[0] if parsed.inputs[0].shape else 0
+    outputs = await inference.run(found, parsed, settings)
+    content, header_length = response_body(found.name, found.version, parsed, outputs)
+    if header_length is None:
+        return Response(content, media_type="application/json")
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(header_length)},
+    )
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The V2 error shape."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
