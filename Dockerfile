@@ -22,7 +22,7 @@ COPY models models
 RUN useradd --system --uid 10001 --no-create-home denoise
 USER 10001
 ENV DENOISE_HOST=0.0.0.0 DENOISE_PORT=8000 DENOISE_MODEL_DIR=/srv/models DENOISE_PROVIDERS=cuda
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 CMD ["python", "-m", "app.healthcheck"]
 STOPSIGNAL SIGTERM
 CMD ["denoise-serve"]
@@ -41,7 +41,7 @@ COPY models models
 RUN useradd --system --uid 10001 --no-create-home denoise
 USER 10001
 ENV DENOISE_HOST=0.0.0.0 DENOISE_PORT=8000 DENOISE_MODEL_DIR=/srv/models DENOISE_PROVIDERS=cpu
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 CMD ["python", "-m", "app.healthcheck"]
 STOPSIGNAL SIGTERM
 CMD ["denoise-serve"]

@@ -101,3 +101,66 @@ def test_training_quick_run_as_written_from_another_directory(tmp_path: Path) ->
         assert step in result.stdout
     manifest = json.loads((REPO / "runs" / "quick" / "mnist-quick" / "manifest.json").read_text())
     assert (manifest["name"], manifest["version"]) == ("mnist-quick", "0.0.0-quick")
+
+
+def python_blocks(section: str) -> list[str]:
+    body = README.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return [part.split("```", 1)[0] for part in body.split("```python\n")[1:]]
+
+
+def test_v2_examples_run_as_written(tmp_path: Path) -> None:
+    (tmp_path / "tests").symlink_to(REPO / "tests")
+    grpc_port = free_port()
+    env = {"DENOISE_MODELS": "", "DENOISE_WORKERS": "1", "DENOISE_LOG_LEVEL": "warning"}
+    with running_server({**env, "DENOISE_GRPC_PORT": str(grpc_port)}) as (url, _):
+        http_example, grpc_example = python_blocks("Open Inference Protocol (V2)")
+        outputs = []
+        for block in (http_example, grpc_example):
+            code = block.replace("127.0.0.1:8000", url.removeprefix("http://")).replace(
+                "127.0.0.1:8001", f"127.0.0.1:{grpc_port}"
+            )
+            result = subprocess.run(
+                [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False, timeout=60
+            )
+            assert result.returncode == 0, result.stderr
+            outputs.append(result.stdout)
+    assert outputs[0].splitlines()[0] == "True"
+    assert "(2, 7, 7, 8)" in outputs[0]
+    assert outputs[1].splitlines()[0] == "True latent"
+    assert all("anomaly score" in output for output in outputs)
+    decode_png((tmp_path / "v2-denoised.png").read_bytes())
+
+
+def test_triton_repository_command_as_written(tmp_path: Path) -> None:
+    """The README's command writes configurations that parse as Triton's ModelConfig."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    command = README.split("`python -m app.v2.triton_repository ", 1)[1].split("`", 1)[0]
+    argv = shlex.split(command.replace("\n", " "))
+    (tmp_path / "models").symlink_to(REPO / "models")
+    result = subprocess.run(
+        [sys.executable, "-m", "app.v2.triton_repository", *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0, result.stderr
+    repository = tmp_path / "triton-models"
+    folders = sorted(p.name for p in repository.iterdir())
+    assert folders == sorted(
+        f"{b}-{g}" for b in ("mnist", "fashion-mnist") for g in ("autoencoder", "encoder", "decoder", "scorer")
+    )
+    for name in folders:
+        config = text_format.Parse((repository / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        assert config.name == name
+        assert config.platform == "onnxruntime_onnx"
+        assert config.max_batch_size == 256
+        assert config.HasField("dynamic_batching")
+        assert (repository / name / "1" / "model.onnx").stat().st_size > 1000
+    encoder = text_format.Parse(
+        (repository / "mnist-encoder" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+    )
+    assert [(t.name, list(t.dims)) for t in encoder.output] == [("latent", [7, 7, 8])]

@@ -26,7 +26,7 @@ def test_default_service_is_port_healthcheck_volume_restart_and_limits(compose: 
     service = compose["services"]["denoise"]
     assert "profiles" not in service  # starts with a plain `docker compose up`
     assert service["build"]["target"] == "cpu"
-    assert service["ports"] == ["${DENOISE_PORT:-8000}:8000"]
+    assert service["ports"] == ["${DENOISE_PORT:-8000}:8000", "${DENOISE_GRPC_PORT:-8001}:8001"]
     assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "app.healthcheck"]
     assert any(v.endswith(":/srv/models:ro") for v in service["volumes"])
     assert service["restart"] == "unless-stopped"
@@ -120,3 +120,33 @@ def test_deployment_probes_resources_and_autoscaler() -> None:
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     (kustomization,) = _documents(REPO / "deploy" / "k8s" / "kustomization.yaml")
     assert sorted(kustomization["resources"]) == sorted(p.name for p in K8S_RESOURCES)
+
+
+def test_grpc_port_is_exposed_and_checked_at_start() -> None:
+    (deployment,) = _documents(REPO / "deploy" / "k8s" / "deployment.yaml")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "grpc", "containerPort": 8001, "protocol": "TCP"} in container["ports"]
+    assert container["startupProbe"]["exec"]["command"] == ["python", "-m", "app.healthcheck"]
+    (service,) = _documents(REPO / "deploy" / "k8s" / "service.yaml")
+    assert any(port["targetPort"] == "grpc" for port in service["spec"]["ports"])
+    assert "EXPOSE 8000 8001" in (REPO / "Dockerfile").read_text()
+
+
+def test_kserve_inference_service_runs_our_image_with_v2_probes() -> None:
+    (service,) = _documents(REPO / "deploy" / "kserve" / "inferenceservice.yaml")
+    assert service["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert service["kind"] == "InferenceService"
+    (container,) = service["spec"]["predictor"]["containers"]
+    assert container["name"] == "kserve-container"
+    assert container["image"] == "denoise:cpu"
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    (port,) = container["ports"]
+    assert env["DENOISE_PORT"] == str(port["containerPort"]) == "8080"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    # The container is a plain Kubernetes container: it validates as one.
+    kubernetes_validate.validate(
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "check"}, "spec": {"containers": [container]}},
+        "1.33",
+        strict=True,
+    )
