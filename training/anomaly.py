@@ -10,8 +10,8 @@ when it wins (``evaluate_methods`` says which did):
 - ``learned head``: a small convolutional classifier on the raw input, trained to tell this
   dataset's images (under every training noise, clean included) from outlier-exposure images
   under the same noises: the other dataset's training split, this dataset's own images inverted
-  (dark on light), and random pen strokes. Letters are never trained on: they test whether the
-  score generalises beyond what it has seen. Its logit is the score.
+  (dark on light), random pen strokes, and typographic symbols. Latin letters are never trained
+  on: they test whether the score generalises beyond what it has seen. Its logit is the score.
 
 The threshold is the ``CALIBRATION_QUANTILE`` of the scores of held-out in-distribution inputs
 (the validation split, pooled noises), so about 2% of typical inputs are flagged.

@@ -7,6 +7,8 @@ dark-on-light scan sent without ``invert=true`` looks like.
   centred by centre of mass in 28x28, as MNIST's digits were. Only ever used to judge the score.
 - ``strokes``: random pen strokes and outlines drawn the same way; used to train the score, so
   that it learns what makes this dataset's shapes typical rather than "any bright strokes".
+- ``glyphs``: typographic symbols and the Greek letters that look like no Latin one, rendered like
+  the letters; used to train the score. No Latin letter (nor a look-alike) is among them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from scipy import ndimage
 
 FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+#: Greek letters unlike any Latin one, and symbols: outlier exposure disjoint from ``LETTERS``
+#: (and nothing shaped like a bare stroke, which is a 1).
+GLYPHS = "ΓΔΘΛΞΠΣΦΨΩαβγδεζηθλμξπσφψω@#$%&?§¶∂∑√≈≠±÷×∞★☆♠♣♥♦→←↑↓⇒⇔∀∃∈∩∪⊂⊕⊗∇∮♪♫☺☼✓✗※‡<>"
 _CANVAS = 112  # draw at 4x, then fit into 20x20 with antialiasing
 
 
@@ -61,6 +66,15 @@ def _glyph(char: str, font: ImageFont.FreeTypeFont, stroke: int) -> np.ndarray:
 
 def letters(font_files: Iterable[Path] | None = None, seed: int = 0, variants: int = 2) -> np.ndarray:
     """Every letter in every font, each drawn ``variants`` times with a random pen weight and slant."""
+    return rendered(LETTERS, font_files, seed, variants)
+
+
+def glyphs(font_files: Iterable[Path] | None = None, seed: int = 0, variants: int = 2) -> np.ndarray:
+    """Every symbol of :data:`GLYPHS` in every font, drawn like :func:`letters`."""
+    return rendered(GLYPHS, font_files, seed, variants)
+
+
+def rendered(chars: str, font_files: Iterable[Path] | None, seed: int, variants: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     images: list[np.ndarray] = []
     for path in font_files if font_files is not None else fonts():
@@ -68,7 +82,7 @@ def letters(font_files: Iterable[Path] | None = None, seed: int = 0, variants: i
             font = ImageFont.truetype(str(path), size=_CANVAS)
         except OSError:
             continue
-        for char in LETTERS:
+        for char in chars:
             for _ in range(variants):
                 glyph = _glyph(char, font, stroke=int(rng.integers(0, 6)))
                 angle = float(rng.uniform(-12, 12))

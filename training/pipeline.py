@@ -84,6 +84,7 @@ def anomaly(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
             to_float(other.train.images),
             to_float(outliers.inverted(data.train.images)),
             to_float(outliers.strokes(cfg.stroke_images, cfg.seed)),
+            to_float(outliers.glyphs(seed=cfg.seed + 1)),
         ]
     )
     keras.utils.set_random_seed(cfg.seed)
@@ -136,6 +137,7 @@ def anomaly(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
                 f"{cfg.other_dataset} (training split)",
                 f"{cfg.dataset} inverted (training split)",
                 f"{cfg.stroke_images} random pen strokes",
+                f"typographic symbols and non-Latin Greek letters ({len(outliers.GLYPHS)}, every font)",
             ],
             "never_trained_on": ["letters", f"{cfg.other_dataset} test split", f"{cfg.dataset} test split"],
             "test_images": {"typical": len(data.test.images), **{k: len(v) for k, v in out_sets.items()}},

@@ -66,7 +66,7 @@ def test_models_lists_bundle_and_provider(client: TestClient) -> None:
     assert model["name"] == MODEL
     assert model["provider"] == CPU
     assert model["image_shape"] == [28, 28, 1]
-    assert set(model["graphs"]) == {"autoencoder", "encoder", "decoder"}
+    assert set(model["graphs"]) == {"autoencoder", "encoder", "decoder", "scorer"}
 
 
 def _start(bundle: Path) -> tuple[TestClient, dict[str, Any]]:
