@@ -84,11 +84,19 @@ def multipart(count: int, path: Path) -> str:
 
 
 def wrk(
-    url: str, body: Path, content_type: str, concurrency: int, seconds: float, accept: str | None = None
+    url: str,
+    body: Path,
+    content_type: str,
+    concurrency: int,
+    seconds: float,
+    accept: str | None = None,
+    header: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     env = {**os.environ, "WRK_BODY": str(body), "WRK_CONTENT_TYPE": content_type}
     if accept:
         env["WRK_ACCEPT"] = accept
+    if header:
+        env["WRK_HEADER_NAME"], env["WRK_HEADER_VALUE"] = header
     threads = 1 if concurrency < 8 else 2
     command = [
         "wrk",
@@ -142,6 +150,76 @@ def in_process(path: Path | bytes, batch: int, seconds: float, threads: int) -> 
         session.run(None, {name: x})
         runs += 1
     return runs * batch / (time.perf_counter() - started)
+
+
+def v2_body(path: Path, model_input: str, datatype: str, shape: list[int], data: bytes) -> tuple[str, str]:
+    """Write a V2 binary-tensor request; return the header that says where its JSON ends."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": model_input,
+                    "datatype": datatype,
+                    "shape": shape,
+                    "parameters": {"binary_data_size": len(data)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    path.write_bytes(header + data)
+    return "Inference-Header-Content-Length", str(len(header))
+
+
+def grpc_load(address: str, concurrency: int, seconds: float) -> Row:
+    """A bounded asyncio gRPC client: ``concurrency`` calls in flight for ``seconds``, one PNG each."""
+    import asyncio
+
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    request = service_pb2.ModelInferRequest(model_name="mnist")
+    request.inputs.add(name="png", datatype="BYTES", shape=[1])
+    png = SAMPLE.read_bytes()
+    request.raw_input_contents.append(len(png).to_bytes(4, "little") + png)
+    latencies: list[float] = []
+    errors = 0
+
+    async def run() -> float:
+        nonlocal errors
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            await stub.ServerReady(service_pb2.ServerReadyRequest())
+            started = time.perf_counter()
+            deadline = started + seconds
+
+            async def caller() -> None:
+                nonlocal errors
+                while time.perf_counter() < deadline:
+                    begin = time.perf_counter()
+                    try:
+                        await stub.ModelInfer(request, timeout=10)
+                    except grpc.RpcError:
+                        errors += 1
+                    latencies.append(time.perf_counter() - begin)
+
+            await asyncio.gather(*(caller() for _ in range(concurrency)))
+            return time.perf_counter() - started
+
+    elapsed = asyncio.run(run())
+    ms = np.asarray(latencies) * 1000
+    rps = len(latencies) / elapsed
+    p50, p95, p99 = (float(np.percentile(ms, q)) for q in (50, 95, 99))
+    return Row("grpc png", concurrency, 1, rps, rps, p50, p95, p99, errors, 0)
+
+
+def png_pixels(data: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("L"))
 
 
 def reference_onnx() -> bytes:
@@ -250,7 +328,8 @@ def main() -> int:
     results["in_process_images_per_s"] = ceiling
     print(f"in-process images/s: {json.dumps({k: round(v) for k, v in ceiling.items()})}", flush=True)
 
-    with running_server(SERVICE_ENV) as (url, _):
+    grpc_port = free_port()
+    with running_server({**SERVICE_ENV, "DENOISE_GRPC_PORT": str(grpc_port)}) as (url, _):
         latent = work / "latent.json"
         latent.write_bytes(
             httpx.post(f"{url}/encode", content=SAMPLE.read_bytes(), headers={"content-type": png_type}).content
@@ -274,6 +353,29 @@ def main() -> int:
         ceiling["autoencoder_b256"] = (before + after) / 2
         results["autoencoder_b256_before_after"] = [before, after]
         print(f"in-process images/s at batch 256: {before:.0f} before, {after:.0f} after", flush=True)
+        # The Open Inference Protocol: one PNG as binary BYTES; 256 float32 images as a binary tensor.
+        png = SAMPLE.read_bytes()
+        v2_png = v2_body(work / "v2-png.body", "png", "BYTES", [1], len(png).to_bytes(4, "little") + png)
+        result = wrk(
+            f"{url}/v2/models/mnist/infer", work / "v2-png.body", "application/octet-stream", 32, seconds, header=v2_png
+        )
+        rows.append(row("v2 binary png", result, 32, 1))
+        images = np.repeat(np.asarray(png_pixels(png), dtype=np.float32)[None, ..., None] / 255, 256, axis=0)
+        v2_batch = v2_body(work / "v2-b256.body", "image", "FP32", list(images.shape), images.tobytes())
+        before = in_process(MODEL_DIR / "autoencoder.onnx", 256, 3, threads)
+        result = wrk(
+            f"{url}/v2/models/mnist-autoencoder/infer",
+            work / "v2-b256.body",
+            "application/octet-stream",
+            2,
+            seconds,
+            header=v2_batch,
+        )
+        after = in_process(MODEL_DIR / "autoencoder.onnx", 256, 3, threads)
+        ceiling["autoencoder_b256_around_v2"] = (before + after) / 2
+        rows.append(row("v2 binary batch 256", result, 2, 256))
+        rows.append(grpc_load(f"127.0.0.1:{grpc_port}", 32, seconds))
+        print(*rows[-3:], sep="\n", flush=True)
         rows.append(row("encode", wrk(f"{url}/encode", SAMPLE, png_type, 32, seconds), 32, 1))
         rows.append(row("reconstruct", wrk(f"{url}/reconstruct", latent, "application/json", 32, seconds), 32, 1))
         print(rows[-2], rows[-1], sep="\n", flush=True)
@@ -294,6 +396,13 @@ def main() -> int:
             "recovery_errors": recovery.errors,
         }
         print(overload, recovery, results["overload"], sep="\n", flush=True)
+
+    # What the anomaly score costs: the same single-image runs with scoring off.
+    with running_server({**SERVICE_ENV, "DENOISE_ANOMALY_SCORES": "false", "DENOISE_GRPC_PORT": "0"}) as (url, _):
+        for concurrency in (1, 32):
+            result = wrk(f"{url}/denoise", SAMPLE, png_type, concurrency, seconds)
+            rows.append(row("denoise, scores off", result, concurrency, 1))
+            print(rows[-1], flush=True)
 
     keras_path, naive_note = keras_model_for_naive(work)
     results["naive_model"] = naive_note
@@ -327,6 +436,11 @@ def checks(rows: list[Row], ceiling: dict[str, float], overload: dict[str, Any])
         "c1_p50_ms": c1.p50_ms,
         "batch256_fraction_of_ceiling": batch256.images_per_s / ceiling["autoencoder_b256"],
         "model_cost_vs_reference_b64": ceiling["reference_b64"] / ceiling["autoencoder_b64"],
+        "anomaly_score_cost_c1": 1 - c1.requests_per_s / _find(rows, "denoise, scores off", 1).requests_per_s,
+        "anomaly_score_cost_c32": 1 - c32.requests_per_s / _find(rows, "denoise, scores off", 32).requests_per_s,
+        "v2_batch256_fraction_of_ceiling": _find(rows, "v2 binary batch 256", 2).images_per_s
+        / ceiling["autoencoder_b256_around_v2"],
+        "v2_and_grpc_errors": _find(rows, "v2 binary png", 32).errors + _find(rows, "grpc png", 32).errors,
         "overload_shed_503": overload["shed_503"],
         "liveness_max_ms_under_overload": overload["liveness_max_ms"],
         "recovered_without_errors": overload["recovery_errors"] == 0,

@@ -1,4 +1,5 @@
--- wrk script: POST the file in $WRK_BODY with $WRK_CONTENT_TYPE; print one JSON line at the end.
+-- wrk script: POST the file in $WRK_BODY with $WRK_CONTENT_TYPE (and one more header, if named);
+-- print one JSON line at the end.
 local handle = assert(io.open(os.getenv("WRK_BODY"), "rb"))
 wrk.method = "POST"
 wrk.body = handle:read("*all")
@@ -6,6 +7,9 @@ handle:close()
 wrk.headers["Content-Type"] = os.getenv("WRK_CONTENT_TYPE")
 if os.getenv("WRK_ACCEPT") then
   wrk.headers["Accept"] = os.getenv("WRK_ACCEPT")
+end
+if os.getenv("WRK_HEADER_NAME") then
+  wrk.headers[os.getenv("WRK_HEADER_NAME")] = os.getenv("WRK_HEADER_VALUE")
 end
 
 local statuses = {}

@@ -37,7 +37,7 @@ class TrainConfig:
     name: str = "mnist"
     data_dir: Path | None = None
     out_dir: Path = Path("models/mnist")
-    version: str = "1.0.0"
+    version: str = "2.0.0"
     seed: int = 1234
     epochs: int = 30
     batch_size: int = 128

@@ -24,7 +24,7 @@ FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 #: Greek letters unlike any Latin one, and symbols: outlier exposure disjoint from ``LETTERS``
 #: (and nothing shaped like a bare stroke, which is a 1).
-GLYPHS = "ΓΔΘΛΞΠΣΦΨΩαβγδεζηθλμξπσφψω@#$%&?§¶∂∑√≈≠±÷×∞★☆♠♣♥♦→←↑↓⇒⇔∀∃∈∩∪⊂⊕⊗∇∮♪♫☺☼✓✗※‡<>"
+GLYPHS = "ΓΔΘΛΞΠΣΦΨΩβγδεζηθλμξπσφψω@#$%&?§¶∂∑√≈≠±÷×∞★☆♠♣♥♦→←↑↓⇒⇔∀∃∈∩∪⊂⊕⊗∇∮♪♫☺☼✓✗※‡<>"
 _CANVAS = 112  # draw at 4x, then fit into 20x20 with antialiasing
 
 

@@ -156,7 +156,7 @@ def test_a_drawn_stroke_is_denoised_as_the_api_does(visit: Visit, url: str) -> N
     assert np.array_equal(pixels_of(page, "denoised"), api_denoise(url, noisy))
     assert "PSNR" in (page.locator("#denoised-metrics").text_content() or "")
     assert page.locator("#latent canvas").count() == 8
-    assert "mnist 1.0.0" in (page.locator("#served-by").text_content() or "")
+    assert "mnist 2.0.0" in (page.locator("#served-by").text_content() or "")
 
 
 def test_a_sample_image_and_the_noise_are_deterministic_per_seed(visit: Visit, url: str) -> None:
@@ -225,7 +225,7 @@ def test_switching_model(visit: Visit, url: str) -> None:
     before = runs(page)
     page.locator("#samples button").first.click()
     wait_run(page, before)
-    assert "fashion-mnist 1.0.0" in (page.locator("#served-by").text_content() or "")
+    assert "fashion-mnist 2.0.0" in (page.locator("#served-by").text_content() or "")
     noisy = pixels_of(page, "noisy")
     assert np.array_equal(pixels_of(page, "denoised"), api_denoise(url, noisy, model="fashion-mnist"))
 

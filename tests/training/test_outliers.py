@@ -1,0 +1,58 @@
+"""The anomaly score's out-sets: drawn like MNIST, reproducible, and letters kept out of training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from training import outliers
+from training.anomaly import POOLED_CONDITIONS, pooled_noise, rates
+
+
+def test_letters_are_fitted_and_centred_like_mnist() -> None:
+    fonts = outliers.fonts()
+    if not fonts:
+        pytest.skip("no fonts on this machine")
+    images = outliers.letters(fonts[:1], seed=0, variants=1)
+    assert images.shape == (len(outliers.LETTERS), 28, 28)
+    assert images.dtype == np.uint8
+    for image in images:
+        rows, cols = np.nonzero(image)
+        assert max(rows.max() - rows.min(), cols.max() - cols.min()) <= 21  # the 20x20 box, antialiased
+        cy, cx = ndimage.center_of_mass(image.astype(np.float64))
+        assert abs(cy - 14) < 1.5
+        assert abs(cx - 14) < 1.5
+
+
+def test_training_glyphs_hold_no_latin_letter_or_look_alike() -> None:
+    assert not set(outliers.GLYPHS) & set(outliers.LETTERS)
+    latin_look_alikes = set("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧαοικνυ")
+    assert not set(outliers.GLYPHS) & latin_look_alikes
+
+
+def test_strokes_are_seeded_and_in_range() -> None:
+    a, b, c = outliers.strokes(8, seed=1), outliers.strokes(8, seed=1), outliers.strokes(8, seed=2)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert all(image.max() > 100 for image in a)  # something is drawn in each
+
+
+def test_inverted_is_dark_on_light() -> None:
+    image = np.zeros((1, 28, 28), dtype=np.uint8)
+    assert outliers.inverted(image).min() == 255
+
+
+def test_pooled_noise_uses_every_condition_in_equal_shares() -> None:
+    clean = np.full((len(POOLED_CONDITIONS) * 4, 28, 28), 0.5, dtype=np.float32)
+    noisy = pooled_noise(clean, seed=3)
+    assert noisy.shape == clean.shape
+    unchanged = [np.array_equal(n, c) for n, c in zip(noisy, clean, strict=True)]
+    assert sum(unchanged) == 4  # only Gaussian sigma 0 leaves an image as it is
+    assert np.array_equal(noisy, pooled_noise(clean, seed=3))
+
+
+def test_rates_auroc_and_flags() -> None:
+    typical, odd = np.array([0.0, 0.1, 0.2]), np.array([0.5, 0.6])
+    assert rates(typical, odd, threshold=0.3) == {"auroc": 1.0, "flagged": 1.0}
+    assert rates(typical, np.array([0.05]), threshold=0.3)["flagged"] == 0.0
