@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from app import __version__
 from app.dependencies import RegistryDep, SettingsDep
@@ -20,7 +21,22 @@ from app.v2 import inference
 from app.v2.catalog import Catalog, V2Model
 from app.v2.tensors import V2Error, parse_infer_request, parse_json, response_body, split_body
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+
+class ErrorBody(BaseModel):
+    """The Open Inference Protocol's error shape."""
+
+    error: str
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+#: The health routes answer with a status and no body, as the protocol says.
+_NO_BODY: dict[str, Any] = {"response_class": Response, "responses": {200: {"description": "yes (no body)"}}}
+_MODEL_ERRORS = _errors(401, 404)
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], responses=_errors(401))
 
 SERVER_NAME = "denoise"
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository")
@@ -73,12 +89,17 @@ async def metadata() -> dict[str, Any]:
     return server_metadata()
 
 
-@router.get("/health/live", summary="Server liveness")
+@router.get("/health/live", summary="Server liveness", **_NO_BODY)
 async def live() -> Response:
     return Response(status_code=200)
 
 
-@router.get("/health/ready", summary="Server readiness")
+@router.get(
+    "/health/ready",
+    summary="Server readiness",
+    response_class=Response,
+    responses={200: {"description": "ready (no body)"}, 503: {"description": "not ready (no body)"}},
+)
 async def ready(registry: RegistryDep) -> Response:
     return Response(status_code=200 if registry.ready else 503)
 
@@ -88,29 +109,65 @@ async def repository_index(request: Request) -> list[dict[str, str]]:
     return [{"name": m.name, "version": m.version, "state": "READY"} for m in catalog(request).models.values()]
 
 
-@router.get("/models/{model}", summary="Model metadata")
-@router.get("/models/{model}/versions/{version}", summary="Model metadata of a version")
+@router.get("/models/{model}", summary="Model metadata", responses=_MODEL_ERRORS)
+@router.get("/models/{model}/versions/{version}", summary="Model metadata of a version", responses=_MODEL_ERRORS)
 async def model_metadata(request: Request, model: str, version: str | None = None) -> dict[str, Any]:
     return find(request, model, version).metadata()
 
 
-@router.get("/models/{model}/ready", summary="Model readiness")
-@router.get("/models/{model}/versions/{version}/ready", summary="Model readiness of a version")
+@router.get(
+    "/models/{model}/ready",
+    summary="Model readiness",
+    response_class=Response,
+    responses={200: {"description": "ready (no body)"}, **_MODEL_ERRORS},
+)
+@router.get(
+    "/models/{model}/versions/{version}/ready",
+    summary="Model readiness of a version",
+    response_class=Response,
+    responses={200: {"description": "ready (no body)"}, **_MODEL_ERRORS},
+)
 async def model_ready(request: Request, model: str, version: str | None = None) -> Response:
     find(request, model, version)
     return Response(status_code=200)
 
 
-@router.get("/models/{model}/config", summary="Model configuration (Triton's model configuration extension)")
-@router.get("/models/{model}/versions/{version}/config", summary="Model configuration of a version")
+@router.get(
+    "/models/{model}/config",
+    summary="Model configuration (Triton's model configuration extension)",
+    responses=_MODEL_ERRORS,
+)
+@router.get(
+    "/models/{model}/versions/{version}/config", summary="Model configuration of a version", responses=_MODEL_ERRORS
+)
 async def model_config(
     request: Request, settings: SettingsDep, model: str, version: str | None = None
 ) -> dict[str, Any]:
     return find(request, model, version).config(settings.max_batch_images)
 
 
-@router.post("/models/{model}/infer", summary="Inference (JSON or binary tensor data)")
-@router.post("/models/{model}/versions/{version}/infer", summary="Inference on a version")
+_INFER: dict[str, Any] = {
+    "response_class": Response,
+    "responses": {
+        200: {
+            "description": "the outputs: JSON, or JSON then binary tensor data (Inference-Header-Content-Length)",
+            "content": {"application/json": {}, "application/octet-stream": {}},
+        },
+        **_errors(400, 401, 404, 408, 413, 503),
+    },
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "description": "The V2 inference request as JSON, optionally followed by binary tensor data "
+            "(Inference-Header-Content-Length gives the JSON's length); any Content-Type; gzip or deflate.",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+}
+
+
+@router.post("/models/{model}/infer", summary="Inference (JSON or binary tensor data)", **_INFER)
+@router.post("/models/{model}/versions/{version}/infer", summary="Inference on a version", **_INFER)
 async def infer(request: Request, settings: SettingsDep, model: str, version: str | None = None) -> Response:
     request.state.endpoint = INFER_ENDPOINT
     found = find(request, model, version)
