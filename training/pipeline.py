@@ -240,7 +240,9 @@ def export(cfg: TrainConfig, run_dir: Path) -> Path:
         data,
         {name: result["history"] for name, result in summary.items()},
     )
-    (out_dir / "report" / "evaluation.md").write_text((run_dir / "evaluation.md").read_text())
+    (out_dir / "report" / "evaluation.md").write_text(
+        (run_dir / "evaluation.md").read_text() + "\n" + report.anomaly_table(anomaly_result)
+    )
     with np.load(run_dir / "anomaly_scores.npz") as scores:
         report.score_distributions(
             dict(scores), anomaly_result["threshold"], anomaly_result["against"], out_dir / "report" / "anomaly.png"

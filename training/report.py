@@ -119,3 +119,21 @@ def score_distributions(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def anomaly_table(anomaly: Mapping[str, Any]) -> str:
+    """Every method measured for the anomaly score: AUROC against each out-set (and the share flagged at
+    its threshold), and false flags on the test set, as Markdown; the shipped method first."""
+    methods: dict[str, Any] = anomaly["details"]["methods"]
+    order = [anomaly["method"], *(name for name in methods if name != anomaly["method"])]
+    out_sets = list(methods[anomaly["method"]]["against"])
+    lines = [
+        "| method | " + " | ".join(f"AUROC vs {name} (flagged)" for name in out_sets) + " | false flags |",
+        "|---|" + "---|" * (len(out_sets) + 1),
+    ]
+    for name in order:
+        result = methods[name]
+        cells = [f"{result['against'][o]['auroc']:.3f} ({result['against'][o]['flagged']:.1%})" for o in out_sets]
+        label = f"{name} (shipped)" if name == anomaly["method"] else name
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {result['false_flags']:.1%} |")
+    return "\n".join(lines) + "\n"
