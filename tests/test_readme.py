@@ -164,3 +164,14 @@ def test_triton_repository_command_as_written(tmp_path: Path) -> None:
         (repository / "mnist-encoder" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
     )
     assert [(t.name, list(t.dims)) for t in encoder.output] == [("latent", [7, 7, 8])]
+
+
+@pytest.mark.parametrize("bundle", ["mnist", "fashion-mnist"])
+def test_readme_tables_are_the_manifests(bundle: str) -> None:
+    """The README's evaluation and anomaly tables are rendered from the shipped manifests, not typed."""
+    from training.report import anomaly_table, markdown_table
+
+    manifest = json.loads((REPO / "models" / bundle / "manifest.json").read_text())
+    assert markdown_table(manifest["evaluation"]["denoising"]) in README
+    assert anomaly_table(manifest["anomaly"]) in README
+    assert f"`{bundle}` {manifest['version']}" in README
