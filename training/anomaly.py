@@ -55,11 +55,10 @@ Scorer = Callable[[np.ndarray], np.ndarray]
 
 
 def build_scorer(widths: tuple[int, int, int] = (16, 32, 32)) -> keras.Model:
-    """A small classifier, image -> logit; about a tenth of the autoencoder's cost."""
+    """A small classifier, image -> logit, at about 0.8 M multiply-adds per image (the autoencoder: 25 M)."""
     image = keras.Input(shape=IMAGE_SHAPE, name=SCORE_INPUT)
-    x = layers.Conv2D(widths[0], 3, padding="same", activation="relu")(image)
+    x = layers.Conv2D(widths[0], 3, strides=2, padding="same", activation="relu")(image)
     x = layers.Conv2D(widths[1], 3, strides=2, padding="same", activation="relu")(x)
-    x = layers.Conv2D(widths[2], 3, strides=2, padding="same", activation="relu")(x)
     x = layers.Conv2D(widths[2], 3, padding="same", activation="relu")(x)
     x = layers.Flatten()(x)
     x = layers.Dropout(0.3)(x)

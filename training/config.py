@@ -60,7 +60,7 @@ class TrainConfig:
     outlier_dataset: str | None = None
     #: Its folder, if not where that dataset is looked for by default.
     outlier_data_dir: Path | None = None
-    scorer_epochs: int = 4
+    scorer_epochs: int = 12
     #: Random pen drawings among the score's training outliers.
     stroke_images: int = 20_000
 
