@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -359,3 +360,30 @@ def test_readme_client_cli_examples(url: str, tmp_path: Path) -> None:
     decode_png((cwd / "clean.png").read_bytes())
     decode_png((cwd / "rebuilt.png").read_bytes())
     assert (cwd / "cleaned" / "noisy-digit.png").is_file()
+
+
+def test_scores_come_back_with_the_images(url: str) -> None:
+    with Client(url) as client:
+        threshold = next(m for m in client.models()["models"] if m["name"] == MODEL)["anomaly"]["threshold"]
+        one = client.denoise(SAMPLE, with_scores=True)
+        decode_png(one.images)
+        assert len(one.anomaly_scores) == len(one.anomalous) == 1
+        assert one.anomalous == [one.anomaly_scores[0] > threshold]
+        flipped = png(255 - decode_png(SAMPLE.read_bytes()))
+        batch = client.denoise([SAMPLE, flipped], with_scores=True)
+        assert len(batch.images) == 2
+        assert batch.anomalous[1]  # dark on light, sent without invert: flagged
+        assert abs(batch.anomaly_scores[0] - one.anomaly_scores[0]) < 1e-3
+        latents = client.encode([SAMPLE, flipped])
+        assert latents["anomalous"] == batch.anomalous
+        rebuilt = client.reconstruct(latents, with_scores=True)
+        assert (rebuilt.anomaly_scores, rebuilt.anomalous) == ([], [])  # latents are not scored
+
+
+def test_async_client_returns_scores(url: str) -> None:
+    async def scenario() -> Any:
+        async with AsyncClient(url) as client:
+            return await client.reconstruct(SAMPLE, with_scores=True)
+
+    scored = asyncio.run(scenario())
+    assert len(scored.anomaly_scores) == 1
