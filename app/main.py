@@ -32,7 +32,15 @@ from app.v2.tensors import V2Error
 log = logging.getLogger("denoise")
 
 #: Response headers a browser script on another origin may read.
-EXPOSED_HEADERS = ("X-Request-ID", "X-Model", "X-Model-Version", "Retry-After")
+EXPOSED_HEADERS = (
+    "X-Request-ID",
+    "X-Model",
+    "X-Model-Version",
+    "X-Anomaly-Score",
+    "X-Anomaly",
+    "Retry-After",
+    "Inference-Header-Content-Length",
+)
 
 DESCRIPTION = f"""
 Removes noise from 28x28 grayscale images (MNIST-like digits, Fashion-MNIST garments) with a
@@ -43,8 +51,13 @@ convolutional denoising autoencoder, and gives access to its latent space.
 - `POST /encode`: images to latent vectors; `POST /reconstruct`: latent vectors (or an image) back
   to an image.
 - `GET /models` lists the models you can name with `?model=`; without it the default model answers.
+- Every image input also gets an anomaly score (higher = less like the model's training data) and a
+  flag against the model's threshold: `X-Anomaly-Score` and `X-Anomaly` for one image,
+  `anomaly_scores` and `anomalous` (input order) in JSON. A flagged output is likely made up.
+- `/v2/...`: the same models over the Open Inference Protocol (KServe V2, Triton's clients), whose
+  errors are `{{"error": "message"}}`; the same protocol over gRPC on the operator's gRPC port.
 
-Every error has the body `{{"error": {{"status", "code", "message", "request_id"}}}}`, plus `index`
+Every other error has the body `{{"error": {{"status", "code", "message", "request_id"}}}}`, plus `index`
 naming the batch item at fault. Every response carries `X-Request-ID` (yours, if you sent a valid
 one); quote it when reporting a problem. Where the operator has set API keys, send
 `Authorization: Bearer <key>`.

@@ -87,9 +87,10 @@ def _score(value: np.floating[Any]) -> float:
 def _headers(model: LoadedModel, result: Inference) -> dict[str, str]:
     """The model's name and version, and for a single image read from an image, its anomaly score and flag."""
     headers = {"X-Model": model.manifest.name, "X-Model-Version": model.manifest.version}
-    if result.scores is not None and len(result.scores) == 1:
+    flags = result.anomalous
+    if result.scores is not None and flags is not None and len(flags) == 1:
         headers[ANOMALY_SCORE_HEADER] = repr(_score(result.scores[0]))
-        headers[ANOMALY_HEADER] = "true" if (result.anomalous or [False])[0] else "false"
+        headers[ANOMALY_HEADER] = "true" if flags[0] else "false"
     return headers
 
 

@@ -152,6 +152,7 @@ def test_cors_allow_list(make_client: Any) -> None:
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "https://app.example"
     assert "x-request-id" in response.headers["access-control-expose-headers"].lower()
+    assert "x-anomaly-score" in response.headers["access-control-expose-headers"].lower()
     unauthorized = client.post("/denoise", content=b"", headers={**PNG, "Origin": "https://app.example"})
     assert unauthorized.status_code == 401
     assert unauthorized.headers["access-control-allow-origin"] == "https://app.example"  # the browser can read why
