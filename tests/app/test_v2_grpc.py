@@ -4,6 +4,9 @@ call, outputs equal to the HTTP API's, and bad requests answered with the right 
 from __future__ import annotations
 
 import base64
+import signal
+import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -199,3 +202,23 @@ def test_api_keys_cover_grpc() -> None:
         metrics = httpx.get(f"{url}/metrics", headers={"authorization": "Bearer k1"}).text
     assert 'protocol="grpc"' in metrics
     assert 'status="UNAUTHENTICATED"' in metrics
+
+
+def test_shutdown_finishes_grpc_calls_in_progress() -> None:
+    """SIGTERM while a gRPC call waits in a batching window: the call still gets its answer."""
+    port = free_port()
+    env = {**TEST_SETTINGS, "DENOISE_GRPC_PORT": str(port), "DENOISE_BATCH_MAX_DELAY_MS": "1000"}
+    with running_server(env) as (_, process):
+        client = triton_grpc.InferenceServerClient(f"127.0.0.1:{port}")
+        tensor = triton_grpc.InferInput("png", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array(IMAGES[:1], dtype=np.object_))
+        answers: list[object] = []
+        call = threading.Thread(target=lambda: answers.append(client.infer(MODEL, [tensor], client_timeout=20)))
+        call.start()
+        time.sleep(0.4)  # the call is now waiting for its batch to fill
+        process.send_signal(signal.SIGTERM)
+        call.join(timeout=30)
+        client.close()
+        assert process.wait(timeout=30) == 0
+    (result,) = answers
+    assert decode_png(bytes(result.as_numpy("denoised_png")[0])).shape == (28, 28)  # type: ignore[attr-defined]
