@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -231,20 +231,12 @@ def reference_onnx() -> bytes:
 
 
 @contextmanager
-def naive_service(keras_model: Path) -> Iterator[str]:
+def uvicorn_app(app: str, env: dict[str, str], workers: int = 1) -> Iterator[str]:
+    """Serve ``module:app`` with uvicorn on a loopback port; yield its URL once it answers."""
     port = free_port()
-    env = {**os.environ, "NAIVE_MODEL": str(keras_model), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "bench.naive_service:app",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    process = subprocess.Popen(command, cwd=REPO, env=env)
+    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning"]
+    command += ["--workers", str(workers)] if workers > 1 else []
+    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -256,8 +248,12 @@ def naive_service(keras_model: Path) -> Iterator[str]:
                 time.sleep(0.5)
         yield url
     finally:
-        process.terminate()
+        os.killpg(process.pid, 15)
         process.wait()
+
+
+def naive_service(keras_model: Path) -> AbstractContextManager[str]:
+    return uvicorn_app("bench.naive_service:app", {"NAIVE_MODEL": str(keras_model), "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
 class LivenessProbe(threading.Thread):
@@ -404,6 +400,20 @@ def main() -> int:
             rows.append(row("denoise, scores off", result, concurrency, 1))
             print(rows[-1], flush=True)
 
+    # The peers, interleaved with ours (ours, lean; ours, lean), the same load generator and requests.
+    lean_env = {"LEAN_MODEL": str(MODEL_DIR / "autoencoder.onnx")}
+    with (
+        running_server({**SERVICE_ENV, "DENOISE_GRPC_PORT": "0"}) as (ours, _),
+        uvicorn_app("bench.peers.lean_fastapi:app", lean_env, workers=2) as lean,
+    ):
+        for _ in range(2):
+            for name, url in (("denoise vs peers", ours), ("lean fastapi script", lean)):
+                for concurrency in (32, 1):
+                    rows.append(
+                        row(name, wrk(f"{url}/denoise", SAMPLE, png_type, concurrency, seconds), concurrency, 1)
+                    )
+                    print(rows[-1], flush=True)
+
     keras_path, naive_note = keras_model_for_naive(work)
     results["naive_model"] = naive_note
     with naive_service(keras_path) as naive_url:
@@ -419,6 +429,10 @@ def main() -> int:
     plot(rows, args.out / "throughput_latency.png")
     print(f"\nresults: {args.out / 'results.json'}, plot: {args.out / 'throughput_latency.png'}")
     return 0
+
+
+def _mean_rps(rows: list[Row], name: str, concurrency: int) -> float:
+    return float(np.mean([r.requests_per_s for r in rows if r.name == name and r.concurrency == concurrency]))
 
 
 def _find(rows: list[Row], name: str, concurrency: int) -> Row:
@@ -441,6 +455,11 @@ def checks(rows: list[Row], ceiling: dict[str, float], overload: dict[str, Any])
         "v2_batch256_fraction_of_ceiling": _find(rows, "v2 binary batch 256", 2).images_per_s
         / ceiling["autoencoder_b256_around_v2"],
         "v2_and_grpc_errors": _find(rows, "v2 binary png", 32).errors + _find(rows, "grpc png", 32).errors,
+        "c32_vs_lean_rps_ratio": _mean_rps(rows, "denoise vs peers", 32) / _mean_rps(rows, "lean fastapi script", 32),
+        "c1_p50_ms_ours_vs_lean": [
+            float(np.mean([r.p50_ms for r in rows if r.name == name and r.concurrency == 1]))
+            for name in ("denoise vs peers", "lean fastapi script")
+        ],
         "overload_shed_503": overload["shed_503"],
         "liveness_max_ms_under_overload": overload["liveness_max_ms"],
         "recovered_without_errors": overload["recovery_errors"] == 0,
