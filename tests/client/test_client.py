@@ -378,6 +378,8 @@ def test_scores_come_back_with_the_images(url: str) -> None:
         assert latents["anomalous"] == batch.anomalous
         rebuilt = client.reconstruct(latents, with_scores=True)
         assert (rebuilt.anomaly_scores, rebuilt.anomalous) == ([], [])  # latents are not scored
+        clean_test_digit = REPO / "models" / MODEL / "samples" / "00.png"
+        assert client.denoise(clean_test_digit, with_scores=True).anomalous == [False]
 
 
 def test_async_client_returns_scores(url: str) -> None:
