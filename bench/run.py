@@ -252,6 +252,41 @@ def uvicorn_app(app: str, env: dict[str, str], workers: int = 1) -> Iterator[str
         process.wait()
 
 
+@contextmanager
+def triton_service() -> Iterator[str]:
+    """The PyTriton peer (bench/peers/triton_service.py) on loopback ports; yields its HTTP URL once ready.
+
+    It runs under ``$BENCH_TRITON_PYTHON`` (default: this interpreter): nvidia-pytriton pins numpy below 2,
+    so it is best kept in a virtual environment of its own (with onnxruntime and Pillow)."""
+    import sysconfig
+
+    python = os.environ.get("BENCH_TRITON_PYTHON", sys.executable)
+    http_port, grpc_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "LEAN_MODEL": str(MODEL_DIR / "autoencoder.onnx"),
+        "LD_LIBRARY_PATH": f"{sysconfig.get_config_var('LIBDIR')}:{os.environ.get('LD_LIBRARY_PATH', '')}",
+    }
+    command = [python, "-m", "bench.peers.triton_service", str(http_port), str(grpc_port)]
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/v2/models/denoise/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait()
+
+
 def naive_service(keras_model: Path) -> AbstractContextManager[str]:
     return uvicorn_app("bench.naive_service:app", {"NAIVE_MODEL": str(keras_model), "TF_CPP_MIN_LOG_LEVEL": "3"})
 
@@ -456,9 +491,10 @@ def checks(rows: list[Row], ceiling: dict[str, float], overload: dict[str, Any])
         / ceiling["autoencoder_b256_around_v2"],
         "v2_and_grpc_errors": _find(rows, "v2 binary png", 32).errors + _find(rows, "grpc png", 32).errors,
         "c32_vs_lean_rps_ratio": _mean_rps(rows, "denoise vs peers", 32) / _mean_rps(rows, "lean fastapi script", 32),
-        "c1_p50_ms_ours_vs_lean": [
+        "c32_vs_triton_rps_ratio": _mean_rps(rows, "denoise vs peers", 32) / _mean_rps(rows, "triton (pytriton)", 32),
+        "c1_p50_ms_ours_lean_triton": [
             float(np.mean([r.p50_ms for r in rows if r.name == name and r.concurrency == 1]))
-            for name in ("denoise vs peers", "lean fastapi script")
+            for name in ("denoise vs peers", "lean fastapi script", "triton (pytriton)")
         ],
         "overload_shed_503": overload["shed_503"],
         "liveness_max_ms_under_overload": overload["liveness_max_ms"],
