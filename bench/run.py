@@ -435,18 +435,26 @@ def main() -> int:
             rows.append(row("denoise, scores off", result, concurrency, 1))
             print(rows[-1], flush=True)
 
-    # The peers, interleaved with ours (ours, lean; ours, lean), the same load generator and requests.
+    # The peers, interleaved with ours (ours, lean, Triton; twice), the same load generator and PNG.
     lean_env = {"LEAN_MODEL": str(MODEL_DIR / "autoencoder.onnx")}
+    triton_header = v2_body(work / "triton-png.body", "png", "BYTES", [1, 1], len(png).to_bytes(4, "little") + png)
     with (
         running_server({**SERVICE_ENV, "DENOISE_GRPC_PORT": "0"}) as (ours, _),
         uvicorn_app("bench.peers.lean_fastapi:app", lean_env, workers=2) as lean,
+        triton_service() as triton,
     ):
+        targets = (
+            ("denoise vs peers", f"{ours}/denoise", SAMPLE, png_type, None),
+            ("lean fastapi script", f"{lean}/denoise", SAMPLE, png_type, None),
+            ("triton (pytriton)", f"{triton}/v2/models/denoise/infer", work / "triton-png.body", "", triton_header),
+        )
         for _ in range(2):
-            for name, url in (("denoise vs peers", ours), ("lean fastapi script", lean)):
+            for name, url, body, content_type, header in targets:
                 for concurrency in (32, 1):
-                    rows.append(
-                        row(name, wrk(f"{url}/denoise", SAMPLE, png_type, concurrency, seconds), concurrency, 1)
+                    result = wrk(
+                        url, body, content_type or "application/octet-stream", concurrency, seconds, header=header
                     )
+                    rows.append(row(name, result, concurrency, 1))
                     print(rows[-1], flush=True)
 
     keras_path, naive_note = keras_model_for_naive(work)
