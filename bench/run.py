@@ -253,7 +253,7 @@ def uvicorn_app(app: str, env: dict[str, str], workers: int = 1) -> Iterator[str
 
 
 @contextmanager
-def triton_service() -> Iterator[str]:
+def triton_service(log: Path) -> Iterator[str]:
     """The PyTriton peer (bench/peers/triton_service.py) on loopback ports; yields its HTTP URL once ready.
 
     It runs under ``$BENCH_TRITON_PYTHON`` (default: this interpreter): nvidia-pytriton pins numpy below 2,
@@ -261,30 +261,33 @@ def triton_service() -> Iterator[str]:
     import sysconfig
 
     python = os.environ.get("BENCH_TRITON_PYTHON", sys.executable)
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "LEAN_MODEL": str(MODEL_DIR / "autoencoder.onnx"),
         "LD_LIBRARY_PATH": f"{sysconfig.get_config_var('LIBDIR')}:{os.environ.get('LD_LIBRARY_PATH', '')}",
     }
-    command = [python, "-m", "bench.peers.triton_service", str(http_port), str(grpc_port)]
-    process = subprocess.Popen(
-        command, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    command = [python, "-m", "bench.peers.triton_service", str(http_port), str(grpc_port), str(metrics_port)]
+    output = log.open("wb")
+    process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, stdout=output, stderr=output)
     url = f"http://127.0.0.1:{http_port}"
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
+        while True:
             try:
                 if httpx.get(f"{url}/v2/models/denoise/ready", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"the Triton peer did not get ready; its output is in {log}")
             time.sleep(0.5)
         yield url
     finally:
-        os.killpg(process.pid, 15)
+        if process.poll() is None:
+            os.killpg(process.pid, 15)
         process.wait()
+        output.close()
 
 
 def naive_service(keras_model: Path) -> AbstractContextManager[str]:
@@ -441,7 +444,7 @@ def main() -> int:
     with (
         running_server({**SERVICE_ENV, "DENOISE_GRPC_PORT": "0"}) as (ours, _),
         uvicorn_app("bench.peers.lean_fastapi:app", lean_env, workers=2) as lean,
-        triton_service() as triton,
+        triton_service(work / "triton.log") as triton,
     ):
         targets = (
             ("denoise vs peers", f"{ours}/denoise", SAMPLE, png_type, None),

@@ -2,7 +2,7 @@
 ``BYTES`` tensor, runs onnxruntime and returns PNG bytes. Triton's Python stub needs the interpreter's
 ``libpython`` directory on ``LD_LIBRARY_PATH`` (the bench sets it).
 
-    LEAN_MODEL=models/mnist/autoencoder.onnx python -m bench.peers.triton_service HTTP_PORT GRPC_PORT
+    LEAN_MODEL=models/mnist/autoencoder.onnx python -m bench.peers.triton_service HTTP_PORT GRPC_PORT METRICS_PORT
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def infer(png: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
-    http_port, grpc_port = int(sys.argv[1]), int(sys.argv[2])
-    config = TritonConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=grpc_port + 1)
+    http_port, grpc_port, metrics_port = (int(arg) for arg in sys.argv[1:4])
+    config = TritonConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
     with Triton(config=config) as triton:
         triton.bind(
             model_name=MODEL_NAME,
