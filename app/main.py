@@ -27,6 +27,7 @@ from app.routes import health, inference, models
 from app.runtime.registry import Registry
 from app.v2 import grpc as v2_grpc
 from app.v2 import rest as v2_rest
+from app.v2.catalog import Catalog
 from app.v2.tensors import V2Error
 
 log = logging.getLogger("denoise")
@@ -98,7 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(registry.load_all)
         registry.start_batchers(metrics.observe_batch)
-        grpc_server = await v2_grpc.start(registry, settings, metrics, keys, work)
+        app.state.v2_catalog = Catalog.of(registry)  # one catalog for both V2 front doors
+        grpc_server = await v2_grpc.start(registry, app.state.v2_catalog, settings, metrics, keys, work)
         # Everything loaded so far lives as long as the process: keep it out of the garbage
         # collector's scans, which would otherwise show up as latency spikes.
         gc.collect()
@@ -118,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.registry = registry
+    app.state.v2_catalog = Catalog({})  # filled once the bundles are loaded
     install_handlers(app)
 
     @app.exception_handler(V2Error)

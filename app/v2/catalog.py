@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from app.runtime.registry import SCORED, LoadedModel, Registry
+from app.v2.tensors import V2Error
 from denoise_bundle import SCORE_SHAPE, TENSOR_NAMES
 from denoise_bundle.manifest import GraphName
 
@@ -136,6 +137,15 @@ class Catalog:
 
     def get(self, name: str, version: str | None = None) -> V2Model | None:
         model = self.models.get(name)
-        if model is None or (version is not None and version != model.version):
+        if model is None or (version and version != model.version):
             return None
+        return model
+
+    def find(self, name: str, version: str | None = None) -> V2Model:
+        """The model, or a 404 naming the models there are (an empty ``version`` means any)."""
+        model = self.get(name, version)
+        if model is None:
+            known = ", ".join(sorted(self.models)) or "none"
+            what = f"model {name!r}" + (f" version {version!r}" if version else "")
+            raise V2Error(f"unknown {what}; models: {known}", 404)
         return model

@@ -123,28 +123,23 @@ def infer_request(request: service_pb2.ModelInferRequest) -> InferRequest:
 
 class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     def __init__(
-        self, registry: Registry, settings: Settings, metrics: Metrics, keys: ApiKeys, work: WorkInProgress
+        self,
+        registry: Registry,
+        catalog: Catalog,
+        settings: Settings,
+        metrics: Metrics,
+        keys: ApiKeys,
+        work: WorkInProgress,
     ) -> None:
         self.registry = registry
+        self.catalog = catalog
         self.settings = settings
         self.metrics = metrics
         self.keys = keys
         self.work = work
-        self._catalog: Catalog | None = None
-
-    @property
-    def catalog(self) -> Catalog:
-        if self._catalog is None:
-            self._catalog = Catalog.of(self.registry)
-        return self._catalog
 
     def _find(self, call: _Call, name: str, version: str) -> V2Model:
-        model = self.catalog.get(name, version or None)
-        if model is None:
-            known = ", ".join(sorted(self.catalog.models)) or "none"
-            raise V2Error(
-                f"unknown model {name!r}" + (f" version {version!r}" if version else "") + f"; models: {known}", 404
-            )
+        model = self.catalog.find(name, version)
         call.model = model.bundle.manifest.name
         return model
 
@@ -277,7 +272,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
 
 
 async def start(
-    registry: Registry, settings: Settings, metrics: Metrics, keys: ApiKeys, work: WorkInProgress
+    registry: Registry, catalog: Catalog, settings: Settings, metrics: Metrics, keys: ApiKeys, work: WorkInProgress
 ) -> grpc.aio.Server | None:
     """Serve gRPC on ``DENOISE_GRPC_PORT`` (None when it is 0)."""
     if settings.grpc_port == 0:
@@ -290,7 +285,7 @@ async def start(
         ]
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceService(registry, settings, metrics, keys, work), server
+        InferenceService(registry, catalog, settings, metrics, keys, work), server
     )
     address = f"{settings.host}:{settings.grpc_port}"
     server.add_insecure_port(address)

@@ -50,21 +50,13 @@ def server_metadata() -> dict[str, Any]:
 
 
 def catalog(request: Request) -> Catalog:
-    """The V2 models of the loaded bundles (built once the bundles are loaded)."""
-    cached: Catalog | None = getattr(request.app.state, "v2_catalog", None)
-    if cached is None:
-        cached = Catalog.of(request.app.state.registry)
-        if request.app.state.registry.ready:
-            request.app.state.v2_catalog = cached
-    return cached
+    """The V2 models of the loaded bundles (built once, when the app starts)."""
+    built: Catalog = request.app.state.v2_catalog
+    return built
 
 
 def find(request: Request, name: str, version: str | None = None) -> V2Model:
-    model = catalog(request).get(name, version)
-    if model is None:
-        known = ", ".join(sorted(catalog(request).models)) or "none"
-        what = f"model {name!r}" + (f" version {version!r}" if version is not None else "")
-        raise V2Error(f"unknown {what}; models: {known}", 404)
+    model = catalog(request).find(name, version)
     request.state.model = model.bundle.manifest.name
     return model
 
