@@ -15,10 +15,16 @@ MAX_LATENT_SIZE = 392  # half of 28 * 28: at least 2x compression
 
 @dataclass(frozen=True)
 class Architecture:
-    """Channel widths at 28x28, 14x14 and 7x7, and the latent channels at 7x7."""
+    """Channel widths at 28x28, 14x14 and 7x7, the latent channels at 7x7, and the depth.
+
+    ``depth_7`` counts the 3x3 convolutions at 7x7 on each side of the latent;
+    ``refine_28`` those at 28x28 after the decoder's last upsampling.
+    """
 
     widths: tuple[int, int, int] = (16, 48, 64)
     latent_channels: int = 8
+    depth_7: int = 3
+    refine_28: int = 1
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -37,7 +43,7 @@ class TrainConfig:
     name: str = "mnist"
     data_dir: Path | None = None
     out_dir: Path = Path("models/mnist")
-    version: str = "2.0.0"
+    version: str = "2.1.0"
     seed: int = 1234
     epochs: int = 30
     batch_size: int = 128
@@ -45,7 +51,8 @@ class TrainConfig:
     learning_rate: float = 2e-3
     loss: Literal["mse", "binary_crossentropy"] = "mse"
     early_stopping_patience: int = 5
-    lr_patience: int = 2
+    #: The learning rate falls along a cosine from ``learning_rate`` to this fraction of it over ``epochs``.
+    final_lr_fraction: float = 0.01
     architecture: Architecture = field(default_factory=Architecture)
     noise: BlindNoise = field(default_factory=BlindNoise)
     #: Use only this many training / test images (quick mode); ``None`` uses all.

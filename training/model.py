@@ -37,7 +37,8 @@ def build_encoder(arch: Architecture) -> keras.Model:
     x = _conv(x, w14, strides=2)
     x = _conv(x, w14)
     x = _conv(x, w7, strides=2)
-    x = _conv(x, w7)
+    for _ in range(arch.depth_7 - 1):
+        x = _conv(x, w7)
     latent = layers.Conv2D(arch.latent_channels, 1, name=TENSOR_NAMES["encoder"][1])(x)
     return keras.Model(image, latent, name="encoder")
 
@@ -45,11 +46,14 @@ def build_encoder(arch: Architecture) -> keras.Model:
 def build_decoder(arch: Architecture) -> keras.Model:
     w28, w14, w7 = arch.widths
     latent = keras.Input(shape=arch.latent_shape, name=TENSOR_NAMES["decoder"][0])
-    x = _conv(latent, w7)
-    x = _conv(x, w7)
+    x = latent
+    for _ in range(arch.depth_7):
+        x = _conv(x, w7)
     x = _up(x, w14)
     x = _conv(x, w14)
     x = _up(x, w28)
+    for _ in range(arch.refine_28):
+        x = _conv(x, w28)
     denoised = layers.Conv2D(1, 3, padding="same", activation="sigmoid", name=TENSOR_NAMES["decoder"][1])(x)
     return keras.Model(latent, denoised, name="decoder")
 

@@ -79,7 +79,7 @@ class BlindNoise:
     speckle_sigma: tuple[float, float] = (0.1, 0.8)
     poisson_peak: tuple[float, float] = (4.0, 60.0)
     #: Shares in the order of ``NOISE_KINDS``.
-    weights: tuple[float, ...] = (0.45, 0.2, 0.12, 0.12, 0.11)
+    weights: tuple[float, ...] = (0.42, 0.12, 0.18, 0.18, 0.10)
 
     def ranges(self) -> dict[NoiseKind, tuple[float, float]]:
         return {

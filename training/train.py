@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +55,13 @@ def validation_data(clean: np.ndarray, cfg: TrainConfig) -> tuple[np.ndarray, np
     return cfg.noise.apply(clean, rng), clean
 
 
+def cosine_lr(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (from 0): ``learning_rate`` at the start, ``final_lr_fraction`` of it at the end."""
+    progress = epoch / max(1, cfg.epochs - 1)
+    floor = cfg.learning_rate * cfg.final_lr_fraction
+    return floor + (cfg.learning_rate - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 @dataclass(frozen=True)
 class TrainResult:
     history: dict[str, list[float]]
@@ -73,7 +82,7 @@ def fit(
             str(work_dir / f"{model.name}.best.weights.h5"), save_best_only=True, save_weights_only=True
         ),
         keras.callbacks.EarlyStopping(patience=cfg.early_stopping_patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=cfg.lr_patience, min_lr=1e-5),
+        keras.callbacks.LearningRateScheduler(lambda epoch: cosine_lr(cfg, epoch)),
         keras.callbacks.CSVLogger(str(work_dir / f"{model.name}.history.csv")),
     ]
     history = model.fit(
