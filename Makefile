@@ -33,6 +33,11 @@ lint: $(VENV)/.dev
 
 check: test lint
 
+## Run the benchmark (bench/README.md): our service and its peers, side by side; needs wrk.
+bench: $(VENV)/.dev
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench.run
+
 ## Retrain and export the MNIST bundle (minutes per epoch on 2 CPU cores).
 train: $(VENV)/.dev
 	$(PY) -m training run --dataset mnist

@@ -9,6 +9,7 @@ The machine is noisy: ratios from one run are what counts.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import platform
@@ -35,8 +36,8 @@ from tests.server import free_port, running_server  # noqa: E402
 MODEL_DIR = REPO / "models" / "mnist"
 WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
 SAMPLE = REPO / "tests" / "data" / "noisy-digit.png"
-#: The service as shipped: production defaults, one worker on this 2-core machine.
-SERVICE_ENV = {"DENOISE_LOG_LEVEL": "warning"}
+#: Marks our access-log lines (JSON, one per request): the bench counts them.
+ACCESS_LOGGER = '"logger": "denoise.access"'
 #: Seconds between the end of the overload and the recovery run.
 RECOVERY_PAUSE_S = 2
 
@@ -253,6 +254,32 @@ def uvicorn_app(app: str, env: dict[str, str], workers: int = 1) -> Iterator[str
 
 
 @contextmanager
+def peer_process(command: list[str], env: dict[str, str], log: Path, ready_url: str) -> Iterator[None]:
+    """Run a peer service (its output to ``log``) until it exits the block; ready once ``ready_url`` answers 200."""
+    output = log.open("wb")
+    process = subprocess.Popen(
+        command, cwd=REPO, env={**os.environ, **env}, start_new_session=True, stdout=output, stderr=output
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(ready_url, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{command[2]} did not get ready; its output is in {log}")
+            time.sleep(0.5)
+        yield
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 15)
+        process.wait()
+        output.close()
+
+
+@contextmanager
 def triton_service(log: Path) -> Iterator[str]:
     """The PyTriton peer (bench/peers/triton_service.py) on loopback ports; yields its HTTP URL once ready.
 
@@ -263,31 +290,33 @@ def triton_service(log: Path) -> Iterator[str]:
     python = os.environ.get("BENCH_TRITON_PYTHON", sys.executable)
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     env = {
-        **os.environ,
         "LEAN_MODEL": str(MODEL_DIR / "autoencoder.onnx"),
         "LD_LIBRARY_PATH": f"{sysconfig.get_config_var('LIBDIR')}:{os.environ.get('LD_LIBRARY_PATH', '')}",
     }
     command = [python, "-m", "bench.peers.triton_service", str(http_port), str(grpc_port), str(metrics_port)]
-    output = log.open("wb")
-    process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, stdout=output, stderr=output)
     url = f"http://127.0.0.1:{http_port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{url}/v2/models/denoise/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"the Triton peer did not get ready; its output is in {log}")
-            time.sleep(0.5)
+    with peer_process(command, env, log, f"{url}/v2/models/denoise/ready"):
         yield url
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, 15)
-        process.wait()
-        output.close()
+
+
+@contextmanager
+def litserve_service(log: Path) -> Iterator[str]:
+    """The LitServe peer (bench/peers/litserve_service.py) on a loopback port; yields its URL once ready."""
+    port = free_port()
+    command = [sys.executable, "-m", "bench.peers.litserve_service", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    with peer_process(command, {"LEAN_MODEL": str(MODEL_DIR / "autoencoder.onnx")}, log, f"{url}/health"):
+        yield url
+
+
+@contextmanager
+def our_service(work: Path, name: str, env: dict[str, str], counts: dict[str, int]) -> Iterator[str]:
+    """``python -m app`` as shipped plus ``env``, its log (access lines included) written to a file as a
+    container's would be; ``counts[name]`` gets the number of access-log lines written."""
+    log = work / f"{name}.log"
+    with log.open("wb") as stderr, running_server(env, stderr=stderr) as (url, _):
+        yield url
+    counts[name] = sum(ACCESS_LOGGER in line for line in log.read_text(errors="replace").splitlines())
 
 
 def naive_service(keras_model: Path) -> AbstractContextManager[str]:
@@ -363,7 +392,9 @@ def main() -> int:
     print(f"in-process images/s: {json.dumps({k: round(v) for k, v in ceiling.items()})}", flush=True)
 
     grpc_port = free_port()
-    with running_server({**SERVICE_ENV, "DENOISE_GRPC_PORT": str(grpc_port)}) as (url, _):
+    access_lines: dict[str, int] = {}
+    results["access_log_lines"] = access_lines
+    with our_service(work, "main", {"DENOISE_GRPC_PORT": str(grpc_port)}, access_lines) as url:
         latent = work / "latent.json"
         latent.write_bytes(
             httpx.post(f"{url}/encode", content=SAMPLE.read_bytes(), headers={"content-type": png_type}).content
@@ -432,23 +463,28 @@ def main() -> int:
         print(overload, recovery, results["overload"], sep="\n", flush=True)
 
     # What the anomaly score costs: the same single-image runs with scoring off.
-    with running_server({**SERVICE_ENV, "DENOISE_ANOMALY_SCORES": "false", "DENOISE_GRPC_PORT": "0"}) as (url, _):
+    scores_off = {"DENOISE_ANOMALY_SCORES": "false", "DENOISE_GRPC_PORT": "0"}
+    with our_service(work, "scores-off", scores_off, access_lines) as url:
         for concurrency in (1, 32):
             result = wrk(f"{url}/denoise", SAMPLE, png_type, concurrency, seconds)
             rows.append(row("denoise, scores off", result, concurrency, 1))
             print(rows[-1], flush=True)
 
-    # The peers, interleaved with ours (ours, lean, Triton; twice), the same load generator and PNG.
+    # The peers, interleaved with ours (ours, lean, LitServe, Triton; twice), the same load generator and PNG.
     lean_env = {"LEAN_MODEL": str(MODEL_DIR / "autoencoder.onnx")}
     triton_header = v2_body(work / "triton-png.body", "png", "BYTES", [1, 1], len(png).to_bytes(4, "little") + png)
+    litserve_body = work / "litserve.json"
+    litserve_body.write_text(json.dumps({"png": base64.b64encode(png).decode("ascii")}))
     with (
-        running_server({**SERVICE_ENV, "DENOISE_GRPC_PORT": "0"}) as (ours, _),
+        our_service(work, "vs-peers", {"DENOISE_GRPC_PORT": "0"}, access_lines) as ours,
         uvicorn_app("bench.peers.lean_fastapi:app", lean_env, workers=2) as lean,
+        litserve_service(work / "litserve.log") as litserve,
         triton_service(work / "triton.log") as triton,
     ):
         targets = (
             ("denoise vs peers", f"{ours}/denoise", SAMPLE, png_type, None),
             ("lean fastapi script", f"{lean}/denoise", SAMPLE, png_type, None),
+            ("litserve", f"{litserve}/predict", litserve_body, "application/json", None),
             ("triton (pytriton)", f"{triton}/v2/models/denoise/infer", work / "triton-png.body", "", triton_header),
         )
         for _ in range(2):
@@ -468,6 +504,7 @@ def main() -> int:
             rows.append(row("naive keras service", result, concurrency, 1))
             print(rows[-1], flush=True)
 
+    print(f"access-log lines written by our service: {access_lines}", flush=True)
     results["rows"] = [asdict(r) for r in rows]
     results["checks"] = checks(rows, ceiling, results["overload"])
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -477,8 +514,15 @@ def main() -> int:
     return 0
 
 
+PEER_ROWS = ("denoise vs peers", "lean fastapi script", "litserve", "triton (pytriton)")
+
+
+def _mean(rows: list[Row], name: str, concurrency: int, field: str) -> float:
+    return float(np.mean([getattr(r, field) for r in rows if r.name == name and r.concurrency == concurrency]))
+
+
 def _mean_rps(rows: list[Row], name: str, concurrency: int) -> float:
-    return float(np.mean([r.requests_per_s for r in rows if r.name == name and r.concurrency == concurrency]))
+    return _mean(rows, name, concurrency, "requests_per_s")
 
 
 def _find(rows: list[Row], name: str, concurrency: int) -> Row:
@@ -502,11 +546,10 @@ def checks(rows: list[Row], ceiling: dict[str, float], overload: dict[str, Any])
         / ceiling["autoencoder_b256_around_v2"],
         "v2_and_grpc_errors": _find(rows, "v2 binary png", 32).errors + _find(rows, "grpc png", 32).errors,
         "c32_vs_lean_rps_ratio": _mean_rps(rows, "denoise vs peers", 32) / _mean_rps(rows, "lean fastapi script", 32),
+        "c32_vs_litserve_rps_ratio": _mean_rps(rows, "denoise vs peers", 32) / _mean_rps(rows, "litserve", 32),
         "c32_vs_triton_rps_ratio": _mean_rps(rows, "denoise vs peers", 32) / _mean_rps(rows, "triton (pytriton)", 32),
-        "c1_p50_ms_ours_lean_triton": [
-            float(np.mean([r.p50_ms for r in rows if r.name == name and r.concurrency == 1]))
-            for name in ("denoise vs peers", "lean fastapi script", "triton (pytriton)")
-        ],
+        "c32_p99_ms_ours_and_peers": {name: _mean(rows, name, 32, "p99_ms") for name in PEER_ROWS},
+        "c1_p50_ms_ours_and_peers": {name: _mean(rows, name, 1, "p50_ms") for name in PEER_ROWS},
         "overload_shed_503": overload["shed_503"],
         "liveness_max_ms_under_overload": overload["liveness_max_ms"],
         "recovered_without_errors": overload["recovery_errors"] == 0,
