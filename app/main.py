@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(registry.load_all)
-        registry.start_batchers(metrics.observe_batch)
+        registry.start_batchers(metrics.observe_batch, alone=lambda: work.count <= 1)
         app.state.v2_catalog = Catalog.of(registry)  # one catalog for both V2 front doors
         grpc_server = await v2_grpc.start(registry, app.state.v2_catalog, settings, metrics, keys, work)
         # Everything loaded so far lives as long as the process: keep it out of the garbage

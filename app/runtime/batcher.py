@@ -16,6 +16,13 @@ images run in one call, so they return two outputs).
   as when a few clients' connections all land on one worker. While every slot
   is busy, new requests queue and merge into the next batch.
 - A full queue refuses new work at once with :class:`~app.errors.Overloaded` (503).
+- With no batching window (``max_delay == 0``, the default), when the batcher is idle (nothing
+  queued, nothing running) and the caller is ``alone`` (the only request the worker has in
+  progress), a small request runs at once on the
+  event loop's own thread: there is nothing to merge it with, and handing it to an inference thread
+  and back costs more latency than the run itself. The loop is held for at most
+  ``INLINE_MAX_IMAGES`` images (well under a millisecond on a CPU core); anything that arrives
+  meanwhile finds the batcher busy and queues as usual.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from app.errors import Overloaded
 log = logging.getLogger("denoise.batcher")
 
 RETRY_AFTER_S = 1
+#: The largest request an idle batcher runs on the event loop's thread instead of an inference thread.
+INLINE_MAX_IMAGES = 2
 
 #: What one call returns: one or more arrays whose first dimension is the batch.
 Outputs = tuple[np.ndarray, ...]
@@ -56,6 +65,7 @@ class Batcher:
         merge: bool = True,
         concurrency: int = 1,
         on_batch: Callable[[int], None] = lambda size: None,
+        alone: Callable[[], bool] = lambda: False,
     ) -> None:
         self._infer = run
         self.name = name
@@ -64,11 +74,14 @@ class Batcher:
         self.max_delay_s = max_delay_s
         self.queue_size = queue_size
         self._on_batch = on_batch
+        self._alone = alone
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._slots = asyncio.Semaphore(concurrency)
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"infer-{name}")
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        #: Items queued or running; zero means the batcher is idle.
+        self._pending = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._serve(), name=f"batcher-{self.name}")
@@ -94,15 +107,27 @@ class Batcher:
                 f"server busy: {self.queue_size} batches of work already queued for {self.name}; retry shortly",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
+        if self._pending == 0 and len(inputs) <= INLINE_MAX_IMAGES and self.max_delay_s == 0 and self._alone():
+            return self._run_inline(inputs)
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Outputs]] = []
         for start in range(0, len(inputs), self.max_batch):
             futures.append(loop.create_future())
             self._queue.put_nowait(_Item(inputs[start : start + self.max_batch], futures[-1]))
+            self._pending += 1
         if len(futures) == 1:
             return await futures[0]
         chunks = await asyncio.gather(*futures)
         return tuple(np.concatenate(parts) for parts in zip(*chunks, strict=True))
+
+    def _run_inline(self, inputs: np.ndarray) -> Outputs:
+        try:
+            outputs = self._infer(inputs)
+        except Exception:
+            log.exception("inference failed for %s (batch of %d)", self.name, len(inputs))
+            raise
+        self._on_batch(len(inputs))
+        return outputs
 
     async def _collect(self, first: _Item) -> tuple[list[_Item], _Item | None]:
         """Gather queued items behind ``first`` up to ``max_batch`` images; return any overflow."""
@@ -133,6 +158,7 @@ class Batcher:
             first = carried or await self._queue.get()
             items, carried = await self._collect(first)
             live = [item for item in items if not item.future.done()]  # callers that went away are skipped
+            self._pending -= len(items) - len(live)
             if not live:
                 self._slots.release()
                 continue
@@ -159,4 +185,5 @@ class Batcher:
                     item.future.set_result(tuple(output[offset : offset + count] for output in outputs))
                 offset += count
         finally:
+            self._pending -= len(live)
             self._slots.release()

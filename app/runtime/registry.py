@@ -263,7 +263,9 @@ class Registry:
                 f"default model {self.settings.default_model!r} is not loaded (DENOISE_DEFAULT_MODEL)",
             )
 
-    def start_batchers(self, observe: BatchObserver) -> None:
+    def start_batchers(self, observe: BatchObserver, alone: Callable[[], bool] = lambda: False) -> None:
+        """One batcher per served graph; ``alone`` says whether the caller is the worker's only request in
+        progress (then an idle batcher runs a small request on the spot: see :mod:`app.runtime.batcher`)."""
         for model in self.models.values():
             for name in SERVED:
                 batcher = Batcher(
@@ -275,6 +277,7 @@ class Registry:
                     merge=self.settings.batching,
                     concurrency=self.settings.concurrent_batches,
                     on_batch=functools.partial(observe, model.manifest.name, name),
+                    alone=alone,
                 )
                 batcher.start()
                 model.batchers[name] = batcher

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.errors import Overloaded
 from app.main import create_app
-from app.runtime.batcher import Batcher
+from app.runtime.batcher import INLINE_MAX_IMAGES, Batcher
 from app.runtime.providers import CPU, CUDA, ProviderError, check_active, requested_providers
 from tests.conftest import MODEL, digit, png, service_settings
 
@@ -271,6 +271,47 @@ def test_batching_off_never_merges() -> None:
 
     asyncio.run(scenario())
     assert calls == [1, 1, 1, 1]
+
+
+def _thread_recording_batcher(alone: bool, threads: list[str]) -> Batcher:
+    def run(x: np.ndarray) -> tuple[np.ndarray]:
+        threads.append(threading.current_thread().name)
+        return (x + 1,)
+
+    return Batcher(run, name="t", max_batch=8, max_delay_s=0, queue_size=8, alone=lambda: alone)
+
+
+@pytest.mark.parametrize("alone", [True, False])
+def test_an_idle_batcher_runs_a_lone_small_request_on_the_spot(alone: bool) -> None:
+    """The only request in progress, a small one, at an idle batcher: no hop to an inference thread."""
+    threads: list[str] = []
+
+    async def scenario() -> tuple[np.ndarray, ...]:
+        batcher = _thread_recording_batcher(alone, threads)
+        batcher.start()
+        result = await batcher.submit(np.zeros((2, 1), dtype=np.float32))
+        await batcher.stop()
+        return result
+
+    assert np.array_equal(asyncio.run(scenario())[0], np.ones((2, 1)))
+    assert threads == [threading.current_thread().name if alone else "infer-t_0"]
+
+
+def test_a_larger_request_and_what_queues_behind_it_go_to_an_inference_thread() -> None:
+    """Above INLINE_MAX_IMAGES a request queues; a small one behind it merges with it, not run on the spot."""
+    threads: list[str] = []
+
+    async def scenario() -> None:
+        batcher = _thread_recording_batcher(True, threads)
+        batcher.start()
+        big = batcher.submit(np.zeros((INLINE_MAX_IMAGES + 1, 1), dtype=np.float32))
+        small = batcher.submit(np.zeros((1, 1), dtype=np.float32))
+        results = await asyncio.gather(big, small)
+        assert [len(r[0]) for r in results] == [INLINE_MAX_IMAGES + 1, 1]
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert threads == ["infer-t_0"]  # one call, on the inference thread
 
 
 @pytest.mark.parametrize(
