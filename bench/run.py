@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -471,28 +471,52 @@ def main() -> int:
             print(rows[-1], flush=True)
 
     # The peers, interleaved with ours (ours, lean, LitServe, Triton; twice), the same load generator and PNG.
+    # Each runs alone while it is measured: an idle LitServe polls its queues (about 30% of a core), which
+    # would slow whichever service was being measured beside it.
     lean_env = {"LEAN_MODEL": str(MODEL_DIR / "autoencoder.onnx")}
     triton_header = v2_body(work / "triton-png.body", "png", "BYTES", [1, 1], len(png).to_bytes(4, "little") + png)
     litserve_body = work / "litserve.json"
     litserve_body.write_text(json.dumps({"png": base64.b64encode(png).decode("ascii")}))
-    with (
-        our_service(work, "vs-peers", {"DENOISE_GRPC_PORT": "0"}, access_lines) as ours,
-        uvicorn_app("bench.peers.lean_fastapi:app", lean_env, workers=2) as lean,
-        litserve_service(work / "litserve.log") as litserve,
-        triton_service(work / "triton.log") as triton,
-    ):
-        targets = (
-            ("denoise vs peers", f"{ours}/denoise", SAMPLE, png_type, None),
-            ("lean fastapi script", f"{lean}/denoise", SAMPLE, png_type, None),
-            ("litserve", f"{litserve}/predict", litserve_body, "application/json", None),
-            ("triton (pytriton)", f"{triton}/v2/models/denoise/infer", work / "triton-png.body", "", triton_header),
-        )
-        for _ in range(2):
-            for name, url, body, content_type, header in targets:
+    peers: tuple[tuple[str, Callable[[int], AbstractContextManager[str]], str, Path, str, tuple[str, str] | None], ...]
+    peers = (
+        (
+            "denoise vs peers",
+            lambda n: our_service(work, f"vs-peers-{n}", {"DENOISE_GRPC_PORT": "0"}, access_lines),
+            "/denoise",
+            SAMPLE,
+            png_type,
+            None,
+        ),
+        (
+            "lean fastapi script",
+            lambda n: uvicorn_app("bench.peers.lean_fastapi:app", lean_env, workers=2),
+            "/denoise",
+            SAMPLE,
+            png_type,
+            None,
+        ),
+        (
+            "litserve",
+            lambda n: litserve_service(work / f"litserve-{n}.log"),
+            "/predict",
+            litserve_body,
+            "application/json",
+            None,
+        ),
+        (
+            "triton (pytriton)",
+            lambda n: triton_service(work / f"triton-{n}.log"),
+            "/v2/models/denoise/infer",
+            work / "triton-png.body",
+            "application/octet-stream",
+            triton_header,
+        ),
+    )
+    for round_number in range(2):
+        for name, start, path, body, content_type, header in peers:
+            with start(round_number) as base:
                 for concurrency in (32, 1):
-                    result = wrk(
-                        url, body, content_type or "application/octet-stream", concurrency, seconds, header=header
-                    )
+                    result = wrk(f"{base}{path}", body, content_type, concurrency, seconds, header=header)
                     rows.append(row(name, result, concurrency, 1))
                     print(rows[-1], flush=True)
 

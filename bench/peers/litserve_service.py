@@ -52,7 +52,13 @@ class Denoise(ls.LitAPI):  # type: ignore[misc]
 def main() -> None:
     api = Denoise(max_batch_size=MAX_BATCH_SIZE, batch_timeout=0.001)
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=WORKERS, timeout=30)
-    server.run(port=int(sys.argv[1]), host="127.0.0.1", num_api_servers=WORKERS, log_level="warning", generate_client_file=False)
+    server.run(
+        port=int(sys.argv[1]),
+        host="127.0.0.1",
+        num_api_servers=WORKERS,
+        log_level="warning",
+        generate_client_file=False,
+    )
 
 
 if __name__ == "__main__":
