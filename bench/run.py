@@ -315,6 +315,13 @@ def our_service(work: Path, name: str, env: dict[str, str], counts: dict[str, in
     container's would be; ``counts[name]`` gets the number of access-log lines written."""
     log = work / f"{name}.log"
     with log.open("wb") as stderr, running_server(env, stderr=stderr) as (url, _):
+        # /health/ready answers once one worker is ready; wrk opens all its connections at once, and a
+        # worker still loading accepts none of them, so wait until every worker has said it is ready.
+        deadline = time.monotonic() + 60
+        while log.read_text(errors="replace").count('"message":"ready=True') < len(os.sched_getaffinity(0)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not every worker got ready; see {log}")
+            time.sleep(0.2)
         yield url
     counts[name] = sum(ACCESS_LOGGER in line for line in log.read_text(errors="replace").splitlines())
 
