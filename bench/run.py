@@ -37,7 +37,7 @@ MODEL_DIR = REPO / "models" / "mnist"
 WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
 SAMPLE = REPO / "tests" / "data" / "noisy-digit.png"
 #: Marks our access-log lines (JSON, one per request): the bench counts them.
-ACCESS_LOGGER = '"logger": "denoise.access"'
+ACCESS_LOGGER = '"denoise.access"'
 #: Seconds between the end of the overload and the recovery run.
 RECOVERY_PAUSE_S = 2
 
