@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +55,7 @@ def validation_data(clean: np.ndarray, cfg: TrainConfig) -> tuple[np.ndarray, np
 
 
 def cosine_lr(cfg: TrainConfig, epoch: int) -> float:
-    """The learning rate of ``epoch`` (from 0): ``learning_rate`` at the start, ``final_lr_fraction`` of it at the end."""
+    """The learning rate of ``epoch`` (from 0): ``learning_rate`` first, ``final_lr_fraction`` of it last."""
     progress = epoch / max(1, cfg.epochs - 1)
     floor = cfg.learning_rate * cfg.final_lr_fraction
     return floor + (cfg.learning_rate - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
