@@ -232,28 +232,6 @@ def reference_onnx() -> bytes:
 
 
 @contextmanager
-def uvicorn_app(app: str, env: dict[str, str], workers: int = 1) -> Iterator[str]:
-    """Serve ``module:app`` with uvicorn on a loopback port; yield its URL once it answers."""
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning"]
-    command += ["--workers", str(workers)] if workers > 1 else []
-    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{url}/docs", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(process.pid, 15)
-        process.wait()
-
-
-@contextmanager
 def peer_process(command: list[str], env: dict[str, str], log: Path, ready_url: str) -> Iterator[None]:
     """Run a peer service (its output to ``log``) until it exits the block; ready once ``ready_url`` answers 200."""
     output = log.open("wb")
@@ -269,7 +247,7 @@ def peer_process(command: list[str], env: dict[str, str], log: Path, ready_url: 
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"{command[2]} did not get ready; its output is in {log}")
+                raise RuntimeError(f"{' '.join(command[2:4])} did not get ready; its output is in {log}")
             time.sleep(0.5)
         yield
     finally:
@@ -277,6 +255,17 @@ def peer_process(command: list[str], env: dict[str, str], log: Path, ready_url: 
             os.killpg(process.pid, 15)
         process.wait()
         output.close()
+
+
+@contextmanager
+def uvicorn_app(app: str, env: dict[str, str], log: Path, workers: int = 1) -> Iterator[str]:
+    """Serve ``module:app`` with uvicorn on a loopback port; yield its URL once it answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning"]
+    command += ["--workers", str(workers)] if workers > 1 else []
+    url = f"http://127.0.0.1:{port}"
+    with peer_process(command, env, log, f"{url}/docs"):
+        yield url
 
 
 @contextmanager
@@ -326,8 +315,9 @@ def our_service(work: Path, name: str, env: dict[str, str], counts: dict[str, in
     counts[name] = sum(ACCESS_LOGGER in line for line in log.read_text(errors="replace").splitlines())
 
 
-def naive_service(keras_model: Path) -> AbstractContextManager[str]:
-    return uvicorn_app("bench.naive_service:app", {"NAIVE_MODEL": str(keras_model), "TF_CPP_MIN_LOG_LEVEL": "3"})
+def naive_service(keras_model: Path, log: Path) -> AbstractContextManager[str]:
+    env = {"NAIVE_MODEL": str(keras_model), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return uvicorn_app("bench.naive_service:app", env, log)
 
 
 class LivenessProbe(threading.Thread):
@@ -496,7 +486,7 @@ def main() -> int:
         ),
         (
             "lean fastapi script",
-            lambda n: uvicorn_app("bench.peers.lean_fastapi:app", lean_env, workers=2),
+            lambda n: uvicorn_app("bench.peers.lean_fastapi:app", lean_env, work / f"lean-{n}.log", workers=2),
             "/denoise",
             SAMPLE,
             png_type,
@@ -529,7 +519,7 @@ def main() -> int:
 
     keras_path, naive_note = keras_model_for_naive(work)
     results["naive_model"] = naive_note
-    with naive_service(keras_path) as naive_url:
+    with naive_service(keras_path, work / "naive.log") as naive_url:
         for concurrency in (1, 32):
             result = wrk(f"{naive_url}/denoise", work / "single.multipart", naive_type, concurrency, seconds)
             rows.append(row("naive keras service", result, concurrency, 1))

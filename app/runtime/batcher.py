@@ -108,7 +108,7 @@ class Batcher:
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
         if self._pending == 0 and len(inputs) <= INLINE_MAX_IMAGES and self.max_delay_s == 0 and self._alone():
-            return self._run_inline(inputs)
+            return self._call(inputs)
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Outputs]] = []
         for start in range(0, len(inputs), self.max_batch):
@@ -120,13 +120,14 @@ class Batcher:
         chunks = await asyncio.gather(*futures)
         return tuple(np.concatenate(parts) for parts in zip(*chunks, strict=True))
 
-    def _run_inline(self, inputs: np.ndarray) -> Outputs:
+    def _call(self, batch: np.ndarray) -> Outputs:
+        """One inference call, on the loop's thread or an inference thread: counted, or its failure logged."""
         try:
-            outputs = self._infer(inputs)
+            outputs = self._infer(batch)
         except Exception:
-            log.exception("inference failed for %s (batch of %d)", self.name, len(inputs))
+            log.exception("inference failed for %s (batch of %d)", self.name, len(batch))
             raise
-        self._on_batch(len(inputs))
+        self._on_batch(len(batch))
         return outputs
 
     async def _collect(self, first: _Item) -> tuple[list[_Item], _Item | None]:
@@ -170,14 +171,12 @@ class Batcher:
         try:
             batch = live[0].inputs if len(live) == 1 else np.concatenate([item.inputs for item in live])
             try:
-                outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, batch)
-            except Exception as exc:
-                log.exception("inference failed for %s (batch of %d)", self.name, len(batch))
+                outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._call, batch)
+            except Exception as exc:  # noqa: BLE001 (_call logged it; every caller gets it)
                 for item in live:
                     if not item.future.done():
                         item.future.set_exception(exc)
                 return
-            self._on_batch(len(batch))
             offset = 0
             for item in live:
                 count = len(item.inputs)
