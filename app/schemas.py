@@ -59,6 +59,13 @@ class AnomalyInfo(BaseModel):
     against: dict[str, dict[str, float]] = Field(description="per out-set: AUROC and the share flagged")
 
 
+class Int8Info(BaseModel):
+    file: str = Field(description="the int8 (QDQ) copy of the autoencoder in the bundle")
+    method: str = Field(description="how it was quantised")
+    gate_db: float = Field(description="it ships only if every evaluation row's PSNR is within this of float32")
+    worst_psnr_delta_db: float = Field(description="its largest PSNR change on any row (int8 - float32, dB)")
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -69,8 +76,12 @@ class ModelInfo(BaseModel):
     latent_shape: list[int]
     opset: int
     anomaly: AnomalyInfo
+    int8: Int8Info | None = Field(description="the bundle's int8 autoencoder, if it ships one")
     provider: str = Field(description="onnxruntime execution provider in use")
-    graphs: dict[str, str]
+    graphs: dict[str, str] = Field(
+        description="the file each graph runs from: the autoencoder's int8 copy on CPU where the bundle ships one "
+        "(DENOISE_INT8)"
+    )
     warmup_ms: float
 
 

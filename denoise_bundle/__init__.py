@@ -1,7 +1,8 @@
 """The model bundle format, shared by the training pipeline and the service.
 
 A bundle is one folder holding ``manifest.json`` and four ONNX graphs
-(``autoencoder``, ``encoder``, ``decoder``, and ``scorer``: the anomaly score). This package is the single
+(``autoencoder``, ``encoder``, ``decoder``, and ``scorer``: the anomaly score), and optionally
+an int8 copy of the autoencoder. This package is the single
 definition of that layout; it depends only on pydantic so that both the
 TensorFlow-heavy ``training`` package and the lean ``app`` can import it.
 """
@@ -10,6 +11,7 @@ from denoise_bundle.manifest import (
     GRAPH_FILES,
     GRAPHS,
     IMAGE_SHAPE,
+    INT8_AUTOENCODER_FILE,
     MANIFEST_FILE,
     SAMPLES_INDEX,
     SCORE_SHAPE,
@@ -17,6 +19,7 @@ from denoise_bundle.manifest import (
     AnomalySpec,
     BundleError,
     GraphSpec,
+    Int8Spec,
     Manifest,
     TensorSpec,
     file_sha256,
@@ -28,6 +31,7 @@ __all__ = [
     "GRAPHS",
     "GRAPH_FILES",
     "IMAGE_SHAPE",
+    "INT8_AUTOENCODER_FILE",
     "MANIFEST_FILE",
     "SAMPLES_INDEX",
     "SCORE_SHAPE",
@@ -35,6 +39,7 @@ __all__ = [
     "AnomalySpec",
     "BundleError",
     "GraphSpec",
+    "Int8Spec",
     "Manifest",
     "TensorSpec",
     "file_sha256",

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 MANIFEST_FILE = "manifest.json"
 #: Optional: clean test images to try the model on, ``samples/index.json`` listing
@@ -20,6 +20,8 @@ IMAGE_SHAPE: tuple[int, int, int] = (28, 28, 1)
 GraphName = Literal["autoencoder", "encoder", "decoder", "scorer"]
 GRAPHS: tuple[GraphName, ...] = ("autoencoder", "encoder", "decoder", "scorer")
 GRAPH_FILES: dict[GraphName, str] = {name: f"{name}.onnx" for name in GRAPHS}
+#: The optional int8 copy of the autoencoder (see :class:`Int8Spec`).
+INT8_AUTOENCODER_FILE = "autoencoder.int8.onnx"
 
 #: Input and output tensor names of each graph, fixed at export.
 TENSOR_NAMES: dict[GraphName, tuple[str, str]] = {
@@ -79,6 +81,33 @@ class AnomalySpec(_Strict):
         return self.model_dump(exclude={"details"})
 
 
+class Int8Spec(_Strict):
+    """A static int8 (QDQ) copy of the autoencoder, shipped because on every row of the evaluation table
+    its PSNR is within ``gate_db`` of the float32 graph's; the service runs it on CPU unless told not to."""
+
+    graph: GraphSpec
+    method: str
+    gate_db: float = Field(gt=0)
+    #: Per evaluation row: ``float32`` and ``int8`` mean PSNR (dB) on the whole test set, and ``delta``.
+    psnr: dict[str, dict[str, float]]
+
+    @field_validator("psnr")
+    @classmethod
+    def _within_gate(cls, value: dict[str, dict[str, float]], info: ValidationInfo) -> dict[str, dict[str, float]]:
+        gate = info.data.get("gate_db")
+        if not value or any(set(row) < {"float32", "int8"} for row in value.values()):
+            raise ValueError("needs every evaluation row's float32 and int8 PSNR")
+        worst = max(abs(row["int8"] - row["float32"]) for row in value.values())
+        if gate is not None and worst > gate:
+            raise ValueError(f"the int8 graph moves PSNR by {worst:.3f} dB, more than its gate of {gate} dB")
+        return value
+
+    def summary(self) -> dict[str, Any]:
+        """The file, the gate, and the largest PSNR change on any row (signed, dB)."""
+        worst = max((row["int8"] - row["float32"] for row in self.psnr.values()), key=abs)
+        return {"file": self.graph.file, "method": self.method, "gate_db": self.gate_db, "worst_psnr_delta_db": worst}
+
+
 class Manifest(_Strict):
     #: 2: the ``scorer`` graph and ``anomaly`` were added.
     format_version: Literal[2] = 2
@@ -91,6 +120,8 @@ class Manifest(_Strict):
     latent_shape: tuple[int, ...]
     graphs: dict[GraphName, GraphSpec]
     anomaly: AnomalySpec
+    #: Optional (absent: float32 only).
+    int8: Int8Spec | None = None
     opset: int
     noise: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
@@ -107,6 +138,16 @@ class Manifest(_Strict):
             expected = TENSOR_NAMES[name]
             if (spec.input.name, spec.output.name) != expected:
                 raise ValueError(f"graph {name!r} must map {expected[0]!r} to {expected[1]!r}")
+        return value
+
+    @field_validator("int8")
+    @classmethod
+    def _int8_like_autoencoder(cls, value: Int8Spec | None, info: ValidationInfo) -> Int8Spec | None:
+        graphs = info.data.get("graphs")
+        if value is not None and graphs is not None and "autoencoder" in graphs:
+            float32 = graphs["autoencoder"]
+            if (value.graph.input, value.graph.output) != (float32.input, float32.output):
+                raise ValueError("the int8 autoencoder's tensors must be the float32 autoencoder's")
         return value
 
     @property
@@ -128,6 +169,7 @@ class Manifest(_Strict):
             "latent_shape": list(self.latent_shape),
             "opset": self.opset,
             "anomaly": self.anomaly.summary(),
+            "int8": self.int8.summary() if self.int8 else None,
         }
 
 
@@ -159,7 +201,8 @@ def load_manifest(bundle_dir: Path) -> Manifest:
 
 def verify_checksums(bundle_dir: Path, manifest: Manifest) -> None:
     """Check every graph file against the SHA-256 in the manifest."""
-    for spec in manifest.graphs.values():
+    specs = [*manifest.graphs.values(), *([manifest.int8.graph] if manifest.int8 else [])]
+    for spec in specs:
         path = bundle_dir / spec.file
         try:
             actual = file_sha256(path)

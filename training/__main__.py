@@ -1,4 +1,4 @@
-"""Command line: ``python -m training {run,train,anomaly,evaluate,export,report,download} --help``."""
+"""Command line: ``python -m training {run,train,anomaly,evaluate,export,quantize,report,download} --help``."""
 
 from __future__ import annotations
 
@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("evaluate", parents=[common, eval_opts], help="score every denoiser on the test set")
     sub.add_parser("export", parents=[common, export_opts], help="write the ONNX bundle and its report")
+    sub.add_parser(
+        "quantize",
+        parents=[common],
+        help="add an int8 copy of the bundle's autoencoder if its PSNR stays within 0.05 dB on every row",
+    )
     redraw = sub.add_parser("report", help="redraw a bundle's figures from its ONNX graphs (no Keras models needed)")
     redraw.add_argument("bundle", type=Path, help="the bundle folder, e.g. models/mnist")
     redraw.add_argument("--data-dir", type=Path, help="the dataset's folder (default: as for run)")
@@ -175,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("run", "export"):
             with _timed("export"):
                 print(f"bundle {cfg.name} {cfg.version} written to {pipeline.export(cfg, run_dir)}")
+        if args.command in ("run", "quantize"):
+            with _timed("quantize"):
+                shipped = pipeline.quantize(cfg, cfg.out_dir)
+                print(f"int8 autoencoder {'added to' if shipped else 'not shipped in'} {cfg.out_dir}")
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

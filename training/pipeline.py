@@ -15,13 +15,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from denoise_bundle import AnomalySpec
+from denoise_bundle import AnomalySpec, load_manifest
 from training import anomaly as scoring
 from training import outliers, report
+from training import quantize as int8
 from training.config import TrainConfig
 from training.data import Dataset, class_names, load_dataset
 from training.evaluate import Denoiser, bce_at, denoising_table, latent_probes, verdict
-from training.export import export_bundle, write_samples
+from training.export import export_bundle, write_manifest, write_samples
 from training.model import Autoencoder, build_autoencoder, build_reference
 from training.train import fit, split_validation, to_float
 
@@ -248,6 +249,16 @@ def export(cfg: TrainConfig, run_dir: Path) -> Path:
             dict(scores), anomaly_result["threshold"], anomaly_result["against"], out_dir / "report" / "anomaly.png"
         )
     return out_dir
+
+
+def quantize(cfg: TrainConfig, bundle: Path) -> bool:
+    """Add an int8 copy of the exported bundle's autoencoder if it keeps the PSNR (see :mod:`training.quantize`)."""
+    data = load_data(cfg)
+    train_clean, _ = split_validation(to_float(data.train.images), cfg.validation_fraction, cfg.seed)
+    manifest = load_manifest(bundle)
+    spec = int8.quantize_bundle(bundle, manifest, train_clean[..., 0], to_float(data.test.images)[..., 0], cfg.seed)
+    write_manifest(bundle, manifest.model_copy(update={"int8": spec}))
+    return spec is not None
 
 
 def write_report(

@@ -23,7 +23,7 @@ import onnxruntime as ort
 from app.config import Settings
 from app.errors import ModelNotFound
 from app.runtime.batcher import Batcher, Outputs
-from app.runtime.providers import available_providers, check_active, requested_providers
+from app.runtime.providers import CPU, available_providers, check_active, requested_providers
 from denoise_bundle import (
     GRAPHS,
     MANIFEST_FILE,
@@ -80,6 +80,8 @@ class LoadedModel:
     path: Path
     provider: str
     graphs: dict[GraphName, Graph]
+    #: The file each graph was read from (the autoencoder's int8 copy, where it runs).
+    files: dict[GraphName, str] = field(default_factory=dict)
     batchers: dict[GraphName, Batcher] = field(default_factory=dict)
     warmup_ms: float = 0.0
     _samples: list[dict[str, str]] | None = field(default=None, repr=False)
@@ -116,7 +118,7 @@ class LoadedModel:
         return {
             **self.manifest.summary(),
             "provider": self.provider,
-            "graphs": {name: spec.file for name, spec in self.manifest.graphs.items()},
+            "graphs": dict(self.files),
             "warmup_ms": round(self.warmup_ms, 1),
         }
 
@@ -188,12 +190,20 @@ def load_bundle(bundle: Path, settings: Settings) -> LoadedModel:
     requested = requested_providers(settings.providers, available_providers())
     graphs: dict[GraphName, Graph] = {}
     provider = ""
+    files: dict[GraphName, str] = {}
     for name in GRAPHS:
         spec = manifest.graphs[name]
         session = _open_graph(bundle / spec.file, spec, settings, requested)
         provider = check_active(settings.providers, requested, session.get_providers(), str(bundle / spec.file))
         graphs[name] = Graph(session, session.get_inputs()[0].name, session.get_outputs()[0].name)
-    return LoadedModel(manifest=manifest, path=bundle, provider=provider, graphs=graphs)
+        files[name] = spec.file
+    if settings.int8 and manifest.int8 is not None and provider == CPU:
+        # The int8 copy passed its PSNR gate at export; it is faster on CPUs only (a GPU runs float32).
+        spec = manifest.int8.graph
+        session = _open_graph(bundle / spec.file, spec, settings, requested)
+        graphs["autoencoder"] = Graph(session, spec.input.name, spec.output.name)
+        files["autoencoder"] = spec.file
+    return LoadedModel(manifest=manifest, path=bundle, provider=provider, graphs=graphs, files=files)
 
 
 def warm_up(model: LoadedModel, sizes: list[int]) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from app.errors import Overloaded
 from app.main import create_app
 from app.runtime.batcher import INLINE_MAX_IMAGES, Batcher
 from app.runtime.providers import CPU, CUDA, ProviderError, check_active, requested_providers
-from tests.conftest import MODEL, digit, png, service_settings
+from tests.conftest import MODEL, decode_png, digit, png, service_settings
 
 
 def test_cpu_setting_asks_for_cpu_only() -> None:
@@ -69,6 +71,43 @@ def test_models_lists_bundle_and_provider(client: TestClient) -> None:
     assert set(model["graphs"]) == {"autoencoder", "encoder", "decoder", "scorer"}
 
 
+def test_int8_autoencoder_serves_on_cpu_close_to_float32(
+    client: TestClient, make_client: Callable[..., TestClient]
+) -> None:
+    """The bundle's int8 copy runs /denoise by default; DENOISE_INT8=false runs the float32 graph. Over a
+    batch of noisy digits the two agree to within a few grey levels (the gate itself is on PSNR, at export)."""
+    (info,) = client.get("/models").json()["models"]
+    assert info["graphs"]["autoencoder"] == "autoencoder.int8.onnx"
+    assert abs(info["int8"]["worst_psnr_delta_db"]) <= info["int8"]["gate_db"] == 0.05
+    float32 = make_client(int8=False)
+    (float_info,) = float32.get("/models").json()["models"]
+    assert float_info["graphs"]["autoencoder"] == "autoencoder.onnx"
+    assert float_info["graphs"]["encoder"] == info["graphs"]["encoder"] == "encoder.onnx"
+    files = [("file", (f"{i}.png", png(digit(40 + i)), "image/png")) for i in range(16)]
+    outputs = []
+    for service in (client, float32):
+        body = service.post("/denoise", files=files).json()
+        outputs.append(np.stack([decode_png(base64.b64decode(image)).astype(int) for image in body["images"]]))
+    diff = np.abs(outputs[0] - outputs[1])
+    assert diff.mean() < 0.5
+    assert diff.max() <= 16
+    assert diff.any()  # really two different graphs
+
+
+def test_bundle_without_int8_serves_float32(bundle_copy: Path) -> None:
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    (bundle_copy / manifest.pop("int8")["graph"]["file"]).unlink()
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    client, ready = _start(bundle_copy)
+    try:
+        assert ready["status"] == "ready"
+        (info,) = client.get("/models").json()["models"]
+        assert info["graphs"]["autoencoder"] == "autoencoder.onnx"
+        assert info["int8"] is None
+    finally:
+        client.__exit__(None, None, None)
+
+
 def _start(bundle: Path) -> tuple[TestClient, dict[str, Any]]:
     client = TestClient(create_app(service_settings(model_dir=bundle.parent)))
     client.__enter__()
@@ -93,6 +132,21 @@ def test_checksum_mismatch_refuses_the_model(bundle_copy: Path) -> None:
     data[-1] ^= 0xFF
     graph.write_bytes(bytes(data))
     _assert_refused(bundle_copy, "encoder.onnx: SHA-256 mismatch")
+
+
+def test_tampered_int8_graph_refuses_the_model(bundle_copy: Path) -> None:
+    graph = bundle_copy / "autoencoder.int8.onnx"
+    graph.write_bytes(graph.read_bytes()[:-1] + b"\x00")
+    _assert_refused(bundle_copy, "autoencoder.int8.onnx: SHA-256 mismatch")
+
+
+def test_int8_graph_outside_its_gate_refuses_the_model(bundle_copy: Path) -> None:
+    """A manifest cannot ship an int8 graph whose own evaluation says it costs more PSNR than its gate."""
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    row = manifest["int8"]["psnr"]["gaussian 0.5"]
+    row["int8"] = row["float32"] - 0.2
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    _assert_refused(bundle_copy, "more than its gate")
 
 
 def test_malformed_manifest_refuses_the_model(bundle_copy: Path) -> None:

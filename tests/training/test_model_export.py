@@ -6,18 +6,21 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 pytest.importorskip("tensorflow")
 
 import onnxruntime as ort
 
-from denoise_bundle import AnomalySpec, load_manifest, verify_checksums
+from denoise_bundle import INT8_AUTOENCODER_FILE, AnomalySpec, Manifest, load_manifest, verify_checksums
 from tests.training.conftest import write_idx_dataset
 from training.__main__ import main
 from training.anomaly import build_scorer
-from training.export import export_bundle
+from training.evaluate import CONDITIONS
+from training.export import export_bundle, write_manifest
 from training.model import MAX_LATENT_SIZE, Architecture, build_autoencoder, build_reference
+from training.quantize import GATE_DB, quantize_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -49,22 +52,26 @@ def test_reference_network_shapes() -> None:
     assert build_reference().output_shape == (None, 28, 28, 1)
 
 
-def test_export_parity_and_manifest(tmp_path: Path) -> None:
-    models = build_autoencoder(TINY)
-    sample = np.random.default_rng(1).random((5, 28, 28, 1), dtype=np.float32)
-    anomaly = AnomalySpec(method="learned head", threshold=1.5, calibration_quantile=0.98, false_flags=0.02, against={})
-    manifest = export_bundle(
-        models,
+ANOMALY = AnomalySpec(method="learned head", threshold=1.5, calibration_quantile=0.98, false_flags=0.02, against={})
+
+
+def _export_tiny(out: Path) -> Manifest:
+    return export_bundle(
+        build_autoencoder(TINY),
         build_scorer((4, 4, 4)),
-        tmp_path,
-        anomaly=anomaly,
+        out,
+        anomaly=ANOMALY,
         name="tiny",
         version="0.0.1",
         dataset="synthetic",
         description="",
-        parity_sample=sample,
+        parity_sample=np.random.default_rng(1).random((5, 28, 28, 1), dtype=np.float32),
         extra={},
     )
+
+
+def test_export_parity_and_manifest(tmp_path: Path) -> None:
+    manifest = _export_tiny(tmp_path)
     assert load_manifest(tmp_path) == manifest
     verify_checksums(tmp_path, manifest)
     assert manifest.latent_shape == (7, 7, 2)
@@ -78,7 +85,34 @@ def test_export_parity_and_manifest(tmp_path: Path) -> None:
     scorer = ort.InferenceSession(str(tmp_path / "scorer.onnx"), providers=["CPUExecutionProvider"])
     assert [o.name for o in scorer.get_outputs()] == ["anomaly_score"]
     assert scorer.run(None, {"image": batch})[0].shape == (9, 1)
-    assert manifest.anomaly == anomaly
+    assert manifest.anomaly == ANOMALY
+    assert manifest.int8 is None
+
+
+def test_int8_copy_ships_only_within_its_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = _export_tiny(tmp_path)
+    rng = np.random.default_rng(2)
+    train, test = rng.random((128, 28, 28), dtype=np.float32), rng.random((24, 28, 28), dtype=np.float32)
+    spec = quantize_bundle(tmp_path, manifest, train, test, seed=3)
+    assert spec is not None  # an untrained net's near-constant output survives int8
+    assert set(spec.psnr) == {condition.label for condition in CONDITIONS}
+    assert all(abs(row["delta"]) <= GATE_DB for row in spec.psnr.values())
+    write_manifest(tmp_path, manifest.model_copy(update={"int8": spec}))
+    reloaded = load_manifest(tmp_path)
+    assert reloaded.int8 == spec
+    verify_checksums(tmp_path, reloaded)  # the int8 file is covered
+    graph = tmp_path / INT8_AUTOENCODER_FILE
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    assert {node.op_type for node in onnx.load(graph).graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
+    x = test[:5, ..., None]
+    (float32,) = ort.InferenceSession(str(tmp_path / "autoencoder.onnx")).run(None, {"image": x})
+    (int8,) = session.run(["denoised"], {"image": x})
+    assert int8.shape == float32.shape
+    assert np.abs(int8 - float32).max() < 0.05
+
+    monkeypatch.setattr("training.quantize.GATE_DB", 1e-12)
+    assert quantize_bundle(tmp_path, manifest, train, test, seed=3) is None
+    assert not graph.exists()
 
 
 def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
@@ -105,5 +139,10 @@ def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
     assert set(anomaly.details["methods"]) == {"learned head", "reconstruction error", "latent mahalanobis"}
     for figure in ("loss.png", "denoising.png", "latents.png", "anomaly.png"):
         assert (out / "report" / figure).stat().st_size > 1000
+    if manifest.int8 is not None:  # shipped only within its gate, every row measured
+        assert set(manifest.int8.psnr) == set(table)
+        assert (out / manifest.int8.graph.file).is_file()
+    else:
+        assert not (out / INT8_AUTOENCODER_FILE).exists()
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["limit_train"] == 400

@@ -1,0 +1,112 @@
+"""A static int8 (QDQ) copy of a bundle's autoencoder, shipped only if it keeps the PSNR.
+
+The float32 autoencoder is quantised with ONNX Runtime's tools (weights int8 per channel, activations
+uint8, ranges from the 99.999th percentile of each activation over blind-noise training images; the
+first convolution, which reads the pixels, stays float32), then both graphs denoise every row of the
+evaluation table on the whole test set. The int8 graph goes into the bundle only if its
+PSNR is within ``GATE_DB`` of float32 on every row; otherwise the bundle ships float32 alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from denoise_bundle import INT8_AUTOENCODER_FILE, GraphSpec, Int8Spec, Manifest, file_sha256
+from training.evaluate import CONDITIONS, mean_psnr, noisy_test_set
+from training.noise import BlindNoise
+
+log = logging.getLogger("training.quantize")
+
+#: The largest PSNR change (dB, either way) on any evaluation row that an int8 graph may cost.
+GATE_DB = 0.05
+CALIBRATION_IMAGES = 1024
+CALIBRATION_BATCH = 64
+METHOD = (
+    "static QDQ (onnxruntime.quantization): int8 weights per channel, uint8 activations ranged at their "
+    f"99.999th percentile over {CALIBRATION_IMAGES} blind-noise training images; the first convolution float32"
+)
+
+
+class _Batches(CalibrationDataReader):  # type: ignore[misc]
+    """Equal batches: the percentile calibrator stacks every batch's activations, so a ragged last batch is
+    dropped (fewer images than one batch make a single batch)."""
+
+    def __init__(self, input_name: str, images: np.ndarray) -> None:
+        size = min(CALIBRATION_BATCH, len(images))
+        self._batches = iter([{input_name: images[i : i + size]} for i in range(0, len(images) - size + 1, size)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def quantize(source: Path, target: Path, input_name: str, calibration: np.ndarray) -> None:
+    """Write the int8 QDQ version of ``source`` to ``target``, calibrated on ``calibration`` (n, 28, 28, 1)."""
+    first_conv = next(node.name for node in onnx.load(source).graph.node if node.op_type == "Conv")
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(target),
+            _Batches(input_name, calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.Percentile,
+            nodes_to_exclude=[first_conv],
+        )
+
+
+def _denoiser(path: Path, input_name: str) -> Callable[[np.ndarray], np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def run(images: np.ndarray) -> np.ndarray:
+        x = images[..., np.newaxis]
+        out = [session.run(None, {input_name: x[i : i + 500]})[0] for i in range(0, len(x), 500)]
+        return np.concatenate(out)[..., 0]
+
+    return run
+
+
+def psnr_rows(float32: Path, int8: Path, input_name: str, clean: np.ndarray, seed: int) -> dict[str, dict[str, float]]:
+    """Both graphs' mean PSNR on every evaluation row (the evaluation's own noisy test sets), and the change."""
+    runs = {"float32": _denoiser(float32, input_name), "int8": _denoiser(int8, input_name)}
+    rows: dict[str, dict[str, float]] = {}
+    for condition in CONDITIONS:
+        noisy = noisy_test_set(clean, condition, seed)
+        row = {name: mean_psnr(clean, run(noisy)) for name, run in runs.items()}
+        row["delta"] = row["int8"] - row["float32"]
+        rows[condition.label] = row
+        log.info("%s: float32 %.3f dB, int8 %.3f dB (%+.3f)", condition.label, *row.values())
+    return rows
+
+
+def quantize_bundle(
+    bundle: Path, manifest: Manifest, train_clean: np.ndarray, test_clean: np.ndarray, seed: int
+) -> Int8Spec | None:
+    """Quantise the bundle's autoencoder and evaluate it; the spec to put in the manifest if it passes the gate.
+
+    ``train_clean`` and ``test_clean`` are float32 (n, 28, 28) in [0, 1]. A graph that fails is deleted.
+    """
+    spec = manifest.graphs["autoencoder"]
+    calibration = BlindNoise().apply(train_clean[:CALIBRATION_IMAGES], np.random.default_rng([seed, 30_000]))
+    target = bundle / INT8_AUTOENCODER_FILE
+    quantize(bundle / spec.file, target, spec.input.name, calibration[..., np.newaxis].astype(np.float32))
+    rows = psnr_rows(bundle / spec.file, target, spec.input.name, test_clean, seed)
+    worst = max(abs(row["delta"]) for row in rows.values())
+    if worst > GATE_DB:
+        log.warning("int8 autoencoder not shipped: it moves PSNR by up to %.3f dB (gate %.2f dB)", worst, GATE_DB)
+        target.unlink()
+        return None
+    graph = GraphSpec(file=target.name, sha256=file_sha256(target), input=spec.input, output=spec.output)
+    return Int8Spec(graph=graph, method=METHOD, gate_db=GATE_DB, psnr=rows)
