@@ -34,6 +34,8 @@ sys.path.insert(0, str(REPO))
 from tests.server import free_port, running_server  # noqa: E402
 
 MODEL_DIR = REPO / "models" / "mnist"
+#: The committed float32 autoencoder: what every peer serves, and a user calling ONNX Runtime would load.
+FLOAT32_GRAPH = MODEL_DIR / "autoencoder.onnx"
 WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
 SAMPLE = REPO / "tests" / "data" / "noisy-digit.png"
 #: Marks our access-log lines (JSON, one per request): the bench counts them.
@@ -279,7 +281,7 @@ def triton_service(log: Path) -> Iterator[str]:
     python = os.environ.get("BENCH_TRITON_PYTHON", sys.executable)
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     env = {
-        "LEAN_MODEL": str(MODEL_DIR / "autoencoder.onnx"),
+        "LEAN_MODEL": str(FLOAT32_GRAPH),
         "LD_LIBRARY_PATH": f"{sysconfig.get_config_var('LIBDIR')}:{os.environ.get('LD_LIBRARY_PATH', '')}",
     }
     command = [python, "-m", "bench.peers.triton_service", str(http_port), str(grpc_port), str(metrics_port)]
@@ -294,7 +296,7 @@ def litserve_service(log: Path) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "bench.peers.litserve_service", str(port)]
     url = f"http://127.0.0.1:{port}"
-    with peer_process(command, {"LEAN_MODEL": str(MODEL_DIR / "autoencoder.onnx")}, log, f"{url}/health"):
+    with peer_process(command, {"LEAN_MODEL": str(FLOAT32_GRAPH)}, log, f"{url}/health"):
         yield url
 
 
@@ -379,10 +381,14 @@ def main() -> int:
     rows: list[Row] = []
     results: dict[str, Any] = {"machine": info, "command": " ".join(["python", "-m", "bench.run", *sys.argv[1:]])}
 
-    print(f"machine: {info}", flush=True)
+    served = served_graph()
+    results["served_autoencoder"] = served.name
+    print(f"machine: {info}; our service runs {served.name}", flush=True)
     ceiling = {
-        "autoencoder_b1": in_process(MODEL_DIR / "autoencoder.onnx", 1, 3, threads),
-        "autoencoder_b64": in_process(MODEL_DIR / "autoencoder.onnx", 64, 3, threads),
+        "autoencoder_b1": in_process(FLOAT32_GRAPH, 1, 3, threads),
+        "autoencoder_b64": in_process(FLOAT32_GRAPH, 64, 3, threads),
+        "served_b1": in_process(served, 1, 3, threads),
+        "served_b64": in_process(served, 64, 3, threads),
         "reference_b64": in_process(reference_onnx(), 64, 3, threads),
     }
     results["in_process_images_per_s"] = ceiling
@@ -407,14 +413,16 @@ def main() -> int:
             print(rows[-1], flush=True)
 
         batch_row(64)
-        # The batch-256 ceiling is measured right before and right after its HTTP run and averaged,
-        # so that the ratio is not skewed by the machine's speed drifting over the benchmark.
-        before = in_process(MODEL_DIR / "autoencoder.onnx", 256, 3, threads)
+        # The batch-256 ceilings (the graph we serve, and the float32 graph) are measured right before and
+        # right after the HTTP run and averaged, so that the machine's drift does not skew the ratios.
+        before = {graph: in_process(graph, 256, 3, threads) for graph in (served, FLOAT32_GRAPH)}
         batch_row(256)
-        after = in_process(MODEL_DIR / "autoencoder.onnx", 256, 3, threads)
-        ceiling["autoencoder_b256"] = (before + after) / 2
-        results["autoencoder_b256_before_after"] = [before, after]
-        print(f"in-process images/s at batch 256: {before:.0f} before, {after:.0f} after", flush=True)
+        after = {graph: in_process(graph, 256, 3, threads) for graph in (served, FLOAT32_GRAPH)}
+        ceiling["served_b256"] = (before[served] + after[served]) / 2
+        ceiling["autoencoder_b256"] = (before[FLOAT32_GRAPH] + after[FLOAT32_GRAPH]) / 2
+        results["served_b256_before_after"] = [before[served], after[served]]
+        for graph in (served, FLOAT32_GRAPH):
+            print(f"{graph.name} in-process, batch 256: {before[graph]:.0f} images/s before, {after[graph]:.0f} after")
         # The Open Inference Protocol: one PNG as binary BYTES; 256 float32 images as a binary tensor.
         png = SAMPLE.read_bytes()
         v2_png = v2_body(work / "v2-png.body", "png", "BYTES", [1], len(png).to_bytes(4, "little") + png)
@@ -424,7 +432,7 @@ def main() -> int:
         rows.append(row("v2 binary png", result, 32, 1))
         images = np.repeat(np.asarray(png_pixels(png), dtype=np.float32)[None, ..., None] / 255, 256, axis=0)
         v2_batch = v2_body(work / "v2-b256.body", "image", "FP32", list(images.shape), images.tobytes())
-        before = in_process(MODEL_DIR / "autoencoder.onnx", 256, 3, threads)
+        before_v2 = in_process(served, 256, 3, threads)
         result = wrk(
             f"{url}/v2/models/mnist-autoencoder/infer",
             work / "v2-b256.body",
@@ -433,8 +441,7 @@ def main() -> int:
             seconds,
             header=v2_batch,
         )
-        after = in_process(MODEL_DIR / "autoencoder.onnx", 256, 3, threads)
-        ceiling["autoencoder_b256_around_v2"] = (before + after) / 2
+        ceiling["served_b256_around_v2"] = (before_v2 + in_process(served, 256, 3, threads)) / 2
         rows.append(row("v2 binary batch 256", result, 2, 256))
         rows.append(grpc_load(f"127.0.0.1:{grpc_port}", 32, seconds))
         print(*rows[-3:], sep="\n", flush=True)
@@ -467,10 +474,12 @@ def main() -> int:
             rows.append(row("denoise, scores off", result, concurrency, 1))
             print(rows[-1], flush=True)
 
-    # The peers, interleaved with ours (ours, lean, LitServe, Triton; twice), the same load generator and PNG.
-    # Each runs alone while it is measured: an idle LitServe polls its queues (about 30% of a core), which
-    # would slow whichever service was being measured beside it.
-    lean_env = {"LEAN_MODEL": str(MODEL_DIR / "autoencoder.onnx")}
+    # The peers, interleaved with ours (ours, ours on the float32 graph, lean, LitServe, Triton; twice), the
+    # same load generator and PNG. Each runs alone while it is measured: an idle LitServe polls its queues
+    # (about 30% of a core), which would slow whichever service was being measured beside it. The peers
+    # serve the committed float32 graph, as their users would; ours runs the bundle's int8 copy as shipped,
+    # and once more with DENOISE_INT8=false, so the table shows what the graph and what the serving buys.
+    lean_env = {"LEAN_MODEL": str(FLOAT32_GRAPH)}
     triton_header = v2_body(work / "triton-png.body", "png", "BYTES", [1, 1], len(png).to_bytes(4, "little") + png)
     litserve_body = work / "litserve.json"
     litserve_body.write_text(json.dumps({"png": base64.b64encode(png).decode("ascii")}))
@@ -479,6 +488,16 @@ def main() -> int:
         (
             "denoise vs peers",
             lambda n: our_service(work, f"vs-peers-{n}", {"DENOISE_GRPC_PORT": "0"}, access_lines),
+            "/denoise",
+            SAMPLE,
+            png_type,
+            None,
+        ),
+        (
+            "denoise float32 vs peers",
+            lambda n: our_service(
+                work, f"vs-peers-float32-{n}", {"DENOISE_GRPC_PORT": "0", "DENOISE_INT8": "false"}, access_lines
+            ),
             "/denoise",
             SAMPLE,
             png_type,
@@ -535,7 +554,15 @@ def main() -> int:
     return 0
 
 
-PEER_ROWS = ("denoise vs peers", "lean fastapi script", "litserve", "triton (pytriton)")
+PEER_ROWS = ("denoise vs peers", "denoise float32 vs peers", "lean fastapi script", "litserve", "triton (pytriton)")
+
+
+def served_graph() -> Path:
+    """The autoencoder our service runs as shipped on CPU: the bundle's int8 copy where it has one."""
+    from denoise_bundle import load_manifest
+
+    manifest = load_manifest(MODEL_DIR)
+    return MODEL_DIR / (manifest.int8.graph.file if manifest.int8 else manifest.graphs["autoencoder"].file)
 
 
 def _mean(rows: list[Row], name: str, concurrency: int, field: str) -> float:
@@ -559,14 +586,21 @@ def checks(rows: list[Row], ceiling: dict[str, float], overload: dict[str, Any])
         "c32_p99_ms": c32.p99_ms,
         "c32_errors": c32.errors,
         "c1_p50_ms": c1.p50_ms,
-        "batch256_fraction_of_ceiling": batch256.images_per_s / ceiling["autoencoder_b256"],
+        "batch256_fraction_of_served_graph_ceiling": batch256.images_per_s / ceiling["served_b256"],
+        "batch256_fraction_of_float32_graph_ceiling": batch256.images_per_s / ceiling["autoencoder_b256"],
+        "int8_speedup_in_process_b1_b64": [
+            ceiling["served_b1"] / ceiling["autoencoder_b1"],
+            ceiling["served_b64"] / ceiling["autoencoder_b64"],
+        ],
         "model_cost_vs_reference_b64": ceiling["reference_b64"] / ceiling["autoencoder_b64"],
         "anomaly_score_cost_c1": 1 - c1.requests_per_s / _find(rows, "denoise, scores off", 1).requests_per_s,
         "anomaly_score_cost_c32": 1 - c32.requests_per_s / _find(rows, "denoise, scores off", 32).requests_per_s,
         "v2_batch256_fraction_of_ceiling": _find(rows, "v2 binary batch 256", 2).images_per_s
-        / ceiling["autoencoder_b256_around_v2"],
+        / ceiling["served_b256_around_v2"],
         "v2_and_grpc_errors": _find(rows, "v2 binary png", 32).errors + _find(rows, "grpc png", 32).errors,
         "c32_vs_lean_rps_ratio": _mean_rps(rows, "denoise vs peers", 32) / _mean_rps(rows, "lean fastapi script", 32),
+        "c32_float32_vs_lean_rps_ratio": _mean_rps(rows, "denoise float32 vs peers", 32)
+        / _mean_rps(rows, "lean fastapi script", 32),
         "c32_vs_litserve_rps_ratio": _mean_rps(rows, "denoise vs peers", 32) / _mean_rps(rows, "litserve", 32),
         "c32_vs_triton_rps_ratio": _mean_rps(rows, "denoise vs peers", 32) / _mean_rps(rows, "triton (pytriton)", 32),
         "c32_p99_ms_ours_and_peers": {name: _mean(rows, name, 32, "p99_ms") for name in PEER_ROWS},

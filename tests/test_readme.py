@@ -169,9 +169,10 @@ def test_triton_repository_command_as_written(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bundle", ["mnist", "fashion-mnist"])
 def test_readme_tables_are_the_manifests(bundle: str) -> None:
     """The README's evaluation and anomaly tables are rendered from the shipped manifests, not typed."""
-    from training.report import anomaly_table, markdown_table
+    from training.report import anomaly_table, int8_table, markdown_table
 
     manifest = json.loads((REPO / "models" / bundle / "manifest.json").read_text())
     assert markdown_table(manifest["evaluation"]["denoising"]) in README
     assert anomaly_table(manifest["anomaly"]) in README
+    assert int8_table(manifest["int8"]) in README
     assert f"`{bundle}` {manifest['version']}" in README

@@ -258,6 +258,16 @@ def quantize(cfg: TrainConfig, bundle: Path) -> bool:
     manifest = load_manifest(bundle)
     spec = int8.quantize_bundle(bundle, manifest, train_clean[..., 0], to_float(data.test.images)[..., 0], cfg.seed)
     write_manifest(bundle, manifest.model_copy(update={"int8": spec}))
+    table = bundle / "report" / "int8.md"
+    if spec is None:
+        table.unlink(missing_ok=True)
+    else:
+        table.parent.mkdir(exist_ok=True)
+        table.write_text(
+            f"Mean PSNR (dB) of `{spec.graph.file}` against the float32 autoencoder on every evaluation row "
+            f"(all test images); shipped because every change is within {spec.gate_db} dB.\n\n"
+            + report.int8_table(spec.model_dump())
+        )
     return spec is not None
 
 

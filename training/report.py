@@ -137,3 +137,16 @@ def anomaly_table(anomaly: Mapping[str, Any]) -> str:
         label = f"{name} (shipped)" if name == anomaly["method"] else name
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {result['false_flags']:.1%} |")
     return "\n".join(lines) + "\n"
+
+
+def int8_table(int8: Mapping[str, Any]) -> str:
+    """The int8 autoencoder against float32: mean PSNR on every evaluation row and the change, as Markdown."""
+    rows: Mapping[str, Mapping[str, float]] = int8["psnr"]
+    lines = [
+        "| graph | " + " | ".join(rows) + " |",
+        "|---|" + "---|" * len(rows),
+        "| float32 | " + " | ".join(f"{row['float32']:.3f}" for row in rows.values()) + " |",
+        "| int8 | " + " | ".join(f"{row['int8']:.3f}" for row in rows.values()) + " |",
+        "| change | " + " | ".join(f"{row['int8'] - row['float32']:+.3f}" for row in rows.values()) + " |",
+    ]
+    return "\n".join(lines) + "\n"
