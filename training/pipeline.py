@@ -225,8 +225,9 @@ def export(cfg: TrainConfig, run_dir: Path) -> Path:
         parity_sample=sample,
         extra={
             "noise": {"blind": True, "ranges": cfg.noise.ranges(), "weights": list(cfg.noise.weights)},
-            "training": {
-                **cfg.to_json(),
+            "training": {  # as trained (train's own options, e.g. --epochs), versioned as exported
+                **json.loads((run_dir / "config.json").read_text()),
+                "version": cfg.version,
                 "result": {k: v["epochs_run"] for k, v in summary.items()},
                 "history": {k: v["history"] for k, v in summary.items()},
             },

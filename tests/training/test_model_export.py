@@ -146,3 +146,13 @@ def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
         assert not (out / INT8_AUTOENCODER_FILE).exists()
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["limit_train"] == 400
+    assert manifest.training["epochs"] == 2
+
+    # Exported again on its own, with a version: the manifest keeps what training ran with.
+    again = tmp_path / "again"
+    export = ["export", "--dataset", "tiny", "--data-dir", str(data), "--run-dir", str(tmp_path / "run")]
+    assert main([*export, "--out", str(again), "--version", "9.9.9"]) == 0
+    reexported = load_manifest(again)
+    assert reexported.version == reexported.training["version"] == "9.9.9"
+    assert reexported.training["epochs"] == 2
+    assert reexported.training["architecture"]["widths"] == [4, 8, 8]
