@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 MANIFEST_FILE = "manifest.json"
 #: Optional: clean test images to try the model on, ``samples/index.json`` listing
@@ -95,7 +95,7 @@ class Int8Spec(_Strict):
     @classmethod
     def _within_gate(cls, value: dict[str, dict[str, float]], info: ValidationInfo) -> dict[str, dict[str, float]]:
         gate = info.data.get("gate_db")
-        if not value or any(set(row) < {"float32", "int8"} for row in value.values()):
+        if not value or any(not {"float32", "int8"} <= set(row) for row in value.values()):
             raise ValueError("needs every evaluation row's float32 and int8 PSNR")
         worst = max(abs(row["int8"] - row["float32"]) for row in value.values())
         if gate is not None and worst > gate:
@@ -149,6 +149,13 @@ class Manifest(_Strict):
             if (value.graph.input, value.graph.output) != (float32.input, float32.output):
                 raise ValueError("the int8 autoencoder's tensors must be the float32 autoencoder's")
         return value
+
+    @model_validator(mode="after")
+    def _int8_on_every_row(self) -> Manifest:
+        missing = set(self.evaluation.get("denoising", {})) - set(self.int8.psnr) if self.int8 else set()
+        if missing:
+            raise ValueError(f"the int8 graph was not evaluated on {', '.join(sorted(missing))}")
+        return self
 
     @property
     def latent_size(self) -> int:

@@ -149,6 +149,13 @@ def test_int8_graph_outside_its_gate_refuses_the_model(bundle_copy: Path) -> Non
     _assert_refused(bundle_copy, "more than its gate")
 
 
+def test_int8_graph_not_evaluated_on_every_row_refuses_the_model(bundle_copy: Path) -> None:
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    del manifest["int8"]["psnr"]["poisson 5"]
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    _assert_refused(bundle_copy, "not evaluated on poisson 5")
+
+
 def test_malformed_manifest_refuses_the_model(bundle_copy: Path) -> None:
     (bundle_copy / "manifest.json").write_text("{not json")
     _assert_refused(bundle_copy, "manifest.json: unreadable manifest")
