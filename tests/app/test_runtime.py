@@ -20,6 +20,7 @@ from app.main import create_app
 from app.runtime.batcher import INLINE_MAX_IMAGES, Batcher
 from app.runtime.providers import CPU, CUDA, ProviderError, check_active, requested_providers
 from tests.conftest import MODEL, decode_png, digit, png, service_settings
+from tests.images import assert_int8_close
 
 
 def test_cpu_setting_asks_for_cpu_only() -> None:
@@ -88,10 +89,8 @@ def test_int8_autoencoder_serves_on_cpu_close_to_float32(
     for service in (client, float32):
         body = service.post("/denoise", files=files).json()
         outputs.append(np.stack([decode_png(base64.b64decode(image)).astype(int) for image in body["images"]]))
-    diff = np.abs(outputs[0] - outputs[1])
-    assert diff.mean() < 0.5
-    assert diff.max() <= 16
-    assert diff.any()  # really two different graphs
+    assert_int8_close(outputs[0], outputs[1])
+    assert not np.array_equal(outputs[0], outputs[1])  # really two different graphs
 
 
 def test_bundle_without_int8_serves_float32(bundle_copy: Path) -> None:

@@ -18,6 +18,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import MODEL, decode_png, digit, png
+from tests.images import assert_int8_close
 from tests.server import TEST_SETTINGS, free_port, running_server
 
 IMAGES = [png(digit(seed)) for seed in (6, 7)]
@@ -111,7 +112,9 @@ def test_decoder_and_autoencoder(triton: triton_grpc.InferenceServerClient) -> N
     latent_in = triton_grpc.InferInput("latent", list(latent.shape), "FP32")
     latent_in.set_data_from_numpy(latent)
     rebuilt = triton.infer(f"{MODEL}-decoder", [latent_in]).as_numpy("denoised")
-    assert np.allclose(denoised, rebuilt, atol=1e-5)  # the autoencoder is the decoder of the encoder
+    # The autoencoder is the decoder of the encoder (exactly so in float32: tests/app/test_inference.py); on
+    # CPU the served autoencoder is the bundle's int8 copy, within a few grey levels of the float32 one.
+    assert_int8_close(denoised * 255, rebuilt * 255)
 
 
 def _status(stub: service_pb2_grpc.GRPCInferenceServiceStub, request: service_pb2.ModelInferRequest) -> grpc.StatusCode:

@@ -31,6 +31,7 @@ from denoise_client import (
 from denoise_client.cli import main as cli
 from denoise_client.client import Retry
 from tests.conftest import MODEL, REPO, decode_png, digit, png
+from tests.images import assert_int8_close
 from tests.server import TEST_SETTINGS, free_port, running_server
 
 SAMPLE = REPO / "tests" / "data" / "noisy-digit.png"
@@ -84,8 +85,8 @@ def test_encode_and_reconstruct_round_trip(url: str) -> None:
         assert len(latents["latents"]) == 2
         images = client.reconstruct(latents, kind="numpy")
         denoised = client.denoise([digit(3), digit(4)])
-    for a, b in zip(images, denoised, strict=True):
-        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    # Latents decode through the float32 decoder; /denoise runs the bundle's int8 autoencoder on CPU.
+    assert_int8_close(np.stack(denoised), np.stack(images))
 
 
 def test_models_and_health(url: str) -> None:
