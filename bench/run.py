@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -253,10 +253,43 @@ def peer_process(command: list[str], env: dict[str, str], log: Path, ready_url: 
             time.sleep(0.5)
         yield
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, 15)
-        process.wait()
+        stop_group(process)
         output.close()
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group and wait until every process in it is gone (a peer's children, such as
+    tritonserver or LitServe's workers, can outlive their parent by seconds and would load the next run)."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, 15)
+    process.wait()
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, 9)
+        time.sleep(0.1)
+
+
+def wait_for_quiet(max_wait_s: float = 15.0, busy_below: float = 0.1) -> None:
+    """Before a measured run: wait (up to ``max_wait_s``) until the machine's CPUs are mostly idle over half a
+    second, so that what the last service left running does not count against the next one."""
+
+    def busy_and_total() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields) - idle, sum(fields)
+
+    deadline = time.monotonic() + max_wait_s
+    while time.monotonic() < deadline:
+        busy0, total0 = busy_and_total()
+        time.sleep(0.5)
+        busy1, total1 = busy_and_total()
+        if (busy1 - busy0) / max(total1 - total0, 1) < busy_below:
+            return
 
 
 @contextmanager
@@ -531,6 +564,7 @@ def main() -> int:
     for round_number in range(2):
         for name, start, path, body, content_type, header in peers:
             with start(round_number) as base:
+                wait_for_quiet()
                 for concurrency in (32, 1):
                     result = wrk(f"{base}{path}", body, content_type, concurrency, seconds, header=header)
                     rows.append(row(name, result, concurrency, 1))
