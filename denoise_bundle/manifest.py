@@ -97,15 +97,24 @@ class Int8Spec(_Strict):
         gate = info.data.get("gate_db")
         if not value or any(not {"float32", "int8"} <= set(row) for row in value.values()):
             raise ValueError("needs every evaluation row's float32 and int8 PSNR")
-        worst = max(abs(row["int8"] - row["float32"]) for row in value.values())
+        worst = abs(_worst_change(value))
         if gate is not None and worst > gate:
             raise ValueError(f"the int8 graph moves PSNR by {worst:.3f} dB, more than its gate of {gate} dB")
         return value
 
     def summary(self) -> dict[str, Any]:
         """The file, the gate, and the largest PSNR change on any row (signed, dB)."""
-        worst = max((row["int8"] - row["float32"] for row in self.psnr.values()), key=abs)
-        return {"file": self.graph.file, "method": self.method, "gate_db": self.gate_db, "worst_psnr_delta_db": worst}
+        return {
+            "file": self.graph.file,
+            "method": self.method,
+            "gate_db": self.gate_db,
+            "worst_psnr_delta_db": _worst_change(self.psnr),
+        }
+
+
+def _worst_change(psnr: dict[str, dict[str, float]]) -> float:
+    """The int8 graph's largest PSNR change from float32 on any row (signed, dB)."""
+    return max((row["int8"] - row["float32"] for row in psnr.values()), key=abs)
 
 
 class Manifest(_Strict):

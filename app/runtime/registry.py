@@ -189,21 +189,25 @@ def load_bundle(bundle: Path, settings: Settings) -> LoadedModel:
     _check_consistent(bundle, manifest)
     requested = requested_providers(settings.providers, available_providers())
     graphs: dict[GraphName, Graph] = {}
-    provider = ""
     files: dict[GraphName, str] = {}
-    for name in GRAPHS:
+    provider = ""
+    # The autoencoder opens last, once the provider is known: on CPU it runs from the bundle's int8 copy
+    # where there is one (it passed its PSNR gate at export; a GPU runs float32).
+    for name in sorted(GRAPHS, key=lambda graph: graph == "autoencoder"):
         spec = manifest.graphs[name]
+        if name == "autoencoder" and settings.int8 and manifest.int8 is not None and provider == CPU:
+            spec = manifest.int8.graph
         session = _open_graph(bundle / spec.file, spec, settings, requested)
         provider = check_active(settings.providers, requested, session.get_providers(), str(bundle / spec.file))
         graphs[name] = Graph(session, session.get_inputs()[0].name, session.get_outputs()[0].name)
         files[name] = spec.file
-    if settings.int8 and manifest.int8 is not None and provider == CPU:
-        # The int8 copy passed its PSNR gate at export; it is faster on CPUs only (a GPU runs float32).
-        spec = manifest.int8.graph
-        session = _open_graph(bundle / spec.file, spec, settings, requested)
-        graphs["autoencoder"] = Graph(session, spec.input.name, spec.output.name)
-        files["autoencoder"] = spec.file
-    return LoadedModel(manifest=manifest, path=bundle, provider=provider, graphs=graphs, files=files)
+    return LoadedModel(
+        manifest=manifest,
+        path=bundle,
+        provider=provider,
+        graphs={name: graphs[name] for name in GRAPHS},
+        files={name: files[name] for name in GRAPHS},
+    )
 
 
 def warm_up(model: LoadedModel, sizes: list[int]) -> None:
