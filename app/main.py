@@ -19,6 +19,7 @@ from app import __version__
 from app.auth import ApiKeys
 from app.config import Settings, get_settings
 from app.errors import install_handlers
+from app.fastlane import FastLane
 from app.imaging import NORMALISATION
 from app.metrics import Metrics
 from app.middleware import Limits, RequestContextMiddleware, WorkInProgress
@@ -140,6 +141,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Inference requests count against DENOISE_MAX_INFLIGHT, whichever protocol they come by."""
         return path in inference_paths or (path.startswith("/v2/models/") and path.endswith("/infer"))
 
+    # Added first, so it runs inside RequestContextMiddleware (Starlette runs the last added outermost).
+    app.add_middleware(
+        FastLane, routes=inference.with_defaults(registry, settings), exception_handlers=app.exception_handlers
+    )
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,

@@ -9,6 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from app.config import Settings
 from app.dependencies import (
     ImageQueryDep,
     ModelDep,
@@ -17,13 +18,16 @@ from app.dependencies import (
     Reinvert,
     SettingsDep,
     decode_uploads,
+    get_model,
+    image_query,
     media_type,
     read_uploads,
     resolve_model,
 )
+from app.fastlane import Handler
 from app.imaging import encode_png, to_model_input, to_pixels
 from app.latents import check_latents, parse_latents
-from app.runtime.registry import Inference, LoadedModel
+from app.runtime.registry import Inference, LoadedModel, Registry
 from app.schemas import DenoiseBatchResponse, ErrorResponse, Latents
 
 ANOMALY_SCORE_HEADER = "X-Anomaly-Score"
@@ -191,3 +195,22 @@ async def reconstruct(
     loaded = resolve_model(request, registry, model)
     images = await _images_in(request, settings, query)
     return _image_response(request, loaded, await loaded.infer("autoencoder", images), reinvert)
+
+
+def with_defaults(registry: Registry, settings: Settings) -> dict[str, Handler]:
+    """Each route above as FastAPI calls it for a POST with no query string: every parameter at its default.
+
+    :class:`app.fastlane.FastLane` answers such requests with these, without FastAPI's per-request
+    parameter layer.
+    """
+
+    async def denoise_default(request: Request) -> Response:
+        return await denoise(request, await get_model(request, registry), settings, await image_query())
+
+    async def encode_default(request: Request) -> Response:
+        return await encode(request, await get_model(request, registry), settings, await image_query())
+
+    async def reconstruct_default(request: Request) -> Response:
+        return await reconstruct(request, registry, settings, await image_query())
+
+    return {"/denoise": denoise_default, "/encode": encode_default, "/reconstruct": reconstruct_default}
