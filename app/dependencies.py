@@ -108,18 +108,27 @@ async def read_uploads(request: Request, settings: Settings) -> list[bytes]:
     )
 
 
-async def decode_uploads(uploads: list[bytes], query: ImageQuery, settings: Settings) -> np.ndarray:
-    """Decode every upload by the normalisation rule into a (n, 28, 28) uint8 batch."""
+async def decode_uploads(
+    uploads: list[bytes], query: ImageQuery, settings: Settings, *, offset: int = 0, numbered: bool | None = None
+) -> np.ndarray:
+    """Decode uploads by the normalisation rule into a (n, 28, 28) uint8 batch.
+
+    ``uploads`` may be a slice of a request's uploads starting at ``offset``: an error names the
+    image's index in the request (``numbered``, by default when there are several).
+    """
     options = DecodeOptions(
         formats=settings.image_format_list,
         max_pixels=settings.max_image_pixels,
         resize=query.resize,
         invert=query.invert,
     )
-    batch = len(uploads) > 1
+    if numbered is None:
+        numbered = len(uploads) > 1
 
     def run() -> np.ndarray:
-        return np.stack([decode(data, options, index if batch else None) for index, data in enumerate(uploads)])
+        return np.stack(
+            [decode(data, options, offset + index if numbered else None) for index, data in enumerate(uploads)]
+        )
 
     # Small images decode in microseconds; large ones (resizing) go to a thread.
     if query.resize and sum(len(data) for data in uploads) > 64 * 1024:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -11,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from app.config import Settings
 from app.dependencies import (
+    ImageQuery,
     ImageQueryDep,
     ModelDep,
     ModelName,
@@ -29,6 +32,7 @@ from app.imaging import encode_png, to_model_input, to_pixels
 from app.latents import check_latents, parse_latents
 from app.runtime.registry import Inference, LoadedModel, Registry
 from app.schemas import DenoiseBatchResponse, ErrorResponse, Latents
+from denoise_bundle.manifest import GraphName
 
 ANOMALY_SCORE_HEADER = "X-Anomaly-Score"
 ANOMALY_HEADER = "X-Anomaly"
@@ -104,7 +108,21 @@ def _anomaly_fields(result: Inference) -> dict[str, Any]:
     return {"anomaly_scores": [_score(s) for s in result.scores], "anomalous": result.anomalous}
 
 
-def _image_response(request: Request, model: LoadedModel, result: Inference, reinvert: bool) -> Response:
+#: Images PNG-encoded between two turns of the event loop (about 2 ms of work): a large response must
+#: not hold the loop, which hands the inference threads their next batches (other requests' too).
+ENCODE_SLICE = 64
+
+
+async def _base64_pngs(pixels: np.ndarray) -> list[str]:
+    images: list[str] = []
+    for start in range(0, len(pixels), ENCODE_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        images.extend(base64.b64encode(encode_png(p)).decode("ascii") for p in pixels[start : start + ENCODE_SLICE])
+    return images
+
+
+async def _image_response(request: Request, model: LoadedModel, result: Inference, reinvert: bool) -> Response:
     pixels = to_pixels(result.outputs)
     if reinvert:
         pixels = 255 - pixels
@@ -115,16 +133,32 @@ def _image_response(request: Request, model: LoadedModel, result: Inference, rei
         model=model.manifest.name,
         version=model.manifest.version,
         count=len(pixels),
-        images=[base64.b64encode(encode_png(p)).decode("ascii") for p in pixels],
+        images=await _base64_pngs(pixels),
         **_anomaly_fields(result),
     )
     return JSONResponse(body.model_dump(exclude_none=True), headers=headers)
 
 
-async def _images_in(request: Request, settings: SettingsDep, query: ImageQueryDep) -> np.ndarray:
-    pixels = await decode_uploads(await read_uploads(request, settings), query, settings)
-    request.state.images = len(pixels)
-    return to_model_input(pixels)
+async def _infer_images(
+    request: Request, model: LoadedModel, graph: GraphName, settings: Settings, query: ImageQuery
+) -> Inference:
+    """Read and decode the uploaded images and run ``graph`` on them.
+
+    A request larger than one batch is decoded a batch at a time, each batch running on an inference
+    thread while the event loop decodes the next.
+    """
+    uploads = await read_uploads(request, settings)
+    request.state.images = len(uploads)
+    size = model.batch_size(graph)
+    if len(uploads) <= size:
+        return await model.infer(graph, to_model_input(await decode_uploads(uploads, query, settings)))
+
+    async def batches() -> AsyncIterator[np.ndarray]:
+        for offset in range(0, len(uploads), size):
+            part = uploads[offset : offset + size]
+            yield to_model_input(await decode_uploads(part, query, settings, offset=offset, numbered=True))
+
+    return await model.infer_batches(graph, batches())
 
 
 @router.post(
@@ -137,8 +171,9 @@ async def _images_in(request: Request, settings: SettingsDep, query: ImageQueryD
 async def denoise(
     request: Request, model: ModelDep, settings: SettingsDep, query: ImageQueryDep, reinvert: Reinvert = False
 ) -> Response:
-    images = await _images_in(request, settings, query)
-    return _image_response(request, model, await model.infer("autoencoder", images), reinvert)
+    return await _image_response(
+        request, model, await _infer_images(request, model, "autoencoder", settings, query), reinvert
+    )
 
 
 @router.post(
@@ -149,7 +184,7 @@ async def denoise(
     openapi_extra=_IMAGE_BODY,
 )
 async def encode(request: Request, model: ModelDep, settings: SettingsDep, query: ImageQueryDep) -> JSONResponse:
-    result = await model.infer("encoder", await _images_in(request, settings, query))
+    result = await _infer_images(request, model, "encoder", settings, query)
     latents = result.outputs
     return JSONResponse(
         {
@@ -191,10 +226,11 @@ async def reconstruct(
         loaded = resolve_model(request, registry, model or payload.model)
         latents = check_latents(payload, loaded, settings.max_batch_images)
         request.state.images = len(latents)
-        return _image_response(request, loaded, await loaded.infer("decoder", latents), reinvert)
+        return await _image_response(request, loaded, await loaded.infer("decoder", latents), reinvert)
     loaded = resolve_model(request, registry, model)
-    images = await _images_in(request, settings, query)
-    return _image_response(request, loaded, await loaded.infer("autoencoder", images), reinvert)
+    return await _image_response(
+        request, loaded, await _infer_images(request, loaded, "autoencoder", settings, query), reinvert
+    )
 
 
 def with_defaults(registry: Registry, settings: Settings) -> dict[str, Handler]:

@@ -15,6 +15,8 @@ images run in one call, so they return two outputs).
   releases the GIL), so one worker can use every core when the others are idle,
   as when a few clients' connections all land on one worker. While every slot
   is busy, new requests queue and merge into the next batch.
+- A request produced a batch at a time (``submit_batches``: a large upload, decoded as it goes) has
+  each batch running on an inference thread while the event loop decodes the next one.
 - A full queue refuses new work at once with :class:`~app.errors.Overloaded` (503).
 - With no batching window (``max_delay == 0``, the default), when the batcher is idle (nothing
   queued, nothing running) and the caller is ``alone`` (the only request the worker has in
@@ -28,8 +30,9 @@ images run in one call, so they return two outputs).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -45,6 +48,11 @@ INLINE_MAX_IMAGES = 2
 
 #: What one call returns: one or more arrays whose first dimension is the batch.
 Outputs = tuple[np.ndarray, ...]
+
+
+def join(chunks: list[Outputs]) -> Outputs:
+    """Consecutive chunks' outputs as one: every output's rows, in order."""
+    return tuple(np.concatenate(parts) for parts in zip(*chunks, strict=True))
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ class Batcher:
         self._slots = asyncio.Semaphore(concurrency)
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"infer-{name}")
         self._task: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Future[Outputs]] = set()
         #: Items queued or running; zero means the batcher is idle.
         self._pending = 0
 
@@ -102,23 +110,50 @@ class Batcher:
 
     async def submit(self, inputs: np.ndarray) -> Outputs:
         """Run ``inputs`` (a batch of one or more) and return the matching rows of every output."""
+        self._check_room()
+        if self._pending == 0 and len(inputs) <= INLINE_MAX_IMAGES and self.max_delay_s == 0 and self._alone():
+            return self._call(inputs)
+        futures = [
+            self._enqueue(inputs[start : start + self.max_batch]) for start in range(0, len(inputs), self.max_batch)
+        ]
+        if len(futures) == 1:
+            return await futures[0]
+        return join(await asyncio.gather(*futures))
+
+    async def submit_batches(self, batches: AsyncIterator[np.ndarray]) -> Outputs:
+        """Run a large request produced a batch (at most ``max_batch`` images) at a time; its outputs, in order.
+
+        Each batch is queued as soon as it is produced and, with a free inference thread, starts
+        running at the next turn of the event loop, while the caller produces the next one (decodes
+        its PNGs, on the loop). If producing fails, the batches not yet run are withdrawn and the
+        error is raised.
+        """
+        futures: list[asyncio.Future[Outputs]] = []
+        try:
+            async for batch in batches:
+                if len(batch) > self.max_batch:
+                    raise ValueError(f"a batch of {len(batch)} images is more than max_batch {self.max_batch}")
+                self._check_room()
+                futures.append(self._enqueue(batch))
+                await asyncio.sleep(0)  # the turn of the loop in which _serve starts it
+            return join([await future for future in futures])
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+    def _check_room(self) -> None:
         if self._queue.qsize() >= self.queue_size:
             raise Overloaded(
                 f"server busy: {self.queue_size} batches of work already queued for {self.name}; retry shortly",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
-        if self._pending == 0 and len(inputs) <= INLINE_MAX_IMAGES and self.max_delay_s == 0 and self._alone():
-            return self._call(inputs)
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Outputs]] = []
-        for start in range(0, len(inputs), self.max_batch):
-            futures.append(loop.create_future())
-            self._queue.put_nowait(_Item(inputs[start : start + self.max_batch], futures[-1]))
-            self._pending += 1
-        if len(futures) == 1:
-            return await futures[0]
-        chunks = await asyncio.gather(*futures)
-        return tuple(np.concatenate(parts) for parts in zip(*chunks, strict=True))
+
+    def _enqueue(self, inputs: np.ndarray) -> asyncio.Future[Outputs]:
+        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Item(inputs, future))
+        self._pending += 1
+        return future
 
     def _call(self, batch: np.ndarray) -> Outputs:
         """One inference call, on the loop's thread or an inference thread: counted, or its failure logged."""
@@ -163,26 +198,27 @@ class Batcher:
             if not live:
                 self._slots.release()
                 continue
-            task = asyncio.get_running_loop().create_task(self._run(live))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _run(self, live: list[_Item]) -> None:
-        try:
             batch = live[0].inputs if len(live) == 1 else np.concatenate([item.inputs for item in live])
-            try:
-                outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._call, batch)
-            except Exception as exc:  # noqa: BLE001 (_call logged it; every caller gets it)
-                for item in live:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                return
-            offset = 0
-            for item in live:
-                count = len(item.inputs)
-                if not item.future.done():
-                    item.future.set_result(tuple(output[offset : offset + count] for output in outputs))
-                offset += count
-        finally:
-            self._pending -= len(live)
-            self._slots.release()
+            # Submitted now, not a turn of the loop later: a caller producing its next batch (see
+            # ``submit_batches``) holds the loop meanwhile.
+            running = asyncio.get_running_loop().run_in_executor(self._executor, self._call, batch)
+            self._running.add(running)
+            running.add_done_callback(functools.partial(self._done, live))
+
+    def _done(self, live: list[_Item], running: asyncio.Future[Outputs]) -> None:
+        """Hand each caller its rows of every output, or the error; free the slot."""
+        self._running.discard(running)
+        self._pending -= len(live)
+        self._slots.release()
+        offset = 0
+        for item in live:
+            count = len(item.inputs)
+            if item.future.done():  # the caller went away
+                pass
+            elif running.cancelled():
+                item.future.cancel()
+            elif (error := running.exception()) is not None:  # _call logged it; every caller gets it
+                item.future.set_exception(error)
+            else:
+                item.future.set_result(tuple(output[offset : offset + count] for output in running.result()))
+            offset += count

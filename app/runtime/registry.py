@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +87,18 @@ class LoadedModel:
     _samples: list[dict[str, str]] | None = field(default=None, repr=False)
 
     async def infer(self, graph: GraphName, inputs: np.ndarray) -> Inference:
-        outputs = await self.batchers[graph].submit(inputs)
+        return self._inference(await self.batchers[graph].submit(inputs))
+
+    async def infer_batches(self, graph: GraphName, batches: AsyncIterator[np.ndarray]) -> Inference:
+        """Run ``graph`` on a large request produced a batch (at most ``batch_size(graph)`` images) at a
+        time, each batch running while the next is produced (:meth:`Batcher.submit_batches`)."""
+        return self._inference(await self.batchers[graph].submit_batches(batches))
+
+    def batch_size(self, graph: GraphName) -> int:
+        """The most images one ONNX Runtime call of ``graph`` takes."""
+        return self.batchers[graph].max_batch
+
+    def _inference(self, outputs: Outputs) -> Inference:
         scores = outputs[1][:, 0] if len(outputs) > 1 else None
         return Inference(outputs[0], scores, self.manifest.anomaly.threshold)
 

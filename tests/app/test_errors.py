@@ -111,6 +111,15 @@ def test_bad_item_in_batch_is_named_by_index(client: TestClient) -> None:
     assert_error(client.post("/denoise", files=files), 400, "undecodable_image", index=1)
 
 
+def test_bad_item_in_a_later_inference_batch_is_named_by_its_index_in_the_request(client: TestClient) -> None:
+    """With more images than one ONNX Runtime call takes (8 here), decoding goes a batch at a time: the index
+    still counts from the request's first image."""
+    files = [("file", (f"{i}.png", png(digit(i)), "image/png")) for i in range(20)]
+    files[13] = ("file", ("13.png", b"not a png", "image/png"))
+    assert_error(client.post("/denoise", files=files), 400, "undecodable_image", index=13)
+    assert client.post("/denoise", files=files[:13]).status_code == 200  # and the service carries on
+
+
 def test_multipart_without_file_field_is_422(client: TestClient) -> None:
     assert_error(client.post("/denoise", data={"other": "x"}, files={"image": ("a.png", b"x")}), 422, "invalid_input")
 

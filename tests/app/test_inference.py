@@ -48,6 +48,22 @@ def test_denoise_batch_keeps_input_order(client: TestClient) -> None:
         assert np.abs(got.astype(int) - decode_png(single).astype(int)).max() <= 1
 
 
+def test_denoise_batch_of_several_inference_batches_keeps_input_order(client: TestClient) -> None:
+    """More images than one ONNX Runtime call takes (the test service's batch_max_size is 8): decoded and
+    run a batch at a time, answered whole and in order, scores included."""
+    images = [png(digit(seed)) for seed in range(20, 40)]
+    singles = [client.post("/denoise", content=image, headers=PNG) for image in images]
+    response = client.post(
+        "/denoise", files=[("file", (f"{i}.png", image, "image/png")) for i, image in enumerate(images)]
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["count"] == len(images) == len(body["anomaly_scores"]) == len(body["anomalous"])
+    for got, single, score in zip(body["images"], singles, body["anomaly_scores"], strict=True):
+        assert np.abs(decode_png(base64.b64decode(got)).astype(int) - decode_png(single.content).astype(int)).max() <= 1
+        assert abs(score - float(single.headers["x-anomaly-score"])) < 1e-3
+
+
 def test_denoise_single_with_accept_json_returns_json(client: TestClient) -> None:
     response = client.post("/denoise", content=png(digit(3)), headers={**PNG, "accept": "application/json"})
     assert response.status_code == 200

@@ -7,7 +7,7 @@ import base64
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.errors import Overloaded
+from app.errors import InvalidInput, Overloaded
 from app.main import create_app
 from app.runtime.batcher import INLINE_MAX_IMAGES, Batcher
 from app.runtime.providers import CPU, CUDA, ProviderError, check_active, requested_providers
@@ -331,6 +331,73 @@ def test_batching_off_never_merges() -> None:
 
     asyncio.run(scenario())
     assert calls == [1, 1, 1, 1]
+
+
+def test_batches_run_while_the_next_is_produced() -> None:
+    """submit_batches: the first batch is on its inference thread while the producer, holding the event
+    loop as decoding does, makes the next; the outputs come back whole and in order."""
+    first_running = threading.Event()
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        first_running.set()
+        return x + 1, x[:, 0]
+
+    async def batches() -> AsyncIterator[np.ndarray]:
+        yield np.zeros((4, 1), dtype=np.float32)
+        assert first_running.wait(timeout=5), "the first batch had not started"  # blocks the loop
+        yield np.ones((4, 1), dtype=np.float32)
+        yield np.full((2, 1), 2, dtype=np.float32)
+
+    async def scenario() -> tuple[np.ndarray, ...]:
+        batcher = Batcher(run, name="t", max_batch=4, max_delay_s=0, queue_size=8)
+        batcher.start()
+        outputs = await batcher.submit_batches(batches())
+        await batcher.stop()
+        return outputs
+
+    first, second = asyncio.run(scenario())
+    assert first[:, 0].tolist() == [1] * 4 + [2] * 4 + [3] * 2
+    assert second.tolist() == [0] * 4 + [1] * 4 + [2] * 2
+
+
+def test_a_failing_producer_withdraws_its_queued_batches() -> None:
+    calls: list[int] = []
+    release = threading.Event()
+
+    def run(x: np.ndarray) -> tuple[np.ndarray]:
+        calls.append(len(x))
+        release.wait(timeout=5)
+        return (x,)
+
+    async def batches() -> AsyncIterator[np.ndarray]:
+        yield np.zeros((4, 1), dtype=np.float32)  # runs
+        yield np.zeros((3, 1), dtype=np.float32)  # queues behind it: one inference thread
+        raise InvalidInput("image 7 is not a PNG", index=7)
+
+    async def scenario() -> None:
+        batcher = Batcher(run, name="t", max_batch=4, max_delay_s=0, queue_size=8)
+        batcher.start()
+        with pytest.raises(InvalidInput):
+            await batcher.submit_batches(batches())
+        release.set()
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls == [4]  # the running batch finished; the queued one never ran
+
+
+def test_a_batch_larger_than_max_batch_is_refused() -> None:
+    async def batches() -> AsyncIterator[np.ndarray]:
+        yield np.zeros((5, 1), dtype=np.float32)
+
+    async def scenario() -> None:
+        batcher = Batcher(lambda x: (x,), name="t", max_batch=4, max_delay_s=0, queue_size=8)
+        batcher.start()
+        with pytest.raises(ValueError, match="more than max_batch"):
+            await batcher.submit_batches(batches())
+        await batcher.stop()
+
+    asyncio.run(scenario())
 
 
 def _thread_recording_batcher(alone: bool, threads: list[str]) -> Batcher:
