@@ -212,13 +212,13 @@ class Batcher:
         self._slots.release()
         offset = 0
         for item in live:
-            count = len(item.inputs)
+            rows = slice(offset, offset + len(item.inputs))
+            offset = rows.stop
             if item.future.done():  # the caller went away
-                pass
-            elif running.cancelled():
+                continue
+            if running.cancelled():
                 item.future.cancel()
             elif (error := running.exception()) is not None:  # _call logged it; every caller gets it
                 item.future.set_exception(error)
             else:
-                item.future.set_result(tuple(output[offset : offset + count] for output in running.result()))
-            offset += count
+                item.future.set_result(tuple(output[rows] for output in running.result()))
