@@ -10,7 +10,8 @@ byte (tests/app/test_fastlane.py compares them). Everything else (a query string
 method) goes through FastAPI as before.
 
 It sits inside :class:`app.middleware.RequestContextMiddleware`, so request ids, API keys, limits,
-metrics and the access log are the same either way.
+metrics and the access log are the same either way. FastAPI's ``dependency_overrides`` do not reach
+this lane: a test that overrides a dependency of these routes must send a query string.
 """
 
 from __future__ import annotations
