@@ -96,12 +96,18 @@ def quantize_bundle(
 ) -> Int8Spec | None:
     """Quantise the bundle's autoencoder and evaluate it; the spec to put in the manifest if it passes the gate.
 
-    ``train_clean`` and ``test_clean`` are float32 (n, 28, 28) in [0, 1]. A graph that fails is deleted.
+    ``train_clean`` and ``test_clean`` are float32 (n, 28, 28) in [0, 1]. A graph that fails is deleted; so is
+    one that cannot be calibrated (an untrained net's almost constant output).
     """
     spec = manifest.graphs["autoencoder"]
     calibration = BlindNoise().apply(train_clean[:CALIBRATION_IMAGES], np.random.default_rng([seed, 30_000]))
     target = bundle / INT8_AUTOENCODER_FILE
-    quantize(bundle / spec.file, target, spec.input.name, calibration[..., np.newaxis].astype(np.float32))
+    try:
+        quantize(bundle / spec.file, target, spec.input.name, calibration[..., np.newaxis].astype(np.float32))
+    except ValueError as exc:  # the calibrator cannot histogram an activation that (almost) never varies
+        log.warning("int8 autoencoder not shipped: calibration failed: %s", exc)
+        target.unlink(missing_ok=True)
+        return None
     rows = psnr_rows(bundle / spec.file, target, spec.input.name, test_clean, seed)
     worst = max(abs(row["delta"]) for row in rows.values())
     if worst > GATE_DB:
