@@ -142,9 +142,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return path in inference_paths or (path.startswith("/v2/models/") and path.endswith("/infer"))
 
     # Added first, so it runs inside RequestContextMiddleware (Starlette runs the last added outermost).
-    app.add_middleware(
-        FastLane, routes=inference.with_defaults(registry, settings), exception_handlers=app.exception_handlers
-    )
+    fast_lane = {**inference.fast_lane_routes(registry, settings), **v2_rest.fast_lane_routes(settings)}
+    app.add_middleware(FastLane, routes=fast_lane, exception_handlers=app.exception_handlers)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,

@@ -233,7 +233,7 @@ async def reconstruct(
     )
 
 
-def with_defaults(registry: Registry, settings: Settings) -> dict[str, Handler]:
+def fast_lane_routes(registry: Registry, settings: Settings) -> dict[str, Handler]:
     """Each route above as FastAPI calls it for a POST with no query string: every parameter at its default.
 
     :class:`app.fastlane.FastLane` answers such requests with these, without FastAPI's per-request

@@ -16,7 +16,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app import __version__
+from app.config import Settings
 from app.dependencies import RegistryDep, SettingsDep
+from app.fastlane import Handler
 from app.v2 import inference
 from app.v2.catalog import Catalog, V2Model
 from app.v2.tensors import V2Error, parse_infer_request, parse_json, response_body, split_body
@@ -183,3 +185,18 @@ async def infer(request: Request, settings: SettingsDep, model: str, version: st
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """The V2 error shape."""
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def fast_lane_routes(settings: Settings) -> dict[str, Handler]:
+    """The infer routes as FastAPI calls them for a POST with no query string (:class:`app.fastlane.FastLane`)."""
+
+    async def infer_latest(request: Request) -> Response:
+        return await infer(request, settings, request.path_params["model"])
+
+    async def infer_version(request: Request) -> Response:
+        return await infer(request, settings, request.path_params["model"], request.path_params["version"])
+
+    return {
+        router.prefix + "/models/{model}/infer": infer_latest,
+        router.prefix + "/models/{model}/versions/{version}/infer": infer_version,
+    }

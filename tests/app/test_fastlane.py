@@ -1,9 +1,10 @@
-"""The fast lane: a POST to an image route with no query string skips FastAPI's parameter layer and
-answers exactly what FastAPI would have answered (the same request with its defaults spelled out in
-the query string goes through FastAPI)."""
+"""The fast lane: a POST to an image route or a V2 infer route with no query string skips FastAPI's
+parameter layer and answers exactly what FastAPI would have answered (the same request with a query
+string goes through FastAPI)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,13 +16,15 @@ from fastapi.testclient import TestClient
 from app.dependencies import get_settings
 from app.main import create_app
 from app.runtime.registry import LoadedModel
-from tests.conftest import digit, png, service_settings
+from tests.app.test_v2_rest import INFER, ONE_IMAGE, bad_requests, binary_request, infer_json
+from tests.conftest import MODEL, digit, png, service_settings
 
 PNG = {"content-type": "image/png"}
 SAME_ID = {"x-request-id": "fastlane-test"}
 
-#: Spelling out a default in the query string sends the request through FastAPI instead.
-THROUGH_FASTAPI = "?invert=false"
+#: Any query string sends a request through FastAPI instead; FastAPI ignores a parameter the route
+#: does not declare.
+THROUGH_FASTAPI = "?via=fastapi"
 
 
 def _latents(client: TestClient) -> bytes:
@@ -72,6 +75,51 @@ REQUESTS: dict[str, Callable[[TestClient], dict[str, Any]]] = {
 }
 
 
+def _v2_requests() -> dict[str, Callable[[TestClient], dict[str, Any]]]:
+    png_json = {"inputs": [{"name": "png", "datatype": "BYTES", "shape": [1], "data": [_b64(png(digit(8)))]}]}
+    blob = ONE_IMAGE.tobytes()
+    size = {"binary_data_size": len(blob)}
+    tensor = {"name": "image", "datatype": "FP32", "shape": [1, 28, 28, 1], "parameters": size}
+    body, headers = binary_request({"inputs": [tensor]}, blob)
+    requests: dict[str, Callable[[TestClient], dict[str, Any]]] = {
+        "v2 png as json": lambda c: {"url": f"/v2/models/{MODEL}/infer", "content": json.dumps(png_json).encode()},
+        "v2 tensor as json": lambda c: {"url": INFER, "content": json.dumps(infer_json()).encode()},
+        "v2 binary tensor": lambda c: {"url": INFER, "content": body, "headers": headers},
+        "v2 named version": lambda c: {
+            "url": f"/v2/models/{MODEL}/versions/{_version(c)}/infer",
+            "content": json.dumps(png_json).encode(),
+        },
+        "v2 unknown model": lambda c: {"url": "/v2/models/nope/infer", "content": json.dumps(png_json).encode()},
+        "v2 unknown version": lambda c: {
+            "url": f"/v2/models/{MODEL}/versions/999/infer",
+            "content": json.dumps(png_json).encode(),
+        },
+    }
+    for what, path, build, _, _ in bad_requests():
+        requests[f"v2 {what}"] = _replay(path, build)
+    return requests
+
+
+def _replay(path: str, build: Callable[[], tuple[bytes, dict[str, str]]]) -> Callable[[TestClient], dict[str, Any]]:
+    def request(client: TestClient) -> dict[str, Any]:
+        content, headers = build()
+        return {"url": path, "content": content, "headers": headers}
+
+    return request
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _version(client: TestClient) -> str:
+    response: httpx.Response = client.get(f"/v2/models/{MODEL}")
+    return str(response.json()["versions"][0])
+
+
+REQUESTS.update(_v2_requests())
+
+
 def _post(client: TestClient, suffix: str, request: dict[str, Any]) -> httpx.Response:
     request = dict(request)
     headers = {**request.pop("headers", {}), **SAME_ID}
@@ -109,13 +157,16 @@ def settings_resolved(client: TestClient) -> Iterator[list[int]]:
     app.dependency_overrides.clear()
 
 
-@pytest.mark.parametrize("url", ["/denoise", "/encode", "/reconstruct"])
+@pytest.mark.parametrize(
+    "name", ["denoise one png", "encode", "reconstruct image", "v2 png as json", "v2 named version"]
+)
 def test_no_query_string_skips_fastapi_and_a_query_string_does_not(
-    client: TestClient, settings_resolved: list[int], url: str
+    client: TestClient, settings_resolved: list[int], name: str
 ) -> None:
-    assert client.post(url, content=png(digit(1)), headers=PNG).status_code == 200
+    request = REQUESTS[name](client)
+    assert _post(client, "", request).status_code == 200
     assert settings_resolved == []
-    assert client.post(url + "?resize=false", content=png(digit(1)), headers=PNG).status_code == 200
+    assert _post(client, THROUGH_FASTAPI, request).status_code == 200
     assert settings_resolved == [1]
 
 
