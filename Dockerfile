@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Two targets: `cpu` (default, python slim) and `gpu` (CUDA 12 + cuDNN 9 runtime, onnxruntime-gpu).
 # Serving dependencies only (no training stack). The committed models are baked in at /srv/models;
 # mount a volume there to serve others.
@@ -21,6 +20,8 @@ RUN sh install.sh app
 COPY models models
 RUN useradd --system --uid 10001 --no-create-home denoise
 USER 10001
+# HOME on /tmp (the one writable place when the root filesystem is read-only) for onnxruntime's cache.
+ENV HOME=/tmp
 ENV DENOISE_HOST=0.0.0.0 DENOISE_PORT=8000 DENOISE_MODEL_DIR=/srv/models DENOISE_PROVIDERS=cuda
 EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 CMD ["python", "-m", "app.healthcheck"]
@@ -40,6 +41,8 @@ RUN sh install.sh app
 COPY models models
 RUN useradd --system --uid 10001 --no-create-home denoise
 USER 10001
+# HOME on /tmp (the one writable place when the root filesystem is read-only) for onnxruntime's cache.
+ENV HOME=/tmp
 ENV DENOISE_HOST=0.0.0.0 DENOISE_PORT=8000 DENOISE_MODEL_DIR=/srv/models DENOISE_PROVIDERS=cpu
 EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 CMD ["python", "-m", "app.healthcheck"]

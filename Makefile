@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint check bench train clean
+.PHONY: serve test test-fast lint check bench train clean
 
 $(VENV)/.serve: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,13 @@ $(VENV)/.dev: $(VENV)/.serve
 serve: $(VENV)/.serve
 	DENOISE_HOST=$(HOST) DENOISE_PORT=$(PORT) $(PY) -m app
 
-## Install everything (training included) and run the whole test suite.
+## Install everything (training included) and run the whole test suite (containers on a Docker engine too).
 test: $(VENV)/.dev
 	$(PY) -m pytest
+
+## The development loop: the suite without TensorFlow training and exports or container builds.
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -m "not slow and not container"
 
 ## ruff (lint and format) and mypy.
 lint: $(VENV)/.dev

@@ -12,6 +12,7 @@ from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
+from uvicorn.supervisors import Multiprocess
 
 from app import logs
 from app.config import Settings, get_settings
@@ -19,6 +20,33 @@ from app.logs import LogFormat
 from app.runtime.providers import ProviderError, available_providers, requested_providers
 
 log = logging.getLogger("denoise")
+
+
+#: uvicorn's exit status when a server could not start.
+STARTUP_FAILURE = 3
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, closing its own copy of the listening socket before it stops the
+    workers. The socket then closes as the last worker stops accepting, and a client connecting
+    after that is refused at once, instead of waiting in the backlog of a socket no process accepts
+    from any more and being reset (its request sent, unanswered) when the supervisor exits."""
+
+    def terminate_all(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
+
+
+def serve(config: uvicorn.Config) -> None:
+    """``uvicorn.run`` for an app given by import string, with :class:`Supervisor` for several workers."""
+    if config.workers > 1:
+        Supervisor(config, sockets=[config.bind_socket()]).run()
+        return
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -57,7 +85,7 @@ def main() -> None:
         metrics_dir = tempfile.mkdtemp(prefix="denoise-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        uvicorn.run(
+        config = uvicorn.Config(
             "app.main:create_app",
             factory=True,
             host=settings.host,
@@ -72,6 +100,7 @@ def main() -> None:
             limit_concurrency=settings.max_connections,
             http="app.protocol:GuardedHttpToolsProtocol",
         )
+        serve(config)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -8,6 +8,10 @@
   ASGI task: under overload the event loop has hundreds of tasks ready, and a probe that waited
   for its own task's turn would wait behind all of them. The answer is the same as the route's
   (``{"status":"alive"}`` with an ``X-Request-ID``); it is not logged and not counted in the metrics.
+- On shutdown uvicorn closes idle keep-alive connections at once, and a request a client sent on
+  one at that instant meets a connection reset, lost though the service never saw it. Here an idle
+  connection stays open for :data:`IDLE_DRAIN_S` more: a request arriving meanwhile is answered
+  with ``Connection: close``, and the connection is closed once idle.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from app.schemas import Liveness
 
 LIVENESS_PATH = b"/health/live"
 LIVENESS_BODY = Liveness().model_dump_json().encode()
+#: Seconds an idle keep-alive connection stays open once shutdown has begun.
+IDLE_DRAIN_S = 1.0
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -35,6 +41,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.header_timeout = get_settings().header_timeout_s
         self._header_timer: asyncio.TimerHandle | None = None
         self._liveness_probe = False
+        self._receiving = False  # a request has begun and its headers are not complete yet
+        self._draining = False
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:
@@ -57,10 +65,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._receiving = True
         self._arm_header_timer()
 
     def on_headers_complete(self) -> None:
         self._disarm_header_timer()
+        self._receiving = False
         # Only when no earlier request on this connection is still being answered, so that
         # pipelined responses keep their order.
         self._liveness_probe = (
@@ -71,6 +81,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         )
         if not self._liveness_probe:
             super().on_headers_complete()
+            if self._draining and self.cycle is not None:
+                self.cycle.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
         if not self._liveness_probe:
@@ -81,7 +93,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             super().on_message_complete()
             return
         self._liveness_probe = False
-        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        keep_alive = not self._draining and self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         supplied = next((value for name, value in self.headers if name == REQUEST_ID_HEADER), b"")
         headers = [
             *self.server_state.default_headers,
@@ -96,6 +108,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if keep_alive:
             self.on_response_complete()
         else:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        self._draining = True
+        if self._idle():
+            self.loop.call_later(IDLE_DRAIN_S, self._close_if_idle)
+        elif self.cycle is not None:
+            self.cycle.keep_alive = False
+
+    def _idle(self) -> bool:
+        return not self._receiving and (self.cycle is None or self.cycle.response_complete)
+
+    def _close_if_idle(self) -> None:
+        if self._idle() and not self.transport.is_closing():
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:

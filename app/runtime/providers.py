@@ -11,6 +11,12 @@ from app.config import ProviderSetting
 
 log = logging.getLogger("denoise.runtime")
 
+#: onnxruntime's own log lines go straight to standard error in a format of their own, which would
+#: break a JSON log stream; only its errors are let through (what matters of its warnings, such as a
+#: CUDA fall-back, the service logs itself).
+ORT_LOG_SEVERITY = 3
+ort.set_default_logger_severity(ORT_LOG_SEVERITY)
+
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 

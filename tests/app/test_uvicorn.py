@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from tests.conftest import decode_png, digit, png
-from tests.server import TEST_SETTINGS, running_server
+from tests.load import Load, access_lines
+from tests.server import TEST_SETTINGS, poll, running_server
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +76,45 @@ def test_two_workers_share_one_metrics_view(tmp_path: Path) -> None:
             )
             assert float(line.split()[-1]) == 20
     assert not list(tmp_path.glob("denoise-metrics-*"))
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_under_load_answers_every_request_it_took(workers: str, tmp_path: Path) -> None:
+    """Requests in flight and those arriving on an idle keep-alive connection as the stop begins are
+    answered; none is cut short or reset once the service has taken it."""
+    log = tmp_path / "service.log"
+    env = {**TEST_SETTINGS, "DENOISE_WORKERS": workers, "DENOISE_LOG_LEVEL": "info"}
+    with log.open("wb") as stderr, running_server(env, stderr=stderr) as (url, process), Load(url, threads=6) as load:
+        load.wait_served(100)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert set(load.outcomes) <= {"200", "refused", "unanswered"}, load.outcomes
+    taken = access_lines(log.read_text(), "/denoise")
+    assert [line["status"] for line in taken] == [200] * load.outcomes["200"]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_stop_refuses_new_connections_at_once_and_answers_an_idle_one(workers: str) -> None:
+    """After SIGTERM a new connection is refused at once (not queued where no worker takes it, to be
+    reset later); an idle keep-alive connection stays open for a moment, and a request the client
+    sends on it then is answered, with ``Connection: close``, instead of meeting a closed socket."""
+    env = {**TEST_SETTINGS, "DENOISE_WORKERS": workers}
+    with running_server(env) as (url, process), httpx.Client(base_url=url) as client:
+        assert client.get("/health/ready").status_code == 200  # the connection is now idle and kept
+        process.send_signal(signal.SIGTERM)
+        poll(lambda: _refused(url), 10, "new connections refused")
+        assert process.poll() is None  # still draining the idle connection
+        response = client.post("/denoise", content=png(digit(1)), headers={"content-type": "image/png"})
+        assert response.status_code == 200
+        assert response.headers["connection"] == "close"
+        assert process.wait(timeout=30) == 0
+
+
+def _refused(url: str) -> bool:
+    try:
+        httpx.get(f"{url}/health/live", timeout=0.5)
+    except httpx.ConnectError:
+        return True
+    except httpx.TransportError:  # taken into a queue but not answered
+        return False
+    return False

@@ -1,4 +1,4 @@
-"""What can be proved about deployment without a Docker engine: compose, Dockerfile and Kubernetes files."""
+"""The deployment files' structure: compose, Dockerfile, nginx and Kubernetes (tests/deploy/test_*.py run them)."""
 
 from __future__ import annotations
 
@@ -51,9 +51,13 @@ def test_scale_profile_puts_replicas_behind_nginx(compose: dict[str, Any]) -> No
     assert replica["profiles"] == balancer["profiles"] == ["scale"]
     assert "ports" not in replica  # only the balancer is published
     assert balancer["depends_on"]["replica"]["condition"] == "service_healthy"
-    nginx = (REPO / "deploy" / "nginx.conf").read_text()
-    assert "server replica:8000 resolve" in nginx
-    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in balancer["volumes"]
+    upstream = (REPO / "deploy" / "nginx" / "upstream.conf").read_text()
+    assert "server replica:8000 resolve" in upstream
+    assert balancer["volumes"] == [
+        "./deploy/nginx/nginx.conf:/etc/nginx/nginx.conf:ro",
+        "./deploy/nginx/upstream.conf:/etc/nginx/denoise-upstream.conf:ro",
+    ]
+    assert balancer["image"] == "${NGINX_IMAGE:-nginx:1.27-alpine}"  # `resolve` needs nginx 1.27.3 or later
 
 
 def test_compose_healthcheck_and_dockerfile_use_the_same_probe(compose: dict[str, Any]) -> None:
@@ -76,6 +80,30 @@ def test_dockerfile_targets_run_as_non_root_without_tensorflow() -> None:
     # dependencies are installed before the source is copied, so that layer stays cached
     for stage in dockerfile.split("\nFROM ")[1:]:
         assert stage.index("install.sh deps") < stage.index("COPY app app")
+
+
+def _stage(dockerfile: str, name: str) -> list[str]:
+    stage = dockerfile.split(" AS " + name + "\n", 1)[1].split("\nFROM ", 1)[0]
+    return [line for line in stage.replace("\\\n", " ").splitlines() if line and not line.startswith("#")]
+
+
+def test_gpu_and_cpu_stages_build_the_app_the_same_way() -> None:
+    """Only the CPU stage is built by the tests (no CUDA base image here); the GPU stage differs
+    from it in the base, the ONNX Runtime build, the provider and the start period only."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert not dockerfile.startswith("# syntax=")  # BuildKit would pull that frontend from a registry
+    cpu, gpu = _stage(dockerfile, "cpu"), _stage(dockerfile, "gpu")
+    start = gpu.index(next(line for line in gpu if line.startswith("ENV VIRTUAL_ENV")))
+    gpu = gpu[start:]  # after installing Python, which the slim image has
+    differences = [(a, b) for a, b in zip(cpu, gpu, strict=True) if a != b]
+    assert [(a.split()[0], b.split()[0]) for a, b in differences] == [
+        ("RUN", "RUN"),
+        ("ENV", "ENV"),
+        ("HEALTHCHECK", "HEALTHCHECK"),
+    ]
+    assert differences[0] == ("RUN sh install.sh deps cpu", "RUN sh install.sh deps gpu")
+    assert "DENOISE_PROVIDERS=cpu" in differences[1][0]
+    assert "DENOISE_PROVIDERS=cuda" in differences[1][1]
 
 
 def test_dockerignore_keeps_data_venvs_and_runs_out() -> None:
