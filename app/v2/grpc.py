@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from app import __version__
@@ -100,6 +101,10 @@ def _tensor(request: service_pb2.ModelInferRequest, index: int) -> Tensor:
         raise V2Error(f"input {name!r}: datatype {datatype!r} is not a V2 datatype")
     shape = check_shape(name, list(spec.shape))
     if request.raw_input_contents:
+        if spec.contents.ListFields():
+            raise V2Error(
+                f"input {name!r}: data given both in raw_input_contents and in contents; send it in one of them"
+            )
         return Tensor(name, datatype, shape, from_binary(name, datatype, shape, request.raw_input_contents[index]))
     if datatype not in CONTENTS:
         raise V2Error(f"input {name!r}: {datatype} must be sent in raw_input_contents")
@@ -119,6 +124,47 @@ def infer_request(request: service_pb2.ModelInferRequest) -> InferRequest:
         outputs=[RequestedOutput(output.name, True) for output in request.outputs],
         parameters=_parameters(request.parameters),
     )
+
+
+class _Undecodable:
+    """Stands for a request message that did not parse, so that the call can say so."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return _Undecodable(exc)
+
+    return deserialize
+
+
+class MalformedMessages(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """A request message that does not parse is answered ``INVALID_ARGUMENT`` (grpcio's own answer
+    to a deserializer that fails is ``UNKNOWN``, which tells the client nothing it can act on)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        behaviour = handler.unary_unary
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, _Undecodable):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"the request message does not parse: {request.error}"
+                )
+            return await behaviour(request, context)
+
+        return handler._replace(request_deserializer=_tolerant(handler.request_deserializer), unary_unary=checked)
 
 
 class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -278,11 +324,12 @@ async def start(
     if settings.grpc_port == 0:
         return None
     server = grpc.aio.server(
+        interceptors=[MalformedMessages()],
         options=[
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.so_reuseport", 1),
-        ]
+        ],
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceService(registry, catalog, settings, metrics, keys, work), server

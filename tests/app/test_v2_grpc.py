@@ -174,6 +174,10 @@ def bad_requests() -> list[tuple[str, service_pb2.ModelInferRequest, grpc.Status
     png_model = _request(model=MODEL, name="png", datatype="BYTES", shape=[1])
     png_model.inputs[0].contents.bytes_contents.append(b"not a png")
     cases.append(("undecodable png", png_model, grpc.StatusCode.INVALID_ARGUMENT))
+    both = _request()
+    both.raw_input_contents.append(one)
+    both.inputs[0].contents.fp32_contents.extend([0.0] * 784)
+    cases.append(("raw and typed contents", both, grpc.StatusCode.INVALID_ARGUMENT))
     huge = _request(shape=[100, 28, 28, 1])
     huge.raw_input_contents.append(np.zeros((100, 28, 28, 1), dtype=np.float32).tobytes())
     cases.append(("message beyond the size limit", huge, grpc.StatusCode.RESOURCE_EXHAUSTED))
@@ -189,6 +193,22 @@ def test_bad_request_gets_its_status(
 ) -> None:
     assert _status(stub, request_) == code
     assert stub.ServerReady(service_pb2.ServerReadyRequest()).ready
+
+
+@pytest.mark.parametrize("message", [b"\xff\xff\xff", b"\x0a\x05ab"], ids=["garbage", "truncated"])
+def test_undecodable_message_is_invalid_argument(server: tuple[str, str], message: bytes) -> None:
+    with grpc.insecure_channel(server[1]) as channel:
+        call = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=lambda raw: raw,
+            response_deserializer=service_pb2.ModelInferResponse.FromString,
+        )
+        with pytest.raises(grpc.RpcError) as raised:
+            call(message)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "does not parse" in raised.value.details()
+        ready = service_pb2_grpc.GRPCInferenceServiceStub(channel).ServerReady(service_pb2.ServerReadyRequest())
+    assert ready.ready
 
 
 def test_api_keys_cover_grpc() -> None:
