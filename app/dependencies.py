@@ -5,13 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-import numpy as np
 from fastapi import Depends, Query, Request
-from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
 from app.errors import InvalidInput, NotReady, UnsupportedMediaType
-from app.imaging import DecodeOptions, decode
 from app.multipart import read_parts
 from app.runtime.registry import LoadedModel, Registry
 
@@ -106,31 +103,3 @@ async def read_uploads(request: Request, settings: Settings) -> list[bytes]:
         f"content type {kind or '(none)'!r} not accepted; send {' or '.join(accepted)} as the raw body, "
         f"or {MULTIPART} with {FILE_FIELD!r} fields"
     )
-
-
-async def decode_uploads(
-    uploads: list[bytes], query: ImageQuery, settings: Settings, *, offset: int = 0, numbered: bool | None = None
-) -> np.ndarray:
-    """Decode uploads by the normalisation rule into a (n, 28, 28) uint8 batch.
-
-    ``uploads`` may be a slice of a request's uploads starting at ``offset``: an error names the
-    image's index in the request (``numbered``, by default when there are several).
-    """
-    options = DecodeOptions(
-        formats=settings.image_format_list,
-        max_pixels=settings.max_image_pixels,
-        resize=query.resize,
-        invert=query.invert,
-    )
-    if numbered is None:
-        numbered = len(uploads) > 1
-
-    def run() -> np.ndarray:
-        return np.stack(
-            [decode(data, options, offset + index if numbered else None) for index, data in enumerate(uploads)]
-        )
-
-    # Small images decode in microseconds; large ones (resizing) go to a thread.
-    if query.resize and sum(len(data) for data in uploads) > 64 * 1024:
-        return await run_in_threadpool(run)
-    return run()

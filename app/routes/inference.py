@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -20,7 +18,6 @@ from app.dependencies import (
     RegistryDep,
     Reinvert,
     SettingsDep,
-    decode_uploads,
     get_model,
     image_query,
     media_type,
@@ -28,8 +25,9 @@ from app.dependencies import (
     resolve_model,
 )
 from app.fastlane import Handler
-from app.imaging import encode_png, to_model_input, to_pixels
+from app.imaging import encode_png, to_pixels
 from app.latents import check_latents, parse_latents
+from app.pipeline import decode_options, encode_pngs, infer_images
 from app.runtime.registry import Inference, LoadedModel, Registry
 from app.schemas import DenoiseBatchResponse, ErrorResponse, Latents
 from denoise_bundle.manifest import GraphName
@@ -108,20 +106,6 @@ def _anomaly_fields(result: Inference) -> dict[str, Any]:
     return {"anomaly_scores": [_score(s) for s in result.scores], "anomalous": result.anomalous}
 
 
-#: Images PNG-encoded between two turns of the event loop (about 2 ms of work): a large response must
-#: not hold the loop, which hands the inference threads their next batches (other requests' too).
-ENCODE_SLICE = 64
-
-
-async def _base64_pngs(pixels: np.ndarray) -> list[str]:
-    images: list[str] = []
-    for start in range(0, len(pixels), ENCODE_SLICE):
-        if start:
-            await asyncio.sleep(0)
-        images.extend(base64.b64encode(encode_png(p)).decode("ascii") for p in pixels[start : start + ENCODE_SLICE])
-    return images
-
-
 async def _image_response(request: Request, model: LoadedModel, result: Inference, reinvert: bool) -> Response:
     pixels = to_pixels(result.outputs)
     if reinvert:
@@ -133,7 +117,7 @@ async def _image_response(request: Request, model: LoadedModel, result: Inferenc
         model=model.manifest.name,
         version=model.manifest.version,
         count=len(pixels),
-        images=await _base64_pngs(pixels),
+        images=[base64.b64encode(image).decode("ascii") for image in await encode_pngs(pixels)],
         **_anomaly_fields(result),
     )
     return JSONResponse(body.model_dump(exclude_none=True), headers=headers)
@@ -142,23 +126,11 @@ async def _image_response(request: Request, model: LoadedModel, result: Inferenc
 async def _infer_images(
     request: Request, model: LoadedModel, graph: GraphName, settings: Settings, query: ImageQuery
 ) -> Inference:
-    """Read and decode the uploaded images and run ``graph`` on them.
-
-    A request larger than one batch is decoded a batch at a time, each batch running on an inference
-    thread while the event loop decodes the next.
-    """
+    """Read the uploaded images and run ``graph`` on them (:func:`app.pipeline.infer_images`)."""
     uploads = await read_uploads(request, settings)
     request.state.images = len(uploads)
-    size = model.batch_size(graph)
-    if len(uploads) <= size:
-        return await model.infer(graph, to_model_input(await decode_uploads(uploads, query, settings)))
-
-    async def batches() -> AsyncIterator[np.ndarray]:
-        for offset in range(0, len(uploads), size):
-            part = uploads[offset : offset + size]
-            yield to_model_input(await decode_uploads(part, query, settings, offset=offset, numbered=True))
-
-    return await model.infer_batches(graph, batches())
+    options = decode_options(settings, resize=query.resize, invert=query.invert)
+    return await infer_images(model, graph, uploads, options)
 
 
 @router.post(

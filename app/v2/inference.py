@@ -14,7 +14,8 @@ import numpy as np
 
 from app.config import Settings
 from app.errors import ApiError
-from app.imaging import DecodeOptions, decode, encode_png, to_model_input, to_pixels
+from app.imaging import to_pixels
+from app.pipeline import decode_options, encode_pngs, infer_images
 from app.v2.catalog import PNG_OUTPUT, SCORE_OUTPUT, V2Model
 from app.v2.tensors import InferRequest, Tensor, V2Error
 
@@ -35,7 +36,7 @@ def _flag(request: InferRequest, name: str) -> bool:
     return value
 
 
-def _png_bytes(element: bytes, index: int) -> bytes:
+def _png_bytes(element: bytes) -> bytes:
     """Raw PNG bytes, or base64 text of them (how JSON carries bytes)."""
     if element.startswith(PNG_SIGNATURE):
         return element
@@ -74,23 +75,6 @@ def _check_input(model: V2Model, request: InferRequest, settings: Settings) -> T
     return tensor
 
 
-def _decode_pngs(tensor: Tensor, request: InferRequest, settings: Settings) -> np.ndarray:
-    options = DecodeOptions(
-        formats=settings.image_format_list,
-        max_pixels=settings.max_image_pixels,
-        resize=_flag(request, "resize"),
-        invert=_flag(request, "invert"),
-    )
-    batch = len(tensor.data) > 1
-    try:
-        pixels = np.stack(
-            [decode(_png_bytes(bytes(item), i), options, i if batch else None) for i, item in enumerate(tensor.data)]
-        )
-    except ApiError as exc:
-        raise as_v2_error(exc) from exc
-    return to_model_input(pixels)
-
-
 def requested(model: V2Model, request: InferRequest) -> list[tuple[str, bool]]:
     """Output names with their form (binary or JSON): those asked for, or all in the default form."""
     if not request.outputs:
@@ -109,22 +93,23 @@ async def run(model: V2Model, request: InferRequest, settings: Settings) -> list
     tensor = _check_input(model, request, settings)
     wanted = requested(model, request)
     reinvert = _flag(request, "reinvert")
-    if model.kind == "png":
-        inputs = _decode_pngs(tensor, request, settings)
-    else:
-        inputs = np.ascontiguousarray(tensor.data, dtype=np.float32)
     try:
-        result = await model.bundle.infer(model.graph, inputs)
+        if model.kind == "png":
+            options = decode_options(settings, resize=_flag(request, "resize"), invert=_flag(request, "invert"))
+            uploads = [_png_bytes(bytes(item)) for item in tensor.data]
+            result = await infer_images(model.bundle, model.graph, uploads, options)
+        else:
+            result = await model.bundle.infer(model.graph, np.ascontiguousarray(tensor.data, dtype=np.float32))
     except ApiError as exc:
         raise as_v2_error(exc) from exc
-    count = len(inputs)
+    count = len(tensor.data)
     produced: dict[str, Tensor] = {}
     main = model.outputs[0]
     if model.kind == "png":
         pixels = to_pixels(result.outputs)
         if reinvert:
             pixels = 255 - pixels
-        pngs = np.array([encode_png(p) for p in pixels], dtype=np.object_)
+        pngs = np.array(await encode_pngs(pixels), dtype=np.object_)
         produced[PNG_OUTPUT] = Tensor(PNG_OUTPUT, "BYTES", (count,), pngs)
     else:
         produced[main.name] = Tensor(main.name, "FP32", (count, *main.shape[1:]), result.outputs)

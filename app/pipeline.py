@@ -1,0 +1,86 @@
+"""The image pipeline every front door runs: decode, batch, infer, encode.
+
+Protocol-neutral: the own REST API and the Open Inference Protocol (REST and gRPC) hand it the
+uploaded image bytes and get the graph's outputs back, and hand it output pixels to PNG-encode.
+Work that takes long runs off the event loop or between its turns, so that the loop keeps
+answering probes and handing inference threads their next batches:
+
+- large uploads (resizing) are decoded in a worker thread;
+- a request larger than one batch is decoded a batch at a time, each batch running on an inference
+  thread while the next is decoded;
+- many outputs are PNG-encoded :data:`ENCODE_SLICE` at a time, between turns of the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from app.config import Settings
+from app.imaging import DecodeOptions, decode, encode_png, to_model_input
+from app.runtime.registry import Inference, LoadedModel
+from denoise_bundle.manifest import GraphName
+
+#: Bytes of uploads to resize above which decoding moves to a worker thread (small images decode
+#: in microseconds, less than the hand-over costs).
+THREAD_DECODE_BYTES = 64 * 1024
+#: Images PNG-encoded between two turns of the event loop (about 2 ms of work).
+ENCODE_SLICE = 64
+
+
+def decode_options(settings: Settings, *, resize: bool, invert: bool) -> DecodeOptions:
+    """How uploads are decoded: the formats and size allowed by ``settings``, and the request's options."""
+    return DecodeOptions(
+        formats=settings.image_format_list, max_pixels=settings.max_image_pixels, resize=resize, invert=invert
+    )
+
+
+async def decode_images(
+    uploads: Sequence[bytes], options: DecodeOptions, *, offset: int = 0, numbered: bool | None = None
+) -> np.ndarray:
+    """Decode uploads by the normalisation rule into a (n, 28, 28) uint8 batch.
+
+    ``uploads`` may be a slice of a request's uploads starting at ``offset``: an error names the
+    image's index in the request (``numbered``, by default when there are several).
+    """
+    if numbered is None:
+        numbered = len(uploads) > 1
+
+    def run() -> np.ndarray:
+        return np.stack(
+            [decode(data, options, offset + index if numbered else None) for index, data in enumerate(uploads)]
+        )
+
+    if options.resize and sum(len(data) for data in uploads) > THREAD_DECODE_BYTES:
+        return await run_in_threadpool(run)
+    return run()
+
+
+async def infer_images(
+    model: LoadedModel, graph: GraphName, uploads: Sequence[bytes], options: DecodeOptions
+) -> Inference:
+    """Decode ``uploads`` and run ``graph`` on them, a batch at a time when there are more than one
+    batch holds, each batch running while the next is decoded."""
+    size = model.batch_size(graph)
+    if len(uploads) <= size:
+        return await model.infer(graph, to_model_input(await decode_images(uploads, options)))
+
+    async def batches() -> AsyncIterator[np.ndarray]:
+        for offset in range(0, len(uploads), size):
+            part = uploads[offset : offset + size]
+            yield to_model_input(await decode_images(part, options, offset=offset, numbered=True))
+
+    return await model.infer_batches(graph, batches())
+
+
+async def encode_pngs(pixels: np.ndarray) -> list[bytes]:
+    """PNG-encode (n, 28, 28) uint8 images, yielding the event loop between slices."""
+    images: list[bytes] = []
+    for start in range(0, len(pixels), ENCODE_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        images.extend(encode_png(p) for p in pixels[start : start + ENCODE_SLICE])
+    return images
