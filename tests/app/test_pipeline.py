@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app import pipeline
+from app import imaging, pipeline
 from app.imaging import DecodeOptions
 from tests.conftest import MODEL, png
 
@@ -25,11 +25,13 @@ def _v2(client: TestClient) -> int:
         "inputs": [{"name": "png", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(SCAN).decode()]}],
         "parameters": {"resize": True},
     }
-    return client.post(f"/v2/models/{MODEL}/infer", json=body).status_code
+    status: int = client.post(f"/v2/models/{MODEL}/infer", json=body).status_code
+    return status
 
 
 def _denoise(client: TestClient) -> int:
-    return client.post("/denoise?resize=true", content=SCAN, headers={"content-type": "image/png"}).status_code
+    status: int = client.post("/denoise?resize=true", content=SCAN, headers={"content-type": "image/png"}).status_code
+    return status
 
 
 @pytest.mark.parametrize("send", [_v2, _denoise], ids=["v2", "denoise"])
@@ -37,7 +39,7 @@ def test_a_large_upload_is_decoded_while_the_loop_answers_others(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, send: Callable[[TestClient], int]
 ) -> None:
     entered, release = threading.Event(), threading.Event()
-    original = pipeline.decode
+    original = imaging.decode
 
     def held_decode(data: bytes, options: DecodeOptions, index: int | None = None) -> np.ndarray:
         entered.set()
