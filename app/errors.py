@@ -88,6 +88,16 @@ def is_v2(path: str) -> bool:
     return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
 
 
+#: Refusals of what a request holds that the Open Inference Protocol answers as 400, its one status
+#: for a bad request.
+V2_AS_BAD_REQUEST = frozenset({415, 422})
+
+
+def described(error: ApiError) -> str:
+    """The message with the batch item at fault, for protocols whose error is a message alone."""
+    return (f"image {error.index}: " if error.index is not None else "") + error.message
+
+
 def render(
     path: str,
     status: int,
@@ -100,6 +110,7 @@ def render(
     """An error response in the shape of the protocol ``path`` belongs to."""
     if is_v2(path):
         where = f"image {index}: " if index is not None else ""
+        status = 400 if status in V2_AS_BAD_REQUEST else status
         return JSONResponse({"error": where + message}, status_code=status, headers=headers)
     return JSONResponse(error_body(status, code, message, request_id, index), status_code=status, headers=headers)
 

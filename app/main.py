@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +28,6 @@ from app.runtime.registry import Registry
 from app.v2 import grpc as v2_grpc
 from app.v2 import rest as v2_rest
 from app.v2.catalog import Catalog
-from app.v2.tensors import V2Error
 
 log = logging.getLogger("denoise")
 
@@ -123,10 +121,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     app.state.v2_catalog = Catalog({})  # filled once the bundles are loaded
     install_handlers(app)
-
-    @app.exception_handler(V2Error)
-    async def v2_error(request: Request, exc: V2Error) -> JSONResponse:
-        return v2_rest.error(exc.status, exc.message, exc.headers)
 
     endpoints: set[str] = set()
     for router in (inference.router, health.router, models.router, v2_rest.router):

@@ -234,8 +234,11 @@ def reference_onnx() -> bytes:
 
 
 @contextmanager
-def peer_process(command: list[str], env: dict[str, str], log: Path, ready_url: str) -> Iterator[None]:
-    """Run a peer service (its output to ``log``) until it exits the block; ready once ``ready_url`` answers 200."""
+def peer_process(
+    command: list[str], env: dict[str, str], log: Path, ready_url: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a peer service (its output to ``log``, in a session of its own) until it exits the block;
+    ready once ``ready_url`` answers 200."""
     output = log.open("wb")
     process = subprocess.Popen(
         command, cwd=REPO, env={**os.environ, **env}, start_new_session=True, stdout=output, stderr=output
@@ -251,7 +254,7 @@ def peer_process(command: list[str], env: dict[str, str], log: Path, ready_url: 
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError(f"{' '.join(command[2:4])} did not get ready; its output is in {log}")
             time.sleep(0.5)
-        yield
+        yield process
     finally:
         stop_group(process)
         output.close()

@@ -24,7 +24,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from app import __version__
 from app.auth import ApiKeys
 from app.config import Settings
-from app.errors import ApiError
+from app.errors import ApiError, described
 from app.metrics import Metrics
 from app.middleware import WorkInProgress, record, request_id
 from app.runtime.registry import Registry
@@ -44,14 +44,18 @@ from app.v2.tensors import (
 
 log = logging.getLogger("denoise.grpc")
 
-#: gRPC status codes for the HTTP statuses V2 errors carry.
+#: gRPC status codes for the HTTP statuses of the service's errors (:mod:`app.errors`).
 CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     408: grpc.StatusCode.DEADLINE_EXCEEDED,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
     503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 #: The typed ``contents`` field of each datatype (FP16 travels only as raw bytes).
 CONTENTS = {
@@ -209,10 +213,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
                 self.work.count += 1
                 entered = True
             yield call
-        except (V2Error, ApiError) as exc:
-            error = exc if isinstance(exc, V2Error) else inference.as_v2_error(exc)
-            call.status = CODES.get(error.status, grpc.StatusCode.INVALID_ARGUMENT)
-            message = error.message
+        except ApiError as exc:
+            call.status = CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
+            message = described(exc)
         except Exception:
             log.exception("gRPC %s failed", method, extra={"request_id": call.request_id})
             call.status = grpc.StatusCode.INTERNAL

@@ -13,20 +13,12 @@ import binascii
 import numpy as np
 
 from app.config import Settings
-from app.errors import ApiError
 from app.imaging import to_pixels
 from app.pipeline import decode_options, encode_pngs, infer_images
 from app.v2.catalog import PNG_OUTPUT, SCORE_OUTPUT, V2Model
 from app.v2.tensors import InferRequest, Tensor, V2Error
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def as_v2_error(error: ApiError) -> V2Error:
-    """The service's own errors (image decoding, overload) with their status and message."""
-    status = error.status if error.status in (400, 401, 404, 408, 413, 503) else 400
-    where = f"image {error.index}: " if error.index is not None else ""
-    return V2Error(where + error.message, status, error.headers)
 
 
 def _flag(request: InferRequest, name: str) -> bool:
@@ -93,15 +85,12 @@ async def run(model: V2Model, request: InferRequest, settings: Settings) -> list
     tensor = _check_input(model, request, settings)
     wanted = requested(model, request)
     reinvert = _flag(request, "reinvert")
-    try:
-        if model.kind == "png":
-            options = decode_options(settings, resize=_flag(request, "resize"), invert=_flag(request, "invert"))
-            uploads = [_png_bytes(bytes(item)) for item in tensor.data]
-            result = await infer_images(model.bundle, model.graph, uploads, options)
-        else:
-            result = await model.bundle.infer(model.graph, np.ascontiguousarray(tensor.data, dtype=np.float32))
-    except ApiError as exc:
-        raise as_v2_error(exc) from exc
+    if model.kind == "png":
+        options = decode_options(settings, resize=_flag(request, "resize"), invert=_flag(request, "invert"))
+        uploads = [_png_bytes(bytes(item)) for item in tensor.data]
+        result = await infer_images(model.bundle, model.graph, uploads, options)
+    else:
+        result = await model.bundle.infer(model.graph, np.ascontiguousarray(tensor.data, dtype=np.float32))
     count = len(tensor.data)
     produced: dict[str, Tensor] = {}
     main = model.outputs[0]

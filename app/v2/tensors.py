@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from app.errors import ApiError
+
 #: V2 datatypes and their numpy types (``BYTES`` elements are ``bytes`` in an object array).
 DTYPES: dict[str, Any] = {
     "BOOL": np.bool_,
@@ -35,14 +37,15 @@ DTYPES: dict[str, Any] = {
 MAX_DIMS = 8
 
 
-class V2Error(Exception):
-    """A request the V2 front door refuses: ``status`` is the HTTP status (gRPC maps it to a code)."""
+class V2Error(ApiError):
+    """A V2 request refused for what the protocol's framing or tensors say: ``status`` is the HTTP
+    status; each front door renders it (:mod:`app.errors`)."""
+
+    code = "invalid_request"
 
     def __init__(self, message: str, status: int = 400, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, headers=headers)
         self.status = status
-        self.headers = headers or {}
 
 
 @dataclass

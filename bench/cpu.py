@@ -1,0 +1,90 @@
+"""Server CPU per request, our service against the lean script: ``python -m bench.cpu [--rounds 3]``.
+
+Both serve single-image ``/denoise`` to wrk at 32 connections, in alternating rounds on the same
+machine (the load generator shares the cores, so requests/s alone would mislead); each round
+measures the service's CPU time from /proc over every process of it. Prints each round and the
+means: CPU per request, requests/s, p99, and the ratio of the lean script's CPU per request to ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.profile import cpu_seconds, session_pids
+from bench.run import FLOAT32_GRAPH, SAMPLE, peer_process, wait_for_workers, wrk
+from tests.server import free_port, running_server
+
+CONNECTIONS = 32
+
+
+@contextmanager
+def ours(work: Path) -> Iterator[tuple[str, list[int]]]:
+    log = work / "ours.log"
+    with log.open("wb") as stderr, running_server({}, stderr=stderr) as (url, process):
+        wait_for_workers(log)
+        yield url, session_pids(process.pid)
+
+
+@contextmanager
+def lean(work: Path) -> Iterator[tuple[str, list[int]]]:
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "bench.peers.lean_fastapi:app", "--workers", "2"]
+    command += ["--port", str(port), "--log-level", "warning"]
+    url = f"http://127.0.0.1:{port}"
+    with peer_process(command, {"LEAN_MODEL": str(FLOAT32_GRAPH)}, work / "lean.log", f"{url}/docs") as process:
+        yield url, session_pids(process.pid)
+
+
+def measure(url: str, pids: list[int], seconds: float) -> dict[str, float]:
+    wrk(f"{url}/denoise", SAMPLE, "image/png", CONNECTIONS, 2)  # warm
+    before = cpu_seconds(pids)
+    result: dict[str, Any] = wrk(f"{url}/denoise", SAMPLE, "image/png", CONNECTIONS, seconds)
+    used = cpu_seconds(pids) - before
+    return {
+        "cpu_ms_per_request": used / result["requests"] * 1000,
+        "requests_per_s": result["requests"] / (result["duration_us"] / 1e6),
+        "p99_ms": result["p99_us"] / 1000,
+        "errors": result["non_2xx"] + result["timeout"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per service per round")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install wrk", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
+    services: dict[str, Any] = {"ours": ours, "lean script": lean}
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in services}
+    for number in range(args.rounds):
+        for name, start in services.items():
+            service: AbstractContextManager[tuple[str, list[int]]] = start(work)
+            with service as (url, pids):
+                rounds[name].append(measure(url, pids, args.seconds))
+            print(f"round {number + 1} {name:12} {json.dumps({k: round(v, 3) for k, v in rounds[name][-1].items()})}")
+    means = {name: {key: float(np.mean([r[key] for r in runs])) for key in runs[0]} for name, runs in rounds.items()}
+    for name, mean in means.items():
+        print(
+            f"{name:12} CPU {mean['cpu_ms_per_request']:.3f} ms/request  {mean['requests_per_s']:.0f} requests/s"
+            f"  p99 {mean['p99_ms']:.2f} ms  errors {mean['errors']:.0f}"
+        )
+    ratio = means["lean script"]["cpu_ms_per_request"] / means["ours"]["cpu_ms_per_request"]
+    print(f"lean script's CPU per request / ours: {ratio:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
