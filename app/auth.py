@@ -12,27 +12,10 @@ import hmac
 from collections.abc import Iterable
 
 from app.errors import Unauthorized
+from app.policy import Access
 
 SCHEME = "Bearer"
 CHALLENGE = {"WWW-Authenticate": f'{SCHEME} realm="denoise"'}
-
-#: Paths that never need a key: probes, the API's own documentation and the demo page's files
-#: (the page asks for a key when the API answers 401).
-PUBLIC_PATHS = frozenset(
-    {
-        "/",
-        "/health/live",
-        "/health/ready",
-        "/v2/health/live",
-        "/v2/health/ready",
-        "/docs",
-        "/docs/oauth2-redirect",
-        "/redoc",
-        "/openapi.json",
-        "/demo",
-    }
-)
-PUBLIC_PREFIXES = ("/static/docs/", "/demo/")
 
 
 def _digest(key: str) -> bytes:
@@ -50,10 +33,11 @@ class ApiKeys:
     def enabled(self) -> bool:
         return bool(self._digests)
 
-    def required_for(self, path: str) -> bool:
-        if not self._digests or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+    def required(self, access: Access) -> bool:
+        """Whether a request to a route with this access policy must present a key."""
+        if not self._digests or access == "public":
             return False
-        return path != "/metrics" or self.protect_metrics
+        return access == "key" or self.protect_metrics
 
     def check(self, authorization: str | None) -> None:
         """Raise :class:`Unauthorized` unless ``authorization`` is ``Bearer <an accepted key>``."""

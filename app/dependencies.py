@@ -10,6 +10,7 @@ from fastapi import Depends, Query, Request
 from app.config import Settings
 from app.errors import InvalidInput, NotReady, UnsupportedMediaType
 from app.multipart import read_parts
+from app.routing import request_context
 from app.runtime.registry import LoadedModel, Registry
 
 MULTIPART = "multipart/form-data"
@@ -37,7 +38,7 @@ def resolve_model(request: Request, registry: Registry, name: str | None) -> Loa
     if not registry.models:
         raise NotReady("no model is loaded; see /health/ready for why", headers={"Retry-After": "5"})
     loaded = registry.get(name)
-    request.state.model = loaded.manifest.name
+    request_context(request).model = loaded.manifest.name
     return loaded
 
 

@@ -8,22 +8,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
 from app.auth import ApiKeys
 from app.config import Settings, get_settings
+from app.context import Services, WorkInProgress
 from app.errors import install_handlers
-from app.fastlane import FastLane
 from app.imaging import NORMALISATION
 from app.metrics import Metrics
-from app.middleware import Limits, RequestContextMiddleware, WorkInProgress
+from app.middleware import Limits, RequestContextMiddleware
 from app.pages import install_demo
 from app.routes import health, inference, models
+from app.routing import PolicyRoute
 from app.runtime.registry import Registry
 from app.v2 import grpc as v2_grpc
 from app.v2 import rest as v2_rest
@@ -68,9 +68,16 @@ one); quote it when reporting a problem. Where the operator has set API keys, se
 """
 
 
-def _document_keys(app: FastAPI, keys: ApiKeys) -> None:
+def _document_keys(app: FastAPI, keys: ApiKeys, routers: tuple[APIRouter, ...]) -> None:
     """Declare the bearer key in the OpenAPI schema on every route that needs it (Swagger's Authorize)."""
     generate = app.openapi
+    keyed = {
+        (route.path_format, method.lower())
+        for router in routers
+        for route in router.routes
+        if isinstance(route, PolicyRoute) and keys.required(route.policy.access)
+        for method in route.methods or ()
+    }
 
     def openapi() -> dict[str, Any]:
         schema = app.openapi_schema
@@ -78,8 +85,8 @@ def _document_keys(app: FastAPI, keys: ApiKeys) -> None:
             schema = generate()
             schema.setdefault("components", {})["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
             for path, operations in schema["paths"].items():
-                if keys.required_for(path):
-                    for operation in operations.values():
+                for method, operation in operations.items():
+                    if (path, method) in keyed:
                         operation["security"] = [{"apiKey": []}]
         return schema
 
@@ -91,15 +98,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     logging.captureWarnings(True)  # library warnings become log lines, in every worker
     metrics = Metrics()
     registry = Registry(settings)
-    work = WorkInProgress(settings.max_inflight)
     keys = ApiKeys(settings.api_key_list, protect_metrics=settings.metrics_need_key)
+    services = Services(metrics, keys, WorkInProgress(settings.max_inflight))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(registry.load_all)
-        registry.start_batchers(metrics.observe_batch, alone=lambda: work.count <= 1)
+        registry.start_batchers(metrics.observe_batch, alone=lambda: services.work.count <= 1)
         app.state.v2_catalog = Catalog.of(registry)  # one catalog for both V2 front doors
-        grpc_server = await v2_grpc.start(registry, app.state.v2_catalog, settings, metrics, keys, work)
+        grpc_server = await v2_grpc.start(registry, app.state.v2_catalog, settings, services)
         # Everything loaded so far lives as long as the process: keep it out of the garbage
         # collector's scans, which would otherwise show up as latency spikes.
         gc.collect()
@@ -122,33 +129,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.v2_catalog = Catalog({})  # filled once the bundles are loaded
     install_handlers(app)
 
-    endpoints: set[str] = set()
-    for router in (inference.router, health.router, models.router, v2_rest.router):
+    routers = (inference.router, health.router, models.router, models.metrics_router, *v2_rest.routers)
+    for router in routers:
         app.include_router(router)
-        endpoints.update(route.path for route in router.routes if isinstance(route, APIRoute))
     if settings.demo:
         install_demo(app)
     limits = Limits(settings.max_body_bytes, settings.body_timeout_s)
-    inference_paths = {route.path for route in inference.router.routes if isinstance(route, APIRoute)}
-
-    def limited(path: str) -> bool:
-        """Inference requests count against DENOISE_MAX_INFLIGHT, whichever protocol they come by."""
-        return path in inference_paths or (path.startswith("/v2/models/") and path.endswith("/infer"))
-
-    # Added first, so it runs inside RequestContextMiddleware (Starlette runs the last added outermost).
-    fast_lane = {**inference.fast_lane_routes(registry, settings), **v2_rest.fast_lane_routes(settings)}
-    app.add_middleware(FastLane, routes=fast_lane, exception_handlers=app.exception_handlers)
-    app.add_middleware(
-        RequestContextMiddleware,
-        metrics=metrics,
-        limits=limits,
-        work=work,
-        keys=keys,
-        endpoints=endpoints,
-        limited=limited,
-    )
+    app.add_middleware(RequestContextMiddleware, services=services, limits=limits)
     if keys.enabled:
-        _document_keys(app, keys)
+        _document_keys(app, keys, routers)
     if settings.cors_origin_list:
         # Outermost, so that preflight requests are answered without a key and errors carry CORS headers.
         app.add_middleware(

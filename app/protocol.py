@@ -24,7 +24,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.config import get_settings
-from app.middleware import REQUEST_ID_HEADER, request_id
+from app.context import request_id
+from app.middleware import REQUEST_ID_HEADER
 from app.schemas import Liveness
 
 LIVENESS_PATH = b"/health/live"
@@ -99,7 +100,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             *self.server_state.default_headers,
             (b"content-type", b"application/json"),
             (b"content-length", str(len(LIVENESS_BODY)).encode()),
-            (REQUEST_ID_HEADER, request_id(supplied).encode()),
+            (REQUEST_ID_HEADER, request_id(supplied.decode("latin-1")).encode()),
         ]
         if not keep_alive:
             headers.append((b"connection", b"close"))

@@ -39,8 +39,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("metrics (prometheus_client)", ("prometheus_client/", "app/metrics.py")),
     ("access log (logging, JSON)", ("logging/", "pythonjsonlogger/", "app/logs.py")),
     ("batcher and inference threads", ("app/runtime/", "concurrent/futures/")),
-    ("routes and responses", ("app/routes/", "app/dependencies.py", "app/fastlane.py", "app/imaging.py")),
-    ("request context (ids, keys, limits)", ("app/middleware.py", "app/protocol.py", "app/auth.py")),
+    ("routes and responses", ("app/routes/", "app/v2/", "app/dependencies.py", "app/pipeline.py", "app/imaging.py")),
+    (
+        "request context (ids, keys, limits)",
+        ("app/middleware.py", "app/context.py", "app/routing.py", "app/protocol.py", "app/auth.py"),
+    ),
     ("FastAPI and Starlette", ("fastapi/", "starlette/")),
     ("HTTP server (uvicorn, httptools)", ("uvicorn/", "httptools")),
     ("asyncio", ("asyncio/",)),

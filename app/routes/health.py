@@ -6,9 +6,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.dependencies import RegistryDep
+from app.policy import PUBLIC
+from app.routing import policy_route
 from app.schemas import Liveness, Readiness
 
-router = APIRouter(prefix="/health", tags=["health"])
+router = APIRouter(prefix="/health", tags=["health"], route_class=policy_route(PUBLIC))
 
 
 @router.get("/live", summary="The process is up and its event loop answers")

@@ -18,24 +18,23 @@ from app.dependencies import (
     RegistryDep,
     Reinvert,
     SettingsDep,
-    get_model,
-    image_query,
     media_type,
     read_uploads,
     resolve_model,
 )
-from app.fastlane import Handler
 from app.imaging import encode_png, to_pixels
 from app.latents import check_latents, parse_latents
 from app.pipeline import decode_options, encode_pngs, infer_images
-from app.runtime.registry import Inference, LoadedModel, Registry
+from app.policy import INFERENCE
+from app.routing import policy_route, request_context
+from app.runtime.registry import Inference, LoadedModel
 from app.schemas import DenoiseBatchResponse, ErrorResponse, Latents
 from denoise_bundle.manifest import GraphName
 
 ANOMALY_SCORE_HEADER = "X-Anomaly-Score"
 ANOMALY_HEADER = "X-Anomaly"
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(tags=["inference"], route_class=policy_route(INFERENCE))
 
 _IMAGE_BODY: dict[str, Any] = {
     "requestBody": {
@@ -128,7 +127,7 @@ async def _infer_images(
 ) -> Inference:
     """Read the uploaded images and run ``graph`` on them (:func:`app.pipeline.infer_images`)."""
     uploads = await read_uploads(request, settings)
-    request.state.images = len(uploads)
+    request_context(request).images = len(uploads)
     options = decode_options(settings, resize=query.resize, invert=query.invert)
     return await infer_images(model, graph, uploads, options)
 
@@ -197,28 +196,9 @@ async def reconstruct(
         payload = parse_latents(await request.body())
         loaded = resolve_model(request, registry, model or payload.model)
         latents = check_latents(payload, loaded, settings.max_batch_images)
-        request.state.images = len(latents)
+        request_context(request).images = len(latents)
         return await _image_response(request, loaded, await loaded.infer("decoder", latents), reinvert)
     loaded = resolve_model(request, registry, model)
     return await _image_response(
         request, loaded, await _infer_images(request, loaded, "autoencoder", settings, query), reinvert
     )
-
-
-def fast_lane_routes(registry: Registry, settings: Settings) -> dict[str, Handler]:
-    """Each route above as FastAPI calls it for a POST with no query string: every parameter at its default.
-
-    :class:`app.fastlane.FastLane` answers such requests with these, without FastAPI's per-request
-    parameter layer.
-    """
-
-    async def denoise_default(request: Request) -> Response:
-        return await denoise(request, await get_model(request, registry), settings, await image_query())
-
-    async def encode_default(request: Request) -> Response:
-        return await encode(request, await get_model(request, registry), settings, await image_query())
-
-    async def reconstruct_default(request: Request) -> Response:
-        return await reconstruct(request, registry, settings, await image_query())
-
-    return {"/denoise": denoise_default, "/encode": encode_default, "/reconstruct": reconstruct_default}

@@ -7,9 +7,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.dependencies import RegistryDep, SettingsDep, resolve_model
 from app.metrics import Metrics
+from app.policy import KEYED, METRICS
+from app.routing import policy_route
 from app.schemas import ErrorResponse, ModelInfo, ModelsResponse, Sample, SamplesResponse
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], route_class=policy_route(KEYED))
+metrics_router = APIRouter(tags=["health"], route_class=policy_route(METRICS))
 
 
 @router.get("/models", summary="Loaded bundles with their manifest summary and execution provider")
@@ -33,7 +36,7 @@ async def samples(name: str, request: Request, registry: RegistryDep) -> Samples
     )
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response, tags=["health"])
+@metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     collected: Metrics = request.app.state.metrics
     return Response(collected.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,20 +1,20 @@
 """``inference.GRPCInferenceService``: the Open Inference Protocol over gRPC, in the HTTP service's process.
 
 grpcio's asyncio server runs on the service's event loop (``DENOISE_GRPC_PORT``; 0 turns it off),
-with the protocol's stubs as ``tritonclient`` ships them. Every call goes through the same models,
-batchers, limits, API keys, metrics and access log as HTTP; only the framing differs.
+with the protocol's stubs as ``tritonclient`` ships them. What every call needs (request id, the
+key decision and admission from the method's policy, error mapping, metrics and the access line) is
+one server interceptor over the same request context as HTTP (:mod:`app.context`); the servicer
+only translates messages to the same models, image pipeline and batchers.
 Several workers share the port (``SO_REUSEPORT``), as they share the HTTP one.
 """
 
 from __future__ import annotations
 
-import inspect
+import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -22,11 +22,10 @@ from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from app import __version__
-from app.auth import ApiKeys
 from app.config import Settings
+from app.context import RequestContext, Services, request_id
 from app.errors import ApiError, described
-from app.metrics import Metrics
-from app.middleware import WorkInProgress, record, request_id
+from app.policy import INFERENCE, KEYED, PUBLIC
 from app.runtime.registry import Registry
 from app.v2 import inference
 from app.v2.catalog import Catalog, V2Model
@@ -72,22 +71,7 @@ CONTENTS = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-T = TypeVar("T")
-#: Calls that never need an API key: the probes.
-PUBLIC = frozenset({"ServerLive", "ServerReady"})
 MAX_SEND_BYTES = 256 * 1024 * 1024
-
-
-@dataclass
-class _Call:
-    """What one call's access-log line and metrics say."""
-
-    method: str
-    request_id: str
-    model: str = "-"
-    images: int = 0
-    status: grpc.StatusCode = grpc.StatusCode.OK
-    started: float = field(default_factory=time.perf_counter)
 
 
 def _parameters(parameters: Any) -> dict[str, Any]:
@@ -147,9 +131,25 @@ def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return deserialize
 
 
-class MalformedMessages(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """A request message that does not parse is answered ``INVALID_ARGUMENT`` (grpcio's own answer
-    to a deserializer that fails is ``UNKNOWN``, which tells the client nothing it can act on)."""
+#: Each method's policy (:mod:`app.policy`); methods not named need a key where keys are set.
+POLICIES = {"ServerLive": PUBLIC, "ServerReady": PUBLIC, "ModelInfer": INFERENCE}
+_CURRENT: ContextVar[RequestContext] = ContextVar("grpc_request_context")
+
+
+def current() -> RequestContext:
+    """The context of the call being served."""
+    return _CURRENT.get()
+
+
+class RequestContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """What every gRPC call needs, around the servicer's method: the request id (``x-request-id``
+    metadata in, trailing metadata out), the method's policy (API key from the ``authorization``
+    metadata, the admission slot), errors as gRPC status codes with the message, and the
+    request's metrics and access line. A request message that does not parse is answered
+    ``INVALID_ARGUMENT`` (grpcio's own answer to a failing deserializer is ``UNKNOWN``)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
 
     async def intercept_service(
         self,
@@ -160,183 +160,113 @@ class MalformedMessages(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
             return handler
         behaviour = handler.unary_unary
+        path: str = handler_call_details.method
+        name = path.rsplit("/", 1)[-1]
+        policy = POLICIES.get(name, KEYED)
 
-        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, _Undecodable):
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"the request message does not parse: {request.error}"
-                )
-            return await behaviour(request, context)
+        async def served(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            metadata = {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
+            peer = context.peer() or "-"
+            call = RequestContext(
+                self.services,
+                protocol="grpc",
+                request_id=request_id(metadata.get("x-request-id", "")),
+                method="POST",
+                path=path,
+                client=peer.split(":")[1] if peer.count(":") >= 2 else peer,
+                endpoint=name,
+            )
+            context.set_trailing_metadata((("x-request-id", call.request_id),))
+            token = _CURRENT.set(call)
+            status, message = grpc.StatusCode.OK, ""
+            try:
+                if isinstance(request, _Undecodable):
+                    raise V2Error(f"the request message does not parse: {request.error}")
+                with call.admit(policy, name, metadata.get("authorization")):
+                    return await behaviour(request, context)
+            except ApiError as exc:
+                status, message = CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), described(exc)
+            except asyncio.CancelledError:
+                status = grpc.StatusCode.CANCELLED
+                raise
+            except Exception:
+                log.exception("gRPC %s failed", name, extra={"request_id": call.request_id})
+                status, message = grpc.StatusCode.INTERNAL, "internal error; the request id identifies it in the logs"
+            finally:
+                _CURRENT.reset(token)
+                call.finish(status.name, error=status != grpc.StatusCode.OK)
+            await context.abort(status, message)
 
-        return handler._replace(request_deserializer=_tolerant(handler.request_deserializer), unary_unary=checked)
+        return handler._replace(request_deserializer=_tolerant(handler.request_deserializer), unary_unary=served)
+
+
+def _find(catalog: Catalog, name: str, version: str) -> V2Model:
+    model = catalog.find(name, version)
+    current().model = model.bundle.manifest.name
+    return model
 
 
 class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
-    def __init__(
-        self,
-        registry: Registry,
-        catalog: Catalog,
-        settings: Settings,
-        metrics: Metrics,
-        keys: ApiKeys,
-        work: WorkInProgress,
-    ) -> None:
+    """The protocol's messages translated to the service's models; errors are raised as ApiError."""
+
+    def __init__(self, registry: Registry, catalog: Catalog, settings: Settings) -> None:
         self.registry = registry
         self.catalog = catalog
         self.settings = settings
-        self.metrics = metrics
-        self.keys = keys
-        self.work = work
-
-    def _find(self, call: _Call, name: str, version: str) -> V2Model:
-        model = self.catalog.find(name, version)
-        call.model = model.bundle.manifest.name
-        return model
-
-    @asynccontextmanager
-    async def _call(
-        self, method: str, context: grpc.aio.ServicerContext, counted: bool = False
-    ) -> AsyncIterator[_Call]:
-        """Request id, API key, in-flight limit, error mapping, and the access-log line and metrics."""
-        metadata = {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
-        call = _Call(method, request_id(metadata.get("x-request-id", "").encode("latin-1", "replace")))
-        context.set_trailing_metadata((("x-request-id", call.request_id),))
-        entered = False
-        message = ""
-        try:
-            if method not in PUBLIC and self.keys.enabled:
-                self.keys.check(metadata.get("authorization", ""))
-            if counted:
-                refusal = self.work.refusal()
-                if refusal is not None:
-                    raise refusal
-                self.work.count += 1
-                entered = True
-            yield call
-        except ApiError as exc:
-            call.status = CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
-            message = described(exc)
-        except Exception:
-            log.exception("gRPC %s failed", method, extra={"request_id": call.request_id})
-            call.status = grpc.StatusCode.INTERNAL
-            message = "internal error; the request id identifies it in the logs"
-        finally:
-            if entered:
-                self.work.count -= 1
-            peer = context.peer() or "-"
-            record(
-                self.metrics,
-                protocol="grpc",
-                request_id=call.request_id,
-                method="POST",
-                path=f"/inference.GRPCInferenceService/{method}",
-                query="",
-                endpoint=method,
-                status=call.status.name,
-                model=call.model,
-                images=call.images,
-                seconds=time.perf_counter() - call.started,
-                client=peer.split(":")[1] if peer.count(":") >= 2 else peer,
-                error=call.status != grpc.StatusCode.OK,
-            )
-        if call.status != grpc.StatusCode.OK:
-            await context.abort(call.status, message)
-
-    async def _serve(
-        self,
-        method: str,
-        context: grpc.aio.ServicerContext,
-        handler: Callable[[_Call], T | Awaitable[T]],
-        counted: bool = False,
-    ) -> T:
-        async with self._call(method, context, counted) as call:
-            result = handler(call)
-            return await result if inspect.isawaitable(result) else result
-        raise AssertionError("unreachable: a failed call is aborted")
 
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await self._serve("ServerLive", context, lambda _: service_pb2.ServerLiveResponse(live=True))
+        return service_pb2.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await self._serve(
-            "ServerReady", context, lambda _: service_pb2.ServerReadyResponse(ready=self.registry.ready)
-        )
+        return service_pb2.ServerReadyResponse(ready=self.registry.ready)
 
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        def ready(_: _Call) -> Any:
-            return service_pb2.ModelReadyResponse(
-                ready=self.catalog.get(request.name, request.version or None) is not None
-            )
-
-        return await self._serve("ModelReady", context, ready)
+        return service_pb2.ModelReadyResponse(ready=self.catalog.get(request.name, request.version or None) is not None)
 
     async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        def metadata(_: _Call) -> Any:
-            return service_pb2.ServerMetadataResponse(
-                name=SERVER_NAME, version=__version__, extensions=list(EXTENSIONS)
-            )
-
-        return await self._serve("ServerMetadata", context, metadata)
+        return service_pb2.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=list(EXTENSIONS))
 
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        def metadata(call: _Call) -> Any:
-            described = self._find(call, request.name, request.version).metadata()
-            return json_format.ParseDict(described, service_pb2.ModelMetadataResponse())
-
-        return await self._serve("ModelMetadata", context, metadata)
+        described = _find(self.catalog, request.name, request.version).metadata()
+        return json_format.ParseDict(described, service_pb2.ModelMetadataResponse())
 
     async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        def config(call: _Call) -> Any:
-            described = self._find(call, request.name, request.version).config(self.settings.max_batch_images)
-            return service_pb2.ModelConfigResponse(
-                config=json_format.ParseDict(described, model_config_pb2.ModelConfig())
-            )
-
-        return await self._serve("ModelConfig", context, config)
+        described = _find(self.catalog, request.name, request.version).config(self.settings.max_batch_images)
+        return service_pb2.ModelConfigResponse(config=json_format.ParseDict(described, model_config_pb2.ModelConfig()))
 
     async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        def index(_: _Call) -> Any:
-            models = [
-                service_pb2.RepositoryIndexResponse.ModelIndex(name=m.name, version=m.version, state="READY")
-                for m in self.catalog.models.values()
-            ]
-            return service_pb2.RepositoryIndexResponse(models=models)
-
-        return await self._serve("RepositoryIndex", context, index)
+        models = [
+            service_pb2.RepositoryIndexResponse.ModelIndex(name=m.name, version=m.version, state="READY")
+            for m in self.catalog.models.values()
+        ]
+        return service_pb2.RepositoryIndexResponse(models=models)
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async def infer(call: _Call) -> Any:
-            model = self._find(call, request.model_name, request.model_version)
-            parsed = infer_request(request)
-            shape = parsed.inputs[0].shape
-            call.images = shape[0] if shape else 0
-            outputs = await inference.run(model, parsed, self.settings)
-            response = service_pb2.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
-            for tensor, _ in outputs:
-                response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))
-                response.raw_output_contents.append(to_binary(tensor))
-            return response
-
-        return await self._serve("ModelInfer", context, infer, counted=True)
+        model = _find(self.catalog, request.model_name, request.model_version)
+        parsed = infer_request(request)
+        shape = parsed.inputs[0].shape
+        current().images = shape[0] if shape else 0
+        outputs = await inference.run(model, parsed, self.settings)
+        response = service_pb2.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
+        for tensor, _ in outputs:
+            response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))
+            response.raw_output_contents.append(to_binary(tensor))
+        return response
 
 
-async def start(
-    registry: Registry, catalog: Catalog, settings: Settings, metrics: Metrics, keys: ApiKeys, work: WorkInProgress
-) -> grpc.aio.Server | None:
+async def start(registry: Registry, catalog: Catalog, settings: Settings, services: Services) -> grpc.aio.Server | None:
     """Serve gRPC on ``DENOISE_GRPC_PORT`` (None when it is 0)."""
     if settings.grpc_port == 0:
         return None
     server = grpc.aio.server(
-        interceptors=[MalformedMessages()],
+        interceptors=[RequestContextInterceptor(services)],
         options=[
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.so_reuseport", 1),
         ],
     )
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceService(registry, catalog, settings, metrics, keys, work), server
-    )
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(registry, catalog, settings), server)
     address = f"{settings.host}:{settings.grpc_port}"
     server.add_insecure_port(address)
     await server.start()

@@ -9,16 +9,16 @@ asyncio client ``application/octet-stream`` even for JSON); ``Content-Encoding: 
 from __future__ import annotations
 
 import zlib
+from enum import Enum
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app import __version__
-from app.config import Settings
 from app.dependencies import RegistryDep, SettingsDep
-from app.fastlane import Handler
+from app.policy import INFERENCE, KEYED, PUBLIC
+from app.routing import policy_route, request_context
 from app.v2 import inference
 from app.v2.catalog import Catalog, V2Model
 from app.v2.tensors import V2Error, parse_infer_request, parse_json, response_body, split_body
@@ -38,13 +38,16 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _NO_BODY: dict[str, Any] = {"response_class": Response, "responses": {200: {"description": "yes (no body)"}}}
 _MODEL_ERRORS = _errors(401, 404)
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], responses=_errors(401))
+_TAGS: list[str | Enum] = ["open inference protocol (v2)"]
+#: The protocol's probes, public; everything else needs a key where keys are set; inference is limited.
+health_router = APIRouter(prefix="/v2", tags=_TAGS, route_class=policy_route(PUBLIC))
+router = APIRouter(prefix="/v2", tags=_TAGS, responses=_errors(401), route_class=policy_route(KEYED))
+infer_router = APIRouter(prefix="/v2", tags=_TAGS, responses=_errors(401), route_class=policy_route(INFERENCE))
+routers = (health_router, router, infer_router)
 
 SERVER_NAME = "denoise"
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository")
 HEADER_LENGTH = "inference-header-content-length"
-#: Route templates, for the metrics' and access log's ``endpoint`` label.
-INFER_ENDPOINT = "/v2/models/{model}/infer"
 
 
 def server_metadata() -> dict[str, Any]:
@@ -59,7 +62,7 @@ def catalog(request: Request) -> Catalog:
 
 def find(request: Request, name: str, version: str | None = None) -> V2Model:
     model = catalog(request).find(name, version)
-    request.state.model = model.bundle.manifest.name
+    request_context(request).model = model.bundle.manifest.name
     return model
 
 
@@ -83,12 +86,12 @@ async def metadata() -> dict[str, Any]:
     return server_metadata()
 
 
-@router.get("/health/live", summary="Server liveness", **_NO_BODY)
+@health_router.get("/health/live", summary="Server liveness", **_NO_BODY)
 async def live() -> Response:
     return Response(status_code=200)
 
 
-@router.get(
+@health_router.get(
     "/health/ready",
     summary="Server readiness",
     response_class=Response,
@@ -160,17 +163,16 @@ _INFER: dict[str, Any] = {
 }
 
 
-@router.post("/models/{model}/infer", summary="Inference (JSON or binary tensor data)", **_INFER)
-@router.post("/models/{model}/versions/{version}/infer", summary="Inference on a version", **_INFER)
+@infer_router.post("/models/{model}/infer", summary="Inference (JSON or binary tensor data)", **_INFER)
+@infer_router.post("/models/{model}/versions/{version}/infer", summary="Inference on a version", **_INFER)
 async def infer(request: Request, settings: SettingsDep, model: str, version: str | None = None) -> Response:
-    request.state.endpoint = INFER_ENDPOINT
     found = find(request, model, version)
     body = _inflate(
         await request.body(), request.headers.get("content-encoding", "").strip().lower(), settings.max_body_bytes
     )
     header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
     parsed = parse_infer_request(parse_json(header), binary)
-    request.state.images = parsed.inputs[0].shape[0] if parsed.inputs[0].shape else 0
+    request_context(request).images = parsed.inputs[0].shape[0] if parsed.inputs[0].shape else 0
     outputs = await inference.run(found, parsed, settings)
     content, header_length = response_body(found.name, found.version, parsed, outputs)
     if header_length is None:
@@ -180,23 +182,3 @@ async def infer(request: Request, settings: SettingsDep, model: str, version: st
         media_type="application/octet-stream",
         headers={"Inference-Header-Content-Length": str(header_length)},
     )
-
-
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The V2 error shape."""
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def fast_lane_routes(settings: Settings) -> dict[str, Handler]:
-    """The infer routes as FastAPI calls them for a POST with no query string (:class:`app.fastlane.FastLane`)."""
-
-    async def infer_latest(request: Request) -> Response:
-        return await infer(request, settings, request.path_params["model"])
-
-    async def infer_version(request: Request) -> Response:
-        return await infer(request, settings, request.path_params["model"], request.path_params["version"])
-
-    return {
-        router.prefix + "/models/{model}/infer": infer_latest,
-        router.prefix + "/models/{model}/versions/{version}/infer": infer_version,
-    }

@@ -1,0 +1,133 @@
+"""What every request needs, whichever front door it came by (own REST, V2 REST, V2 gRPC).
+
+:class:`RequestContext` is one request: its id, the key decision and the admission slot its route's
+:class:`~app.policy.Policy` asks for, its deadline, what it was about (endpoint, model, images), a
+trace span where tracing is on, and at the end its metrics and its one access-log line. The front
+doors create it (:mod:`app.middleware` for HTTP, :mod:`app.v2.grpc`'s interceptor) and fill it;
+nothing else records a request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.auth import ApiKeys
+from app.errors import Overloaded
+from app.metrics import Metrics
+from app.policy import Policy
+
+access_log = logging.getLogger("denoise.access")
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# New request ids: a random per-process prefix and a counter (uuid4 costs a syscall per request).
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count(1)
+
+
+def request_id(supplied: str) -> str:
+    """The caller's request id if it is valid (1-64 of ``A-Za-z0-9._-``), else a new one."""
+    return supplied if _VALID_REQUEST_ID.match(supplied) else f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
+class WorkInProgress:
+    """Inference requests in progress in this worker, whichever front door they came by."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of the ``limit`` slots for the block; :class:`Overloaded` (503) when none is free."""
+        if self._count >= self.limit:
+            raise Overloaded(
+                f"server busy: {self._count} requests in progress (DENOISE_MAX_INFLIGHT); retry shortly",
+                # Shedding load: the connection goes too, so that a flood of clients pays for reconnecting.
+                headers={"Retry-After": "1", "Connection": "close"},
+            )
+        self._count += 1
+        try:
+            yield
+        finally:
+            self._count -= 1
+
+
+@dataclass(frozen=True)
+class Services:
+    """The parts of the service every request uses."""
+
+    metrics: Metrics
+    keys: ApiKeys
+    work: WorkInProgress
+
+
+@dataclass
+class RequestContext:
+    services: Services
+    #: ``rest`` (our API), ``v2`` (the Open Inference Protocol over HTTP) or ``grpc``.
+    protocol: str
+    request_id: str
+    method: str
+    path: str
+    query: str = ""
+    client: str = "-"
+    #: The route template (or gRPC method) that served it; ``other`` where none matched.
+    endpoint: str = "other"
+    model: str = "-"
+    images: int = 0
+    #: ``time.monotonic()`` by which the caller wants its answer; None for no deadline.
+    deadline: float | None = None
+    #: The request's trace span, where tracing is on.
+    span: Any = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def admit(self, policy: Policy, endpoint: str, authorization: str | None) -> AbstractContextManager[None]:
+        """Apply ``policy``: the key decision now (:class:`~app.errors.Unauthorized`), and the admission
+        slot to hold while the request runs where it is limited."""
+        self.endpoint = endpoint
+        if self.services.keys.required(policy.access):
+            self.services.keys.check(authorization)
+        return self.services.work.slot() if policy.limited else nullcontext()
+
+    def finish(self, status: int | str, error: bool = False) -> None:
+        """The request's metrics and its access-log line. HTTP statuses of 400 and above are errors;
+        other protocols say so with ``error``."""
+        seconds = time.perf_counter() - self.started
+        self.services.metrics.observe_request(self.endpoint, self.model, status, seconds, self.protocol, error)
+        if access_log.isEnabledFor(logging.INFO):
+            fields = {
+                "request_id": self.request_id,
+                "protocol": self.protocol,
+                "method": self.method,
+                "path": self.path,
+                "query": self.query,
+                "endpoint": self.endpoint,
+                "status": status,
+                "model": self.model,
+                "images": self.images,
+                "duration_ms": round(seconds * 1000, 3),
+                "client": self.client,
+            }
+            access_log.info(
+                "%s %s %s model=%s images=%d %.1f ms request_id=%s",
+                self.method,
+                self.path,
+                status,
+                self.model,
+                self.images,
+                fields["duration_ms"],
+                self.request_id,
+                extra=fields,
+            )
