@@ -46,16 +46,18 @@ def test_error_over_real_http(server: tuple[str, subprocess.Popen[bytes]]) -> No
 
 def test_metrics_count_requests(server: tuple[str, subprocess.Popen[bytes]]) -> None:
     url, _ = server
+    assert httpx.post(f"{url}/denoise", content=png(digit(3)), headers={"content-type": "image/png"}).is_success
+    assert httpx.post(f"{url}/denoise", content=b"junk", headers={"content-type": "image/png"}).status_code == 400
     text = httpx.get(f"{url}/metrics").text
     assert 'denoise_requests_total{endpoint="/denoise",model="mnist",protocol="rest",status="200"}' in text
     assert 'denoise_errors_total{endpoint="/denoise",protocol="rest",status="400"}' in text
     assert "denoise_request_duration_seconds_bucket" in text
 
 
-def test_sigterm_exits_cleanly(server: tuple[str, subprocess.Popen[bytes]]) -> None:
-    _, process = server
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0
+def test_sigterm_exits_cleanly() -> None:
+    with running_server() as (_, process):
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
 
 
 def test_two_workers_share_one_metrics_view(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import signal
 import threading
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -19,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import MODEL, decode_png, digit, png
 from tests.images import assert_int8_close
-from tests.server import TEST_SETTINGS, free_port, running_server
+from tests.server import TEST_SETTINGS, free_port, poll, running_server
 
 IMAGES = [png(digit(seed)) for seed in (6, 7)]
 ALL_MODELS = [MODEL, f"{MODEL}-autoencoder", f"{MODEL}-encoder", f"{MODEL}-decoder"]
@@ -227,18 +226,32 @@ def test_api_keys_cover_grpc() -> None:
     assert 'status="UNAUTHENTICATED"' in metrics
 
 
+def _refused_while_busy(url: str) -> bool:
+    response = httpx.get(f"{url}/v2/models/{MODEL}/ready")  # not limited: a probe of the slot follows
+    assert response.status_code == 200
+    busy = httpx.post(f"{url}/denoise", content=b"x", headers={"content-type": "image/png"})
+    return busy.status_code == 503
+
+
 def test_shutdown_finishes_grpc_calls_in_progress() -> None:
     """SIGTERM while a gRPC call waits in a batching window: the call still gets its answer."""
     port = free_port()
-    env = {**TEST_SETTINGS, "DENOISE_GRPC_PORT": str(port), "DENOISE_BATCH_MAX_DELAY_MS": "1000"}
-    with running_server(env) as (_, process):
+    # One slot in flight: while the gRPC call holds it, an HTTP request is refused, which says the call
+    # has been admitted and waits in the batching window.
+    env = {
+        **TEST_SETTINGS,
+        "DENOISE_GRPC_PORT": str(port),
+        "DENOISE_BATCH_MAX_DELAY_MS": "1000",
+        "DENOISE_MAX_INFLIGHT": "1",
+    }
+    with running_server(env) as (url, process):
         client = triton_grpc.InferenceServerClient(f"127.0.0.1:{port}")
         tensor = triton_grpc.InferInput("png", [1], "BYTES")
         tensor.set_data_from_numpy(np.array(IMAGES[:1], dtype=np.object_))
         answers: list[object] = []
         call = threading.Thread(target=lambda: answers.append(client.infer(MODEL, [tensor], client_timeout=20)))
         call.start()
-        time.sleep(0.4)  # the call is now waiting for its batch to fill
+        poll(lambda: _refused_while_busy(url), 10, "the gRPC call in progress")
         process.send_signal(signal.SIGTERM)
         call.join(timeout=30)
         client.close()
