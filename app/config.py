@@ -23,82 +23,88 @@ def available_cores() -> int:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DENOISE_", extra="ignore")
+    """The service's settings. Each is read from the environment variable ``DENOISE_<NAME>``; the text
+    under each field is its documentation (docs/configuration.md is generated from it)."""
 
-    #: Folder holding one sub-folder per model bundle.
+    model_config = SettingsConfigDict(env_prefix="DENOISE_", extra="ignore", use_attribute_docstrings=True)
+
     model_dir: Path = Path("models")
-    #: Bundles to load (comma-separated names); empty loads every bundle in ``model_dir``.
+    """Folder holding one sub-folder per model bundle."""
     models: str = ""
-    #: Model used when a request names none.
+    """Bundles to load (comma-separated names); empty loads every bundle in ``model_dir``."""
     default_model: str = "mnist"
-    #: Execution provider: ``auto`` (CUDA if really usable, else CPU), ``cpu`` or ``cuda`` (required).
+    """Model used when a request names none."""
     providers: ProviderSetting = "auto"
-    #: On CPU, run a bundle's int8 autoencoder where it ships one (it passed a 0.05 dB PSNR gate at
-    #: export; /denoise, /reconstruct from images, V2); false runs float32 only.
+    """Execution provider: ``auto`` (CUDA if really usable, else CPU), ``cpu`` or ``cuda`` (required)."""
     int8: bool = True
+    """On CPU, run a bundle's int8 autoencoder where it ships one (it passed a 0.05 dB PSNR gate at export; /denoise,
+    /reconstruct from images, V2); false runs float32 only."""
 
     host: str = "127.0.0.1"
+    """Address to listen on (``0.0.0.0`` in containers)."""
     port: int = Field(default=8000, ge=1, le=65535)
-    #: The Open Inference Protocol's gRPC service, in the same process; 0 turns it off.
+    """HTTP port."""
     grpc_port: int = Field(default=8001, ge=0, le=65535)
-    #: uvicorn worker processes; 0 means one per usable core. The HTTP path is Python and
-    #: single-threaded per process, so processes, not onnxruntime threads, use the cores.
+    """The Open Inference Protocol's gRPC service, in the same process; 0 turns it off."""
     workers: int = Field(default=0, ge=0, le=64)
-    #: onnxruntime intra-op threads per session; 0 means cores / workers (at least 1).
+    """uvicorn worker processes; 0 means one per usable core. The HTTP path is Python and single-threaded per
+    process, so processes, not onnxruntime threads, use the cores."""
     threads: int = Field(default=0, ge=0, le=256)
+    """onnxruntime intra-op threads per session; 0 means cores / workers (at least 1)."""
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
-    #: ``json``: one JSON object per line (for log collectors); ``text``: for a person at a terminal.
+    """Lowest level logged."""
     log_format: LogFormat = "json"
-    #: Seconds to finish in-flight requests after SIGTERM before exiting.
+    """``json``: one JSON object per line (for log collectors); ``text``: for a person at a terminal."""
     shutdown_grace_s: int = Field(default=30, ge=0)
-    #: Seconds an idle keep-alive connection stays open.
+    """Seconds to finish in-flight requests after SIGTERM before exiting."""
     keep_alive_s: int = Field(default=5, ge=1)
-    #: Connections handled at once per worker; beyond it uvicorn answers 503.
+    """Seconds an idle keep-alive connection stays open."""
     max_connections: int = Field(default=2048, ge=1)
-    #: Image and latent requests in progress per worker; beyond it new ones get 503 with Retry-After at once.
+    """Connections handled at once per worker; beyond it uvicorn answers 503."""
     max_inflight: int = Field(default=128, ge=1)
-    #: Seconds a client has to send its request line and headers.
+    """Image and latent requests in progress per worker; beyond it new ones get 503 with Retry-After at once."""
     header_timeout_s: float = Field(default=10.0, gt=0)
-    #: Seconds a client has to send the whole body, from the start of the request.
+    """Seconds a client has to send its request line and headers."""
     body_timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds a client has to send the whole body, from the start of the request."""
 
-    #: Largest request body in bytes, enforced while the body streams in.
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    #: Largest image (width x height) accepted when resizing is asked for, checked before decoding.
+    """Largest request body in bytes, enforced while the body streams in."""
     max_image_pixels: int = Field(default=4_000_000, ge=28 * 28)
-    #: Image formats accepted (comma-separated Pillow names); PNG only unless allow-listed.
+    """Largest image (width x height) accepted when resizing is asked for, checked before decoding."""
     image_formats: str = "PNG"
-    #: Most images in one request (multipart ``file`` fields or latents).
+    """Image formats accepted (comma-separated Pillow names); PNG only unless allow-listed."""
     max_batch_images: int = Field(default=256, ge=1, le=4096)
+    """Most images in one request (multipart ``file`` fields or latents)."""
 
-    #: API keys (comma-separated); when any is set, every route but health and the docs needs
-    #: ``Authorization: Bearer <key>``.
     api_keys: SecretStr = SecretStr("")
-    #: A file with more API keys, one per line (``#`` comments and blank lines ignored).
+    """API keys (comma-separated); when any is set, every route but health and the docs needs ``Authorization: Bearer
+    <key>``."""
     api_keys_file: Path | None = None
-    #: Whether ``/metrics`` needs a key too when keys are set.
+    """A file with more API keys, one per line (``#`` comments and blank lines ignored)."""
     metrics_need_key: bool = False
-    #: Serve the demo page at ``/demo/`` (and redirect ``/`` to it).
+    """Whether ``/metrics`` needs a key too when keys are set."""
     demo: bool = True
-    #: Origins allowed to call the API from a browser (comma-separated, or ``*``); empty: CORS off.
+    """Serve the demo page at ``/demo/`` (and redirect ``/`` to it)."""
     cors_origins: str = ""
+    """Origins allowed to call the API from a browser (comma-separated, or ``*``); empty: CORS off."""
 
-    #: Score every image input's unlikeness to the training data (X-Anomaly-Score, anomaly_scores),
-    #: in the same inference call as the graph it goes to.
     anomaly_scores: bool = True
+    """Score every image input's unlikeness to the training data (X-Anomaly-Score, anomaly_scores), in the same
+    inference call as the graph it goes to."""
 
-    #: Dynamic batching: requests arriving together run as one ONNX Runtime call.
     batching: bool = True
-    #: Most images in one ONNX Runtime call: concurrent requests merge up to it, and a larger
-    #: request runs in chunks of it.
+    """Dynamic batching: requests arriving together run as one ONNX Runtime call."""
     batch_max_size: int = Field(default=64, ge=1, le=4096)
-    #: How long a batch may wait for more requests, in milliseconds (0: take what is queued).
+    """Most images in one ONNX Runtime call: concurrent requests merge up to it, and a larger request runs in chunks
+    of it."""
     batch_max_delay_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
-    #: ONNX Runtime calls in flight at once per graph in each worker; 0 means the number of workers,
-    #: so that one worker alone can use the whole CPU budget (workers x threads).
+    """How long a batch may wait for more requests, in milliseconds (0: take what is queued)."""
     batch_concurrency: int = Field(default=0, ge=0, le=64)
-    #: Requests waiting per graph before new ones get 503 with Retry-After.
+    """ONNX Runtime calls in flight at once per graph in each worker; 0 means the number of workers, so that one
+    worker alone can use the whole CPU budget (workers x threads)."""
     queue_size: int = Field(default=256, ge=1)
+    """Requests waiting per graph before new ones get 503 with Retry-After."""
 
     @field_validator("models")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import ValidationError
 
-from app.errors import BadRequestBody, InvalidInput
+from app.errors import BadRequestBody, InvalidInput, PayloadTooLarge
 from app.runtime.registry import LoadedModel
 from app.schemas import Latents
 
@@ -35,8 +35,13 @@ def check_latents(payload: Latents, model: LoadedModel, max_images: int) -> np.n
         raise InvalidInput(
             f"latent_shape {payload.latent_shape} does not match the model's {list(manifest.latent_shape)}"
         )
-    if not 1 <= len(payload.latents) <= max_images:
-        raise InvalidInput(f"send between 1 and {max_images} latents, got {len(payload.latents)}")
+    if not payload.latents:
+        raise InvalidInput("send at least one latent")
+    if len(payload.latents) > max_images:
+        raise PayloadTooLarge(
+            f"{len(payload.latents)} latents exceed the limit of {max_images} per request "
+            "(DENOISE_MAX_BATCH_IMAGES); split it"
+        )
     for index, latent in enumerate(payload.latents):
         if len(latent) != manifest.latent_size:
             raise InvalidInput(f"latent has {len(latent)} values, expected {manifest.latent_size}", index=index)

@@ -5,9 +5,10 @@ Starlette's form parser spools every part into a ``SpooledTemporaryFile`` behind
 itself (8.7 ms against 2.8 ms on the development machine). The body is already bounded by the
 size limit (:mod:`app.middleware`), so the parts are kept as bytes.
 
-Limits, each a 400 naming it: at most ``max_files`` file uploads named ``field`` and
-``max_parts`` parts in all; python-multipart's own limits on each part's headers (at most 8,
-each at most 4,224 bytes); the body must end with its closing boundary.
+Limits, each refused naming it: at most ``max_files`` file uploads named ``field`` (413, the batch
+limit every front door shares) and ``max_parts`` parts in all (400); python-multipart's own limits
+on each part's headers (at most 8, each at most 4,224 bytes); the body must end with its closing
+boundary.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from app.errors import BadRequestBody
+from app.errors import BadRequestBody, PayloadTooLarge
 
 
 @dataclass
@@ -84,7 +85,9 @@ class _Collector:
             return  # another field: read past it
         part = Part(is_file=b"filename" in options)
         if part.is_file and sum(p.is_file for p in self.parts) >= self.max_files:
-            raise BadRequestBody(f"Too many files: at most {self.max_files} per request")
+            raise PayloadTooLarge(
+                f"Too many files: at most {self.max_files} images per request (DENOISE_MAX_BATCH_IMAGES); split it"
+            )
         self.parts.append(part)
         self._current = part
 

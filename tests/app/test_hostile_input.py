@@ -115,11 +115,20 @@ def test_multipart_text_field_named_file_is_422(client: TestClient) -> None:
     assert_error(response, 422, "invalid_input")
 
 
-def test_too_many_files_is_refused(client: TestClient) -> None:
+def test_too_many_images_is_413_on_every_front_door(client: TestClient) -> None:
+    """The batch limit has one meaning everywhere: 413, naming the setting."""
     files = [("file", (f"{i}.png", png(digit(i)), "image/png")) for i in range(33)]  # limit 32 in tests
     response = client.post("/denoise", files=files)
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert "Too many files" in response.json()["error"]["message"]
+    latents = {"latent_shape": [7, 7, 8], "latents": [[0.0] * 392] * 33}
+    response = client.post("/reconstruct", json=latents)
+    assert response.status_code == 413
+    assert "DENOISE_MAX_BATCH_IMAGES" in response.json()["error"]["message"]
+    v2 = {"inputs": [{"name": "latent", "datatype": "FP32", "shape": [33, 7, 7, 8], "data": [0.0] * 33 * 392}]}
+    response = client.post("/v2/models/mnist-decoder/infer", json=v2)
+    assert response.status_code == 413
+    assert "DENOISE_MAX_BATCH_IMAGES" in response.json()["error"]
 
 
 def test_second_of_two_files_bad_names_index_1(client: TestClient) -> None:
@@ -149,9 +158,11 @@ def test_malformed_latent_json_is_422(client: TestClient, body: bytes) -> None:
     assert_error(response, 422, "invalid_input")
 
 
-def test_too_many_latents_is_422(client: TestClient) -> None:
+def test_too_many_latents_is_413_and_none_is_422(client: TestClient) -> None:
     latent = [0.0] * 392
     body: dict[str, Any] = {"latent_shape": [7, 7, 8], "latents": [latent] * 33}
+    assert_error(client.post("/reconstruct", json=body), 413, "payload_too_large")
+    body["latents"] = []
     assert_error(client.post("/reconstruct", json=body), 422, "invalid_input")
 
 
