@@ -25,9 +25,9 @@ serve: $(VENV)/.serve
 test: $(VENV)/.dev
 	$(PY) -m pytest
 
-## The development loop: the suite without TensorFlow training and exports or container builds.
+## The development loop: the suite without TensorFlow training and exports, the browser or container builds.
 test-fast: $(VENV)/.dev
-	$(PY) -m pytest -m "not slow and not container"
+	$(PY) -m pytest -m "not slow and not container and not browser"
 
 ## ruff (lint and format) and mypy.
 lint: $(VENV)/.dev

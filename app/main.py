@@ -10,10 +10,10 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
+from app.api_docs import install_api_docs
 from app.auth import ApiKeys
 from app.config import Settings, get_settings
 from app.context import Services, WorkInProgress
@@ -119,10 +119,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await grpc_server.stop(settings.shutdown_grace_s)  # finishes calls in progress first
             await registry.stop()
 
-    # Swagger UI and ReDoc with their scripts and styles served from here, not from a CDN.
-    app = FastAPIOffline(
-        title="denoise", version=__version__, description=DESCRIPTION, lifespan=lifespan, static_url="/static/docs"
+    app = FastAPI(
+        title="denoise",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served by install_api_docs: self-hosted, under a strict Content-Security-Policy
+        redoc_url=None,
     )
+    install_api_docs(app)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.registry = registry

@@ -30,6 +30,7 @@ from denoise_bundle import (
     file_sha256,
 )
 from denoise_bundle.manifest import GraphName
+from training import model_card
 from training.model import Autoencoder
 
 OPSET = 17
@@ -172,7 +173,9 @@ def export_bundle(
 
 
 def write_manifest(out_dir: Path, manifest: Manifest) -> None:
+    """``manifest.json``, and the model card rendered from it."""
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    model_card.write(out_dir)
 
 
 def library_versions() -> dict[str, str]:

@@ -31,6 +31,7 @@ from denoise_client import (
 from denoise_client.cli import main as cli
 from denoise_client.client import Retry
 from tests.conftest import MODEL, REPO, decode_png, digit, png
+from tests.docs import blocks
 from tests.images import assert_int8_close
 from tests.server import TEST_SETTINGS, free_port, running_server
 
@@ -346,10 +347,9 @@ def test_cli_api_key(
     assert cli(["--url", keyed_url, "encode", str(SAMPLE)]) == 0
 
 
-def _readme_block(section: str, language: str) -> str:
-    text = (REPO / "README.md").read_text()
-    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
-    return body.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+def _readme_block(language: str) -> str:
+    """The first ```language block of client/README.md."""
+    return blocks("client/README.md", language)[0]
 
 
 def _in_copy_of_tests(tmp_path: Path) -> Path:
@@ -358,7 +358,7 @@ def _in_copy_of_tests(tmp_path: Path) -> Path:
 
 
 def test_readme_client_python_example(url: str, tmp_path: Path) -> None:
-    code = _readme_block("Client", "python").replace("http://127.0.0.1:8000", url)
+    code = _readme_block("python").replace("http://127.0.0.1:8000", url)
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=_in_copy_of_tests(tmp_path), capture_output=True, text=True, check=False
     )
@@ -368,7 +368,7 @@ def test_readme_client_python_example(url: str, tmp_path: Path) -> None:
 
 
 def test_readme_client_cli_examples(url: str, tmp_path: Path) -> None:
-    lines = [line.split("  #")[0] for line in _readme_block("Client", "sh").splitlines() if line.startswith("denoise")]
+    lines = [line.split("  #")[0] for line in _readme_block("sh").splitlines() if line.startswith("denoise")]
     assert len(lines) == 4
     cwd = _in_copy_of_tests(tmp_path)
     cli_path = Path(sys.executable).parent

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.docs import blocks
 from tests.server import MODELS, REPO
 from tests.training.conftest import write_idx_dataset
 from training.__main__ import QUICK_VERSION, RUNS, _config, _parser
@@ -29,14 +30,13 @@ def test_defaults_do_not_depend_on_the_working_directory(tmp_path: Path, monkeyp
 
 
 def readme_training_commands() -> list[list[str]]:
-    text = (REPO / "README.md").read_text()
-    block = text.split("\n## Training\n", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    block = blocks("training/README.md")[0]
     return [shlex.split(line.split("  #")[0]) for line in block.splitlines() if line.strip()]
 
 
 def test_readme_training_commands_are_valid() -> None:
-    """Every command in the README's training block parses; the quick one and the offline download
-    are run as written by the tests below and by tests/test_readme.py."""
+    """Every command in training/README.md's block parses; the quick one and the offline download
+    are run as written by the tests below and by tests/test_docs.py."""
     commands = readme_training_commands()
     assert commands
     for argv in commands:

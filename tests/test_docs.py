@@ -1,12 +1,15 @@
-"""The README's command blocks, run as written (the address and port aside) against real servers.
+"""The documentation's command blocks, run as written (the address and port aside) against real
+servers, and the generated pages checked against their sources.
 
-Covered elsewhere: the client blocks (tests/client/test_client.py), the compose and Kubernetes
-files the deploy commands use (tests/deploy/), `make test` and `make lint` (CI runs them)."""
+Covered elsewhere: the client blocks (tests/client/test_client.py), the image build and the compose
+and Kubernetes files the deploy page uses (tests/deploy/), the training commands' parsing
+(tests/training/test_cli.py), `make test` and `make lint` (CI runs them)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -16,18 +19,10 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.docs import blocks, first_screen, read
 from tests.images import decode_png
 from tests.server import REPO, free_port, running_server, stop_tree, wait_ready
 from training.data import DATASETS
-
-README = (REPO / "README.md").read_text()
-
-
-def sh_blocks(section: str | None) -> list[str]:
-    """The ```sh blocks of a ``## section`` (None: the first screen, before any section)."""
-    body = README.split("\n## ", 1)[0] if section is None else README.split(f"\n## {section}\n", 1)[1]
-    body = body.split("\n## ", 1)[0]
-    return [part.split("```", 1)[0] for part in body.split("```sh\n")[1:]]
 
 
 def run_block(block: str, url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -37,10 +32,10 @@ def run_block(block: str, url: str, cwd: Path) -> subprocess.CompletedProcess[st
 
 def test_first_screen_and_api_examples_run_as_written(tmp_path: Path) -> None:
     (tmp_path / "tests").symlink_to(REPO / "tests")
-    first_screen = sh_blocks(None)
-    assert [line.split()[:2] for line in first_screen[0].splitlines()] == [["make", "serve"], ["make", "test"]]
+    screen = first_screen()
+    assert [line.split()[:2] for line in screen[0].splitlines()] == [["make", "serve"], ["make", "test"]]
     with running_server({"DENOISE_MODELS": "", "DENOISE_WORKERS": "1", "DENOISE_LOG_LEVEL": "warning"}) as (url, _):
-        for block in [*first_screen[1:], *sh_blocks("API")]:
+        for block in [*screen[1:], *blocks("docs/api.md")]:
             result = run_block(block, url, tmp_path)
             assert result.returncode == 0, (block, result.stderr)
             outputs = result.stdout
@@ -59,7 +54,7 @@ def test_first_screen_and_api_examples_run_as_written(tmp_path: Path) -> None:
 
 def test_make_serve_as_written() -> None:
     """`make serve`, the first command on the first screen, on a free port (Make's PORT variable)."""
-    assert sh_blocks(None)[0].splitlines()[0].startswith("make serve")
+    assert first_screen()[0].splitlines()[0].startswith("make serve")
     port = free_port()
     env = {**os.environ, "PORT": str(port), "DENOISE_MODELS": "mnist", "DENOISE_WORKERS": "1"}
     process = subprocess.Popen(["make", "serve"], cwd=REPO, env=env, start_new_session=True)
@@ -71,7 +66,7 @@ def test_make_serve_as_written() -> None:
 
 
 def _training_lines() -> list[str]:
-    return [line.split("  #")[0].strip() for line in sh_blocks("Training")[0].splitlines() if line.strip()]
+    return [line.split("  #")[0].strip() for line in blocks("training/README.md")[0].splitlines() if line.strip()]
 
 
 def test_training_download_without_internet_fails_in_one_line(tmp_path: Path) -> None:
@@ -103,17 +98,12 @@ def test_training_quick_run_as_written_from_another_directory(tmp_path: Path) ->
     assert (manifest["name"], manifest["version"]) == ("mnist-quick", "0.0.0-quick")
 
 
-def python_blocks(section: str) -> list[str]:
-    body = README.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
-    return [part.split("```", 1)[0] for part in body.split("```python\n")[1:]]
-
-
 def test_v2_examples_run_as_written(tmp_path: Path) -> None:
     (tmp_path / "tests").symlink_to(REPO / "tests")
     grpc_port = free_port()
     env = {"DENOISE_MODELS": "", "DENOISE_WORKERS": "1", "DENOISE_LOG_LEVEL": "warning"}
     with running_server({**env, "DENOISE_GRPC_PORT": str(grpc_port)}) as (url, _):
-        http_example, grpc_example = python_blocks("Open Inference Protocol (V2)")
+        http_example, grpc_example = blocks("docs/v2.md", "python")
         outputs = []
         for block in (http_example, grpc_example):
             code = block.replace("127.0.0.1:8000", url.removeprefix("http://")).replace(
@@ -132,11 +122,11 @@ def test_v2_examples_run_as_written(tmp_path: Path) -> None:
 
 
 def test_triton_repository_command_as_written(tmp_path: Path) -> None:
-    """The README's command writes configurations that parse as Triton's ModelConfig."""
+    """docs/v2.md's command writes configurations that parse as Triton's ModelConfig."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    command = README.split("`python -m app.v2.triton_repository ", 1)[1].split("`", 1)[0]
+    command = read("docs/v2.md").split("`python -m app.v2.triton_repository ", 1)[1].split("`", 1)[0]
     argv = shlex.split(command.replace("\n", " "))
     (tmp_path / "models").symlink_to(REPO / "models")
     result = subprocess.run(
@@ -167,12 +157,36 @@ def test_triton_repository_command_as_written(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("bundle", ["mnist", "fashion-mnist"])
-def test_readme_tables_are_the_manifests(bundle: str) -> None:
-    """The README's evaluation and anomaly tables are rendered from the shipped manifests, not typed."""
-    from training.report import anomaly_table, int8_table, markdown_table
+def test_model_cards_are_rendered_from_the_manifests(bundle: str) -> None:
+    """Each model card is what its manifest renders: the tables and figures are the manifest's, not typed."""
+    from training.model_card import render
 
     manifest = json.loads((REPO / "models" / bundle / "manifest.json").read_text())
-    assert markdown_table(manifest["evaluation"]["denoising"]) in README
-    assert anomaly_table(manifest["anomaly"]) in README
-    assert int8_table(manifest["int8"]) in README
-    assert f"`{bundle}` {manifest['version']}" in README
+    assert read(f"models/{bundle}/README.md") == render(manifest)
+
+
+def test_settings_reference_is_the_code() -> None:
+    """docs/configuration.md's table is what app/config.py's Settings render (python -m app.settings_reference)."""
+    from app.config import Settings
+    from app.settings_reference import render, table
+
+    page = read("docs/configuration.md")
+    assert page == render(page)
+    for name in Settings.model_fields:
+        assert f"`DENOISE_{name.upper()}`" in table()
+
+
+def test_readme_is_a_first_screen_with_working_links() -> None:
+    readme = read("README.md")
+    assert len(readme.splitlines()) <= 250
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme):
+        if not target.startswith("http"):
+            assert (REPO / target).exists(), target
+
+
+@pytest.mark.parametrize("page", sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")))
+def test_doc_links_resolve(page: str) -> None:
+    folder = (REPO / page).parent
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", read(page)):
+        if not target.startswith("http"):
+            assert (folder / target).exists(), (page, target)
