@@ -89,12 +89,15 @@ def test_training_quick_run_as_written_from_another_directory(tmp_path: Path) ->
         pytest.skip(f"no MNIST files at {DATASETS['mnist'].location()}")
     line = next(line for line in _training_lines() if "--quick" in line)
     argv = [sys.executable, *shlex.split(line)[1:]]
-    result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, check=False, timeout=600)
+    runs = tmp_path / "runs"  # not the repository's runs/ folder
+    env = {**os.environ, "DENOISE_RUNS_DIR": str(runs)}
+    result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, check=False, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "bundle mnist-quick 0.0.0-quick written to" in result.stdout
     for step in ("train took", "evaluate took", "export took", "run finished in"):
         assert step in result.stdout
-    manifest = json.loads((REPO / "runs" / "quick" / "mnist-quick" / "manifest.json").read_text())
+    manifest = json.loads((runs / "quick" / "mnist-quick" / "manifest.json").read_text())
+    assert (runs / "quick" / "mnist-quick" / "README.md").is_file()  # the model card
     assert (manifest["name"], manifest["version"]) == ("mnist-quick", "0.0.0-quick")
 
 

@@ -19,7 +19,8 @@ QUICK_BM3D_SUBSET = 4
 #: Quick bundles can't be mistaken for trained ones: their own name and version, and written
 #: under runs/quick/ (servable with DENOISE_MODEL_DIR=runs/quick) unless --out says otherwise.
 QUICK_VERSION = "0.0.0-quick"
-RUNS = PROJECT / "runs"
+#: Runs (and quick bundles) go here: ``$DENOISE_RUNS_DIR``, else ``runs/`` in the project folder.
+RUNS = Path(os.environ.get("DENOISE_RUNS_DIR") or PROJECT / "runs")
 MODELS = PROJECT / "models"
 
 

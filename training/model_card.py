@@ -32,37 +32,16 @@ def _noise(noise: dict[str, Any]) -> str:
     )
 
 
-def render(manifest: dict[str, Any]) -> str:
-    name, version, dataset = manifest["name"], manifest["version"], manifest["dataset"]
-    training = manifest["training"]
-    evaluation = manifest["evaluation"]
-    h, w, c = manifest["latent_shape"]
+def _training(manifest: dict[str, Any]) -> list[str]:
+    training = manifest.get("training") or {}
+    if "architecture" not in training:
+        return []
     widths = training["architecture"]["widths"]
-    rows = evaluation["denoising"]
-    ours, reference = rows["gaussian 0.5"]["autoencoder"]["psnr"], rows["gaussian 0.5"]["reference"]["psnr"]
-    probes = evaluation["latent_probes"]
-    verdict = evaluation["verdict"]
-    classical = (
-        "above every classical denoiser on every row"
-        if verdict["beats_all_classical"]
-        else f"not above {', '.join(verdict['classical_not_beaten'])} on every row"
-    )
-    anomaly = manifest["anomaly"]
-    int8 = manifest.get("int8")
     held_out = round(training["validation_fraction"] * 100)
-    lines = [
-        f"# `{name}` {version}: a blind denoising autoencoder for {TITLES.get(dataset, dataset)}",
-        "",
-        f"{manifest['description']}. It removes noise from 28×28 grayscale images, light on black, of the kind "
-        f"it was trained on, without being told the noise kind or level; its encoder and decoder give a "
-        f"{h}×{w}×{c} = {h * w * c}-float latent and back; a small scorer says how unlike its training data "
-        "an input is. Served by this repository's service as the model "
-        f"`{name}` (`/denoise?model={name}`, V2 `{name}`, `{name}-autoencoder`, `{name}-encoder`, "
-        f"`{name}-decoder`).",
-        "",
+    return [
         "## Training",
         "",
-        f"- Data: the {dataset} training split, {held_out}% held out for validation; "
+        f"- Data: the {manifest['dataset']} training split, {held_out}% held out for validation; "
         f"{training['epochs']} epochs, batch {training['batch_size']}, Adam at {training['learning_rate']:g} "
         f"on a cosine to {training['final_lr_fraction']:g} of it, {training['loss']} loss, seed {training['seed']}.",
         f"- Noise, drawn afresh for every image in every epoch: {_noise(training['noise'])}.",
@@ -72,6 +51,15 @@ def render(manifest: dict[str, Any]) -> str:
         f"- Graphs: ONNX opset {manifest['opset']}, float32, dynamic batch; SHA-256 of each in `manifest.json`, "
         "verified when the service loads them.",
         "",
+    ]
+
+
+def _evaluation(manifest: dict[str, Any]) -> list[str]:
+    evaluation = manifest.get("evaluation") or {}
+    rows = evaluation.get("denoising")
+    if not rows:
+        return []
+    lines = [
         "## Evaluation",
         "",
         f"Mean PSNR (dB) / SSIM on the {evaluation['test_images']:,} test images, each noise drawn with a fixed "
@@ -80,38 +68,79 @@ def render(manifest: dict[str, Any]) -> str:
         "",
         markdown_table(rows).rstrip(),
         "",
-        f"- Gaussian σ = 0.5: {ours:.2f} dB, {ours - reference:.2f} dB above the reference network; {classical}.",
-        f"- Binary cross-entropy at σ = 0.5: autoencoder {evaluation['bce_gaussian_0.5']['autoencoder']:.4f}, "
-        f"reference {evaluation['bce_gaussian_0.5']['reference']:.4f}.",
-        f"- The latent: a logistic-regression probe reaches {probes['latent']['logistic_probe_accuracy']:.3f} test "
-        f"accuracy (raw pixels {probes['pixels (baseline)']['logistic_probe_accuracy']:.3f}); k-means (10) purity "
-        f"{probes['latent']['kmeans10_purity']:.3f} (raw pixels {probes['pixels (baseline)']['kmeans10_purity']:.3f}).",
-        "",
     ]
-    if int8:
+    sigma = rows.get("gaussian 0.5", {})
+    if "autoencoder" in sigma and "reference" in sigma:
+        ours, reference = sigma["autoencoder"]["psnr"], sigma["reference"]["psnr"]
+        verdict = evaluation.get("verdict", {})
+        classical = (
+            "above every classical denoiser on every row"
+            if verdict.get("beats_all_classical")
+            else f"not above {', '.join(verdict.get('classical_not_beaten', []))} on every row"
+        )
+        lines.append(
+            f"- Gaussian σ = 0.5: {ours:.2f} dB, {ours - reference:.2f} dB above the reference network; {classical}."
+        )
+    if "bce_gaussian_0.5" in evaluation:
+        bce = evaluation["bce_gaussian_0.5"]
+        lines.append(
+            f"- Binary cross-entropy at σ = 0.5: autoencoder {bce['autoencoder']:.4f}, "
+            f"reference {bce['reference']:.4f}."
+        )
+    if "latent_probes" in evaluation:
+        latent, pixels = evaluation["latent_probes"]["latent"], evaluation["latent_probes"]["pixels (baseline)"]
+        lines.append(
+            f"- The latent: a logistic-regression probe reaches {latent['logistic_probe_accuracy']:.3f} test accuracy "
+            f"(raw pixels {pixels['logistic_probe_accuracy']:.3f}); "
+            f"k-means (10) purity {latent['kmeans10_purity']:.3f} "
+            f"(raw pixels {pixels['kmeans10_purity']:.3f})."
+        )
+    lines.append("")
+    if manifest.get("int8"):
         lines += [
             "The int8 copy (`autoencoder.int8.onnx`), which the service runs on CPU, against float32 "
             "(mean PSNR on the same rows and images):",
             "",
-            int8_table(int8).rstrip(),
+            int8_table(manifest["int8"]).rstrip(),
             "",
         ]
-    lines += [
-        "![test images: clean, noisy and denoised](report/denoising.png)",
-        "",
-        "## Anomaly score",
-        "",
+    return [*lines, "![test images: clean, noisy and denoised](report/denoising.png)", ""]
+
+
+def _anomaly(manifest: dict[str, Any]) -> list[str]:
+    anomaly = manifest["anomaly"]
+    intro = (
         f"The `{anomaly['method']}` (`scorer.onnx`) scores every image input; above {anomaly['threshold']:.3f} "
-        f"(the {anomaly['calibration_quantile']:.0%} quantile of held-out training images) the input is flagged. "
-        "AUROC against what callers send by mistake, the share of it flagged, and false flags on the test set:",
+        f"(the {anomaly['calibration_quantile']:.0%} quantile of held-out training images) the input is flagged."
+    )
+    if not anomaly.get("against"):
+        return ["## Anomaly score", "", intro, ""]
+    intro += " AUROC against what callers send by mistake, the share of it flagged, and false flags on the test set:"
+    return ["## Anomaly score", "", intro, "", anomaly_table(anomaly).rstrip(), ""]
+
+
+def render(manifest: dict[str, Any]) -> str:
+    name, version, dataset = manifest["name"], manifest["version"], manifest["dataset"]
+    h, w, c = manifest["latent_shape"]
+    title = TITLES.get(dataset, dataset)
+    lines = [
+        f"# `{name}` {version}: a blind denoising autoencoder for {title}",
         "",
-        anomaly_table(anomaly).rstrip(),
+        f"{manifest['description'].rstrip('.') + '. ' if manifest['description'] else ''}It removes noise from "
+        "28×28 grayscale images, light on black, of the kind it was trained on, without being told the noise "
+        f"kind or level; its encoder and decoder give a {h}×{w}×{c} = {h * w * c}-float latent and back; a small "
+        "scorer says how unlike its training data an input is. Served by this repository's service as the model "
+        f"`{name}` (`/denoise?model={name}`, V2 `{name}`, `{name}-autoencoder`, `{name}-encoder`, "
+        f"`{name}-decoder`).",
         "",
+        *_training(manifest),
+        *_evaluation(manifest),
+        *_anomaly(manifest),
         "## What it is not for",
         "",
-        f"- Anything but 28×28 grayscale {TITLES.get(dataset, dataset)}, light on black: other images come back "
-        "as a plausible training image, not as themselves. The anomaly flag marks many of them; trust an output "
-        "only where it is not flagged.",
+        f"- Anything but 28×28 grayscale {title}, light on black: other images come back as a plausible "
+        "training image, not as themselves. The anomaly flag marks many of them; trust an output only where "
+        "it is not flagged.",
         "- Dark-on-light scans need `invert=true`; larger images `resize=true`, which loses detail.",
         "- Noise far outside the training mixture (structured noise, occlusions, heavy blur) is not removed, "
         "and a clean input comes back slightly smoothed.",
