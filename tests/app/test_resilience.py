@@ -260,6 +260,7 @@ def test_bad_settings_stop_with_a_clear_message(setting: dict[str, str], message
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_soak_script_keeps_memory_flat() -> None:
     """The soak script, with a small count here; the README gives the 100,000-request figure."""
     result = subprocess.run(
