@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.load import SAMPLE, wrk
 from bench.profile import cpu_seconds, session_pids
-from bench.run import FLOAT32_GRAPH, SAMPLE, peer_process, wait_for_workers, wrk
+from bench.services import FLOAT32_GRAPH, peer_process, wait_for_workers
 from tests.server import free_port, running_server
 
 CONNECTIONS = 32

@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.run import in_process  # noqa: E402
+from bench.load import in_process  # noqa: E402
 from denoise_bundle import load_manifest  # noqa: E402
 
 BATCHES = (1, 8, 64)

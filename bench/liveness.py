@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.run import LivenessProbe
+from bench.load import LivenessProbe
 from tests.server import running_server
 
 CLIENTS = 3

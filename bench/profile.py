@@ -27,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.run import SAMPLE, wait_for_workers, wrk
+from bench.load import SAMPLE, wrk
+from bench.services import wait_for_workers
 from tests.server import running_server
 
 #: (layer, frame substrings), innermost first: a sample goes to the first layer met walking up from its leaf.
