@@ -25,6 +25,8 @@ from app.metrics import Metrics
 from app.policy import Policy
 
 access_log = logging.getLogger("denoise.access")
+#: How each protocol says a request's deadline passed.
+EXPIRED = (504, "DEADLINE_EXCEEDED")
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # New request ids: a random per-process prefix and a counter (uuid4 costs a syscall per request).
@@ -87,8 +89,11 @@ class RequestContext:
     endpoint: str = "other"
     model: str = "-"
     images: int = 0
-    #: ``time.monotonic()`` by which the caller wants its answer; None for no deadline.
+    #: ``time.monotonic()`` by which the caller wants its answer; None for no deadline. Work for a
+    #: request whose deadline has passed is not started (504, ``DEADLINE_EXCEEDED``).
     deadline: float | None = None
+    #: ``time.monotonic()`` when the request arrived (deadlines count from it).
+    received: float = field(default_factory=time.monotonic)
     #: The request's trace span, where tracing is on.
     span: Any = None
     started: float = field(default_factory=time.perf_counter)
@@ -106,6 +111,8 @@ class RequestContext:
         other protocols say so with ``error``."""
         seconds = time.perf_counter() - self.started
         self.services.metrics.observe_request(self.endpoint, self.model, status, seconds, self.protocol, error)
+        if status in EXPIRED:
+            self.services.metrics.deadline_expired.labels(self.protocol).inc()
         if access_log.isEnabledFor(logging.INFO):
             fields = {
                 "request_id": self.request_id,

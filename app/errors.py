@@ -64,6 +64,10 @@ class InvalidInput(ApiError):
     status, code = 422, "invalid_input"
 
 
+class DeadlineExceeded(ApiError):
+    status, code = 504, "deadline_exceeded"
+
+
 class NotReady(ApiError):
     status, code = 503, "not_ready"
 

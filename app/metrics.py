@@ -36,6 +36,12 @@ class Metrics:
             ["endpoint", "status", "protocol"],
             registry=self.registry,
         )
+        self.deadline_expired = Counter(
+            "denoise_deadline_expired_total",
+            "Requests whose deadline passed before they could run (not run), by protocol",
+            ["protocol"],
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "denoise_inference_batch_size",
             "Images per ONNX Runtime call by model and graph",

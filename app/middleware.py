@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.context import RequestContext, Services, request_id
-from app.errors import ApiError, PayloadTooLarge, RequestTimeout, error_response, is_v2
+from app.errors import ApiError, BadRequestBody, PayloadTooLarge, RequestTimeout, error_response, is_v2
 
 REQUEST_ID_HEADER = b"x-request-id"
+#: The caller's deadline in milliseconds from now: the header Envoy (and Istio) set on every request
+#: they route to a service with a timeout, so a mesh's route timeout reaches the service unchanged.
+TIMEOUT_HEADER = b"x-envoy-expected-rq-timeout-ms"
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            timeout = headers.get(TIMEOUT_HEADER)
+            if timeout is not None:
+                context.deadline = _deadline(timeout, context.received)
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.limits.max_body_bytes):
                 await _send_error(send_with_id, PayloadTooLarge(self._too_large), rid, path)
@@ -110,6 +116,17 @@ class RequestContextMiddleware:
             return message
 
         return guarded
+
+
+def _deadline(timeout: bytes, received: float) -> float | None:
+    """The deadline an ``X-Envoy-Expected-Rq-Timeout-Ms`` value sets (0: none, as in Envoy)."""
+    if not timeout.isdigit() or len(timeout) > 12:
+        shown = timeout[:20].decode("latin-1")
+        raise BadRequestBody(
+            f"X-Envoy-Expected-Rq-Timeout-Ms must be whole milliseconds (0 for no deadline), got {shown!r}"
+        )
+    milliseconds = int(timeout)
+    return received + milliseconds / 1000 if milliseconds else None
 
 
 async def _send_error(send: Send, error: ApiError, request_id: str, path: str) -> None:

@@ -14,12 +14,14 @@ answering probes and handing inference threads their next batches:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
+from app.errors import DeadlineExceeded
 from app.imaging import DecodeOptions, decode, encode_png, to_model_input
 from app.runtime.registry import Inference, LoadedModel
 from denoise_bundle.manifest import GraphName
@@ -60,20 +62,27 @@ async def decode_images(
 
 
 async def infer_images(
-    model: LoadedModel, graph: GraphName, uploads: Sequence[bytes], options: DecodeOptions
+    model: LoadedModel,
+    graph: GraphName,
+    uploads: Sequence[bytes],
+    options: DecodeOptions,
+    deadline: float | None = None,
 ) -> Inference:
     """Decode ``uploads`` and run ``graph`` on them, a batch at a time when there are more than one
-    batch holds, each batch running while the next is decoded."""
+    batch holds, each batch running while the next is decoded; nothing is decoded or run once
+    ``deadline`` (``time.monotonic()``) has passed (:class:`~app.errors.DeadlineExceeded`)."""
+    if deadline is not None and time.monotonic() >= deadline:
+        raise DeadlineExceeded("the request's deadline passed before its images were decoded; it was not run")
     size = model.batch_size(graph)
     if len(uploads) <= size:
-        return await model.infer(graph, to_model_input(await decode_images(uploads, options)))
+        return await model.infer(graph, to_model_input(await decode_images(uploads, options)), deadline)
 
     async def batches() -> AsyncIterator[np.ndarray]:
         for offset in range(0, len(uploads), size):
             part = uploads[offset : offset + size]
             yield to_model_input(await decode_images(part, options, offset=offset, numbered=True))
 
-    return await model.infer_batches(graph, batches())
+    return await model.infer_batches(graph, batches(), deadline)
 
 
 async def encode_pngs(pixels: np.ndarray) -> list[bytes]:

@@ -127,9 +127,10 @@ async def _infer_images(
 ) -> Inference:
     """Read the uploaded images and run ``graph`` on them (:func:`app.pipeline.infer_images`)."""
     uploads = await read_uploads(request, settings)
-    request_context(request).images = len(uploads)
+    context = request_context(request)
+    context.images = len(uploads)
     options = decode_options(settings, resize=query.resize, invert=query.invert)
-    return await infer_images(model, graph, uploads, options)
+    return await infer_images(model, graph, uploads, options, context.deadline)
 
 
 @router.post(
@@ -196,8 +197,11 @@ async def reconstruct(
         payload = parse_latents(await request.body())
         loaded = resolve_model(request, registry, model or payload.model)
         latents = check_latents(payload, loaded, settings.max_batch_images)
-        request_context(request).images = len(latents)
-        return await _image_response(request, loaded, await loaded.infer("decoder", latents), reinvert)
+        context = request_context(request)
+        context.images = len(latents)
+        return await _image_response(
+            request, loaded, await loaded.infer("decoder", latents, context.deadline), reinvert
+        )
     loaded = resolve_model(request, registry, model)
     return await _image_response(
         request, loaded, await _infer_images(request, loaded, "autoencoder", settings, query), reinvert

@@ -18,6 +18,10 @@ images run in one call, so they return two outputs).
 - A request produced a batch at a time (``submit_batches``: a large upload, decoded as it goes) has
   each batch running on an inference thread while the event loop decodes the next one.
 - A full queue refuses new work at once with :class:`~app.errors.Overloaded` (503).
+- A request may carry a deadline (``time.monotonic()``): one that has passed when the request is
+  submitted, or by the time its batch is formed, is not run; its caller gets
+  :class:`~app.errors.DeadlineExceeded` (504). A caller that went away (its future cancelled, as a
+  gRPC call whose client cancelled) is skipped the same way.
 - With no batching window (``max_delay == 0``, the default), when the batcher is idle (nothing
   queued, nothing running) and the caller is ``alone`` (the only request the worker has in
   progress), a small request runs at once on the
@@ -32,13 +36,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from app.errors import Overloaded
+from app.errors import DeadlineExceeded, Overloaded
 
 log = logging.getLogger("denoise.batcher")
 
@@ -59,6 +64,15 @@ def join(chunks: list[Outputs]) -> Outputs:
 class _Item:
     inputs: np.ndarray
     future: asyncio.Future[Outputs]
+    deadline: float | None = None
+
+
+def _expired(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _deadline_error() -> DeadlineExceeded:
+    return DeadlineExceeded("the request's deadline passed before it could run; it was not run")
 
 
 class Batcher:
@@ -108,19 +122,22 @@ class Batcher:
     def depth(self) -> int:
         return self._queue.qsize()
 
-    async def submit(self, inputs: np.ndarray) -> Outputs:
+    async def submit(self, inputs: np.ndarray, deadline: float | None = None) -> Outputs:
         """Run ``inputs`` (a batch of one or more) and return the matching rows of every output."""
+        if _expired(deadline):
+            raise _deadline_error()
         self._check_room()
         if self._pending == 0 and len(inputs) <= INLINE_MAX_IMAGES and self.max_delay_s == 0 and self._alone():
             return self._call(inputs)
         futures = [
-            self._enqueue(inputs[start : start + self.max_batch]) for start in range(0, len(inputs), self.max_batch)
+            self._enqueue(inputs[start : start + self.max_batch], deadline)
+            for start in range(0, len(inputs), self.max_batch)
         ]
         if len(futures) == 1:
             return await futures[0]
         return join(await asyncio.gather(*futures))
 
-    async def submit_batches(self, batches: AsyncIterator[np.ndarray]) -> Outputs:
+    async def submit_batches(self, batches: AsyncIterator[np.ndarray], deadline: float | None = None) -> Outputs:
         """Run a large request produced a batch (at most ``max_batch`` images) at a time; its outputs, in order.
 
         Each batch is queued as soon as it is produced and, with a free inference thread, starts
@@ -133,8 +150,10 @@ class Batcher:
             async for batch in batches:
                 if len(batch) > self.max_batch:
                     raise ValueError(f"a batch of {len(batch)} images is more than max_batch {self.max_batch}")
+                if _expired(deadline):
+                    raise _deadline_error()
                 self._check_room()
-                futures.append(self._enqueue(batch))
+                futures.append(self._enqueue(batch, deadline))
                 await asyncio.sleep(0)  # the turn of the loop in which _serve starts it
             return join([await future for future in futures])
         except BaseException:
@@ -149,9 +168,9 @@ class Batcher:
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
 
-    def _enqueue(self, inputs: np.ndarray) -> asyncio.Future[Outputs]:
+    def _enqueue(self, inputs: np.ndarray, deadline: float | None = None) -> asyncio.Future[Outputs]:
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(inputs, future))
+        self._queue.put_nowait(_Item(inputs, future, deadline))
         self._pending += 1
         return future
 
@@ -193,7 +212,10 @@ class Batcher:
             await self._slots.acquire()
             first = carried or await self._queue.get()
             items, carried = await self._collect(first)
-            live = [item for item in items if not item.future.done()]  # callers that went away are skipped
+            for item in items:
+                if _expired(item.deadline) and not item.future.done():
+                    item.future.set_exception(_deadline_error())
+            live = [item for item in items if not item.future.done()]  # expired, or their callers went away
             self._pending -= len(items) - len(live)
             if not live:
                 self._slots.release()

@@ -86,13 +86,16 @@ class LoadedModel:
     warmup_ms: float = 0.0
     _samples: list[dict[str, str]] | None = field(default=None, repr=False)
 
-    async def infer(self, graph: GraphName, inputs: np.ndarray) -> Inference:
-        return self._inference(await self.batchers[graph].submit(inputs))
+    async def infer(self, graph: GraphName, inputs: np.ndarray, deadline: float | None = None) -> Inference:
+        """Run ``graph`` on ``inputs`` unless ``deadline`` (``time.monotonic()``) passes first (504)."""
+        return self._inference(await self.batchers[graph].submit(inputs, deadline))
 
-    async def infer_batches(self, graph: GraphName, batches: AsyncIterator[np.ndarray]) -> Inference:
+    async def infer_batches(
+        self, graph: GraphName, batches: AsyncIterator[np.ndarray], deadline: float | None = None
+    ) -> Inference:
         """Run ``graph`` on a large request produced a batch (at most ``batch_size(graph)`` images) at a
         time, each batch running while the next is produced (:meth:`Batcher.submit_batches`)."""
-        return self._inference(await self.batchers[graph].submit_batches(batches))
+        return self._inference(await self.batchers[graph].submit_batches(batches, deadline))
 
     def batch_size(self, graph: GraphName) -> int:
         """The most images one ONNX Runtime call of ``graph`` takes."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
@@ -176,6 +177,9 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mis
                 client=peer.split(":")[1] if peer.count(":") >= 2 else peer,
                 endpoint=name,
             )
+            remaining = context.time_remaining()  # the client's deadline (grpc-timeout), if it set one
+            if remaining is not None:
+                call.deadline = call.received + remaining
             context.set_trailing_metadata((("x-request-id", call.request_id),))
             token = _CURRENT.set(call)
             status, message = grpc.StatusCode.OK, ""
@@ -186,8 +190,9 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mis
                     return await behaviour(request, context)
             except ApiError as exc:
                 status, message = CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), described(exc)
-            except asyncio.CancelledError:
-                status = grpc.StatusCode.CANCELLED
+            except asyncio.CancelledError:  # the client cancelled, or its deadline passed: queued work is dropped
+                expired = call.deadline is not None and time.monotonic() >= call.deadline
+                status = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
                 raise
             except Exception:
                 log.exception("gRPC %s failed", name, extra={"request_id": call.request_id})
@@ -244,9 +249,10 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         model = _find(self.catalog, request.model_name, request.model_version)
         parsed = infer_request(request)
-        shape = parsed.inputs[0].shape
-        current().images = shape[0] if shape else 0
-        outputs = await inference.run(model, parsed, self.settings)
+        call = current()
+        call.images = parsed.inputs[0].shape[0] if parsed.inputs[0].shape else 0
+        call.deadline = inference.deadline(parsed, call.received, call.deadline)
+        outputs = await inference.run(model, parsed, self.settings, call.deadline)
         response = service_pb2.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
         for tensor, _ in outputs:
             response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))

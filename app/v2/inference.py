@@ -80,17 +80,35 @@ def requested(model: V2Model, request: InferRequest) -> list[tuple[str, bool]]:
     return chosen
 
 
-async def run(model: V2Model, request: InferRequest, settings: Settings) -> list[tuple[Tensor, bool]]:
-    """Validate, run through the model's batcher, and return the requested outputs with their form."""
+def deadline(request: InferRequest, received: float, front_door: float | None) -> float | None:
+    """The request's deadline (``time.monotonic()``): the earlier of the front door's (a gRPC deadline, an
+    HTTP header) and the ``timeout`` parameter, microseconds from ``received`` as Triton reads it (0: none)."""
+    timeout = request.parameters.get("timeout")
+    if timeout is None:
+        return front_door
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+        raise V2Error(f"parameter 'timeout' must be whole microseconds (an integer >= 0), got {timeout!r}")
+    if timeout == 0:
+        return front_door
+    own = received + timeout / 1e6
+    return own if front_door is None else min(own, front_door)
+
+
+async def run(
+    model: V2Model, request: InferRequest, settings: Settings, until: float | None = None
+) -> list[tuple[Tensor, bool]]:
+    """Validate, run through the model's batcher unless ``until`` (``time.monotonic()``) passes first,
+    and return the requested outputs with their form."""
     tensor = _check_input(model, request, settings)
     wanted = requested(model, request)
     reinvert = _flag(request, "reinvert")
     if model.kind == "png":
         options = decode_options(settings, resize=_flag(request, "resize"), invert=_flag(request, "invert"))
         uploads = [_png_bytes(bytes(item)) for item in tensor.data]
-        result = await infer_images(model.bundle, model.graph, uploads, options)
+        result = await infer_images(model.bundle, model.graph, uploads, options, until)
     else:
-        result = await model.bundle.infer(model.graph, np.ascontiguousarray(tensor.data, dtype=np.float32))
+        inputs = np.ascontiguousarray(tensor.data, dtype=np.float32)
+        result = await model.bundle.infer(model.graph, inputs, until)
     count = len(tensor.data)
     produced: dict[str, Tensor] = {}
     main = model.outputs[0]

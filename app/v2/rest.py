@@ -172,8 +172,10 @@ async def infer(request: Request, settings: SettingsDep, model: str, version: st
     )
     header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
     parsed = parse_infer_request(parse_json(header), binary)
-    request_context(request).images = parsed.inputs[0].shape[0] if parsed.inputs[0].shape else 0
-    outputs = await inference.run(found, parsed, settings)
+    context = request_context(request)
+    context.images = parsed.inputs[0].shape[0] if parsed.inputs[0].shape else 0
+    context.deadline = inference.deadline(parsed, context.received, context.deadline)
+    outputs = await inference.run(found, parsed, settings, context.deadline)
     content, header_length = response_body(found.name, found.version, parsed, outputs)
     if header_length is None:
         return Response(content, media_type="application/json")

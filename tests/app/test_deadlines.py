@@ -1,0 +1,155 @@
+"""Deadlines: a request whose deadline has passed is not run, on every front door, and is counted."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from app.errors import DeadlineExceeded
+from app.runtime.batcher import Batcher
+from tests.conftest import MODEL, digit, png
+from tests.server import TEST_SETTINGS, free_port, running_server
+
+PNG = {"content-type": "image/png"}
+TIMEOUT = "x-envoy-expected-rq-timeout-ms"
+
+
+def _metric(client: TestClient, line_start: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _images_run(client: TestClient) -> float:
+    return _metric(client, f'denoise_images_total{{graph="autoencoder",model="{MODEL}"}}')
+
+
+@pytest.fixture
+def slow_batches(make_client: Any) -> TestClient:
+    """A batching window of 300 ms: a request waits that long for company before its batch is formed."""
+    client: TestClient = make_client(batch_max_delay_ms=300)
+    return client
+
+
+def test_expired_request_is_not_run_and_answers_504(slow_batches: TestClient) -> None:
+    before = _images_run(slow_batches)
+    response = slow_batches.post("/denoise", content=png(digit(1)), headers={**PNG, TIMEOUT: "5"})
+    assert response.status_code == 504
+    error = response.json()["error"]
+    assert error["code"] == "deadline_exceeded"
+    assert "not run" in error["message"]
+    assert _images_run(slow_batches) == before  # dropped before it joined a batch
+    assert _metric(slow_batches, 'denoise_deadline_expired_total{protocol="rest"}') == 1
+
+
+def test_a_deadline_that_holds_is_served(slow_batches: TestClient) -> None:
+    for value in ("10000", "0"):  # 0: no deadline, as in Envoy
+        response = slow_batches.post("/denoise", content=png(digit(2)), headers={**PNG, TIMEOUT: value})
+        assert response.status_code == 200
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "1.5", "9" * 20])
+def test_a_malformed_deadline_header_is_400(client: TestClient, value: str) -> None:
+    response = client.post("/denoise", content=png(digit(3)), headers={**PNG, TIMEOUT: value})
+    assert response.status_code == 400
+    assert "X-Envoy-Expected-Rq-Timeout-Ms" in response.json()["error"]["message"]
+
+
+def _v2_body(timeout: object) -> dict[str, Any]:
+    image = png(digit(4))
+    import base64
+
+    return {
+        "inputs": [{"name": "png", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(image).decode()]}],
+        "parameters": {"timeout": timeout},
+    }
+
+
+def test_v2_timeout_parameter_in_microseconds(slow_batches: TestClient) -> None:
+    response = slow_batches.post(f"/v2/models/{MODEL}/infer", json=_v2_body(1000))  # 1 ms
+    assert response.status_code == 504
+    assert "not run" in response.json()["error"]
+    assert _metric(slow_batches, 'denoise_deadline_expired_total{protocol="v2"}') == 1
+    assert slow_batches.post(f"/v2/models/{MODEL}/infer", json=_v2_body(10_000_000)).status_code == 200
+    for bad in ("1000", -1, 1.5, True):
+        response = slow_batches.post(f"/v2/models/{MODEL}/infer", json=_v2_body(bad))
+        assert response.status_code == 400, bad
+        assert "timeout" in response.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def grpc_server() -> Iterator[tuple[str, str]]:
+    port = free_port()
+    env = {**TEST_SETTINGS, "DENOISE_GRPC_PORT": str(port), "DENOISE_BATCH_MAX_DELAY_MS": "300"}
+    with running_server(env) as (url, _):
+        yield url, f"127.0.0.1:{port}"
+
+
+def _grpc_request(timeout_us: int | None) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name="png", datatype="BYTES", shape=[1]).contents.bytes_contents.append(png(digit(5)))
+    if timeout_us is not None:
+        request.parameters["timeout"].int64_param = timeout_us
+    return request
+
+
+def test_grpc_expired_by_parameter_or_client_deadline_is_not_run(grpc_server: tuple[str, str]) -> None:
+    import httpx
+
+    url, address = grpc_server
+    with grpc.insecure_channel(address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.ModelInfer(_grpc_request(1000))  # the V2 timeout parameter: 1 ms
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "not run" in raised.value.details()
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.ModelInfer(_grpc_request(None), timeout=0.05)  # the client's own deadline (grpc-timeout)
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert stub.ModelInfer(_grpc_request(None), timeout=30).outputs  # time enough: served
+    metrics = httpx.get(f"{url}/metrics").text
+    expired = next(
+        line for line in metrics.splitlines() if line.startswith('denoise_deadline_expired_total{protocol="grpc"}')
+    )
+    assert float(expired.split()[-1]) >= 1
+
+
+def test_batcher_drops_a_request_whose_deadline_passes_while_it_queues() -> None:
+    """A request queued behind a busy inference slot, whose deadline passes before its batch is formed,
+    is not run: its caller gets DeadlineExceeded, and the graph never sees its images."""
+    release = threading.Event()
+    calls: list[int] = []
+
+    def run(x: np.ndarray) -> tuple[np.ndarray]:
+        calls.append(len(x))
+        release.wait(timeout=10)
+        return (x + 1,)
+
+    async def scenario() -> None:
+        batcher = Batcher(run, name="t", max_batch=4, max_delay_s=0, queue_size=8, concurrency=1)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(np.zeros((3, 1), dtype=np.float32)))
+        while not calls:  # the only slot is now busy
+            await asyncio.sleep(0.001)
+        deadline = time.monotonic() + 0.02
+        late = asyncio.ensure_future(batcher.submit(np.ones((1, 1), dtype=np.float32), deadline))
+        while time.monotonic() < deadline:  # the deadline passes while it queues
+            await asyncio.sleep(0.001)
+        release.set()
+        assert (await first)[0].shape == (3, 1)
+        with pytest.raises(DeadlineExceeded):
+            await late
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls == [3]
