@@ -9,7 +9,9 @@ from fastapi import Depends, Query, Request
 
 from app.config import Settings
 from app.errors import InvalidInput, NotReady, UnsupportedMediaType
+from app.imaging import DecodeOptions
 from app.multipart import read_parts
+from app.pipeline import decode_options
 from app.routing import request_context
 from app.runtime.registry import LoadedModel, Registry
 
@@ -42,15 +44,12 @@ def resolve_model(request: Request, registry: Registry, name: str | None) -> Loa
     return loaded
 
 
-async def get_model(request: Request, registry: RegistryDep, model: ModelName = None) -> LoadedModel:
-    return resolve_model(request, registry, model)
-
-
-ModelDep = Annotated[LoadedModel, Depends(get_model)]
-
-
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+Resize = Annotated[bool, Query(description="resample any size to 28x28 (Lanczos) instead of rejecting it")]
+Invert = Annotated[bool, Query(description="invert dark-on-light images (the models expect light on black)")]
 
 
 @dataclass(frozen=True)
@@ -59,16 +58,32 @@ class ImageQuery:
     invert: bool
 
 
-async def image_query(
-    resize: Annotated[bool, Query(description="resample any size to 28x28 (Lanczos) instead of rejecting it")] = False,
-    invert: Annotated[
-        bool, Query(description="invert dark-on-light images (the models expect light on black)")
-    ] = False,
-) -> ImageQuery:
+async def image_query(resize: Resize = False, invert: Invert = False) -> ImageQuery:
     return ImageQuery(resize=resize, invert=invert)
 
 
 ImageQueryDep = Annotated[ImageQuery, Depends(image_query)]
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """What a route that reads images needs, in one dependency (each dependency FastAPI solves costs
+    per request): the model ``?model=`` names, the settings, and how to decode the uploads."""
+
+    model: LoadedModel
+    settings: Settings
+    options: DecodeOptions
+
+
+async def image_request(
+    request: Request, model: ModelName = None, resize: Resize = False, invert: Invert = False
+) -> ImageRequest:
+    settings: Settings = request.app.state.settings
+    loaded = resolve_model(request, request.app.state.registry, model)
+    return ImageRequest(loaded, settings, decode_options(settings, resize=resize, invert=invert))
+
+
+ImageRequestDep = Annotated[ImageRequest, Depends(image_request)]
 
 #: On routes that answer with images: turn the (light-on-black) output back to dark on light.
 Reinvert = Annotated[bool, Query(description="invert the output image back to dark on light (pairs with invert=true)")]

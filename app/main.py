@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ from app.config import Settings, get_settings
 from app.context import Services, WorkInProgress
 from app.errors import install_handlers
 from app.imaging import NORMALISATION
-from app.metrics import Metrics
+from app.metrics import WORK_SAMPLE_S, Metrics
 from app.middleware import Limits, RequestContextMiddleware
 from app.pages import install_demo
 from app.routes import health, inference, models
@@ -104,9 +105,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(registry.load_all)
-        registry.start_batchers(metrics.observe_batch, alone=lambda: services.work.count <= 1)
+        registry.start_batchers(metrics, alone=lambda: services.work.count <= 1)
         app.state.v2_catalog = Catalog.of(registry)  # one catalog for both V2 front doors
         grpc_server = await v2_grpc.start(registry, app.state.v2_catalog, settings, services)
+
+        async def sample_work() -> None:
+            while True:
+                metrics.observe_work(registry.work())
+                await asyncio.sleep(WORK_SAMPLE_S)
+
+        sampler = asyncio.get_running_loop().create_task(sample_work(), name="sample-work")
         # Everything loaded so far lives as long as the process: keep it out of the garbage
         # collector's scans, which would otherwise show up as latency spikes.
         gc.collect()
@@ -115,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            sampler.cancel()
             if grpc_server is not None:
                 await grpc_server.stop(settings.shutdown_grace_s)  # finishes calls in progress first
             await registry.stop()

@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+#: The learned scorer's scores are logits: typical inputs lie well below 0, thresholds between -5 and 0.
+#: Seconds between two samples of the batchers' queues.
+WORK_SAMPLE_S = 0.5
+SCORE_BUCKETS = (-12.0, -8.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass
@@ -42,6 +47,36 @@ class Metrics:
             ["protocol"],
             registry=self.registry,
         )
+        # What an autoscaler targets, sampled every WORK_SAMPLE_S in each worker and summed over the live
+        # workers (multiprocess mode "livesum").
+        self.queue_depth = Gauge(
+            "denoise_queue_depth",
+            "Batches of work waiting for a graph's batcher, by model and graph",
+            ["model", "graph"],
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.in_flight = Gauge(
+            "denoise_model_work_in_flight",
+            "Batches of work (a request, or a chunk of a larger one) waiting or running on a model's graphs",
+            ["model"],
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        # A surge of unusual inputs (drift, or callers sending the wrong kind of image) shows here.
+        self.anomaly_scores = Histogram(
+            "denoise_anomaly_score",
+            "Anomaly scores of image inputs (higher: less like the training data), by model",
+            ["model"],
+            buckets=SCORE_BUCKETS,
+            registry=self.registry,
+        )
+        self.flagged = Counter(
+            "denoise_flagged_images",
+            "Image inputs whose anomaly score is above the model's threshold, by model",
+            ["model"],
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "denoise_inference_batch_size",
             "Images per ONNX Runtime call by model and graph",
@@ -55,6 +90,22 @@ class Metrics:
             ["model", "graph"],
             registry=self.registry,
         )
+
+    def observe_work(self, work: list[tuple[str, str, int, int]]) -> None:
+        """The batchers' state (model, graph, waiting, waiting or running), sampled: a request pays nothing."""
+        in_flight: dict[str, int] = {}
+        for model, graph, waiting, pending in work:
+            self.queue_depth.labels(model, graph).set(waiting)
+            in_flight[model] = in_flight.get(model, 0) + pending
+        for model, count in in_flight.items():
+            self.in_flight.labels(model).set(count)
+
+    def observe_scores(self, model: str, scores: np.ndarray, flagged: int) -> None:
+        histogram = self.anomaly_scores.labels(model)
+        for score in scores.tolist():
+            histogram.observe(score)
+        if flagged:
+            self.flagged.labels(model).inc(flagged)
 
     def observe_batch(self, model: str, graph: str, size: int) -> None:
         self.batch_size.labels(model, graph).observe(size)

@@ -9,11 +9,10 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.config import Settings
 from app.dependencies import (
-    ImageQuery,
     ImageQueryDep,
-    ModelDep,
+    ImageRequest,
+    ImageRequestDep,
     ModelName,
     RegistryDep,
     Reinvert,
@@ -122,15 +121,12 @@ async def _image_response(request: Request, model: LoadedModel, result: Inferenc
     return JSONResponse(body.model_dump(exclude_none=True), headers=headers)
 
 
-async def _infer_images(
-    request: Request, model: LoadedModel, graph: GraphName, settings: Settings, query: ImageQuery
-) -> Inference:
+async def _infer_images(request: Request, image: ImageRequest, graph: GraphName) -> Inference:
     """Read the uploaded images and run ``graph`` on them (:func:`app.pipeline.infer_images`)."""
-    uploads = await read_uploads(request, settings)
+    uploads = await read_uploads(request, image.settings)
     context = request_context(request)
     context.images = len(uploads)
-    options = decode_options(settings, resize=query.resize, invert=query.invert)
-    return await infer_images(model, graph, uploads, options, context.deadline)
+    return await infer_images(image.model, graph, uploads, image.options, context.deadline)
 
 
 @router.post(
@@ -140,12 +136,8 @@ async def _infer_images(
     responses={**_PNG_OR_BATCH, **_IMAGE_ERRORS},
     openapi_extra=_IMAGE_BODY,
 )
-async def denoise(
-    request: Request, model: ModelDep, settings: SettingsDep, query: ImageQueryDep, reinvert: Reinvert = False
-) -> Response:
-    return await _image_response(
-        request, model, await _infer_images(request, model, "autoencoder", settings, query), reinvert
-    )
+async def denoise(request: Request, image: ImageRequestDep, reinvert: Reinvert = False) -> Response:
+    return await _image_response(request, image.model, await _infer_images(request, image, "autoencoder"), reinvert)
 
 
 @router.post(
@@ -155,8 +147,9 @@ async def denoise(
     responses=_IMAGE_ERRORS,
     openapi_extra=_IMAGE_BODY,
 )
-async def encode(request: Request, model: ModelDep, settings: SettingsDep, query: ImageQueryDep) -> JSONResponse:
-    result = await _infer_images(request, model, "encoder", settings, query)
+async def encode(request: Request, image: ImageRequestDep) -> JSONResponse:
+    result = await _infer_images(request, image, "encoder")
+    model = image.model
     latents = result.outputs
     return JSONResponse(
         {
@@ -202,7 +195,9 @@ async def reconstruct(
         return await _image_response(
             request, loaded, await loaded.infer("decoder", latents, context.deadline), reinvert
         )
-    loaded = resolve_model(request, registry, model)
-    return await _image_response(
-        request, loaded, await _infer_images(request, loaded, "autoencoder", settings, query), reinvert
+    image = ImageRequest(
+        resolve_model(request, registry, model),
+        settings,
+        decode_options(settings, resize=query.resize, invert=query.invert),
     )
+    return await _image_response(request, image.model, await _infer_images(request, image, "autoencoder"), reinvert)

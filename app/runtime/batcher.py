@@ -120,7 +120,13 @@ class Batcher:
 
     @property
     def depth(self) -> int:
+        """Batches of work waiting (a request, or a chunk of a larger one)."""
         return self._queue.qsize()
+
+    @property
+    def pending(self) -> int:
+        """Batches of work waiting or running."""
+        return self._pending
 
     async def submit(self, inputs: np.ndarray, deadline: float | None = None) -> Outputs:
         """Run ``inputs`` (a batch of one or more) and return the matching rows of every output."""

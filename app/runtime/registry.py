@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -39,7 +40,24 @@ from denoise_bundle.manifest import GraphName
 
 log = logging.getLogger("denoise.runtime")
 
-BatchObserver = Callable[[str, str, int], None]
+
+class Observer(Protocol):
+    """What the runtime reports as it runs (:class:`app.metrics.Metrics` records it)."""
+
+    def observe_batch(self, model: str, graph: str, size: int) -> None:
+        """One ONNX Runtime call of ``size`` images."""
+
+    def observe_scores(self, model: str, scores: np.ndarray, flagged: int) -> None:
+        """Anomaly scores of a request's image inputs, ``flagged`` of them above the threshold."""
+
+
+class _Unobserved:
+    def observe_batch(self, model: str, graph: str, size: int) -> None:
+        pass
+
+    def observe_scores(self, model: str, scores: np.ndarray, flagged: int) -> None:
+        pass
+
 
 #: The graphs requests run, each behind its own batcher. Those that read images run the anomaly
 #: scorer on the same images in the same call (the scorer has no batcher of its own).
@@ -83,6 +101,7 @@ class LoadedModel:
     #: The file each graph was read from (the autoencoder's int8 copy, where it runs).
     files: dict[GraphName, str] = field(default_factory=dict)
     batchers: dict[GraphName, Batcher] = field(default_factory=dict)
+    observer: Observer = field(default_factory=_Unobserved)
     warmup_ms: float = 0.0
     _samples: list[dict[str, str]] | None = field(default=None, repr=False)
 
@@ -103,7 +122,10 @@ class LoadedModel:
 
     def _inference(self, outputs: Outputs) -> Inference:
         scores = outputs[1][:, 0] if len(outputs) > 1 else None
-        return Inference(outputs[0], scores, self.manifest.anomaly.threshold)
+        threshold = self.manifest.anomaly.threshold
+        if scores is not None:
+            self.observer.observe_scores(self.manifest.name, scores, int((scores > threshold).sum()))
+        return Inference(outputs[0], scores, threshold)
 
     def runner(self, graph: GraphName, scored: bool) -> Callable[[np.ndarray], Outputs]:
         """One inference call for ``graph``'s batcher: the graph, and the scorer where it reads images
@@ -291,10 +313,12 @@ class Registry:
                 f"default model {self.settings.default_model!r} is not loaded (DENOISE_DEFAULT_MODEL)",
             )
 
-    def start_batchers(self, observe: BatchObserver, alone: Callable[[], bool] = lambda: False) -> None:
-        """One batcher per served graph; ``alone`` says whether the caller is the worker's only request in
-        progress (then an idle batcher runs a small request on the spot: see :mod:`app.runtime.batcher`)."""
+    def start_batchers(self, observer: Observer, alone: Callable[[], bool] = lambda: False) -> None:
+        """One batcher per served graph, reporting to ``observer``; ``alone`` says whether the caller is the
+        worker's only request in progress (then an idle batcher runs a small request on the spot: see
+        :mod:`app.runtime.batcher`)."""
         for model in self.models.values():
+            model.observer = observer
             for name in SERVED:
                 batcher = Batcher(
                     model.runner(name, self.settings.anomaly_scores),
@@ -304,12 +328,20 @@ class Registry:
                     queue_size=self.settings.queue_size,
                     merge=self.settings.batching,
                     concurrency=self.settings.concurrent_batches,
-                    on_batch=functools.partial(observe, model.manifest.name, name),
+                    on_batch=functools.partial(observer.observe_batch, model.manifest.name, name),
                     alone=alone,
                 )
                 batcher.start()
                 model.batchers[name] = batcher
         self.ready = not self.failures and bool(self.models)
+
+    def work(self) -> list[tuple[str, str, int, int]]:
+        """Each served graph's batcher now: model, graph, batches of work waiting, waiting or running."""
+        return [
+            (name, graph, batcher.depth, batcher.pending)
+            for name, model in self.models.items()
+            for graph, batcher in model.batchers.items()
+        ]
 
     async def stop(self) -> None:
         self.ready = False
