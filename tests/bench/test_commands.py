@@ -1,0 +1,38 @@
+"""The benchmark commands the docs give, run briefly as written (figures are not judged here: a
+shared machine cannot time anything fairly inside a test suite)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.server import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _run(*argv: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", *argv], cwd=REPO, capture_output=True, text=True, check=False, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_liveness_bench_runs_both_front_doors() -> None:
+    output = _run("bench.liveness", "--seconds", "2")
+    assert "/v2/models/mnist/infer" in output
+    assert "/denoise?resize=true" in output
+    assert output.count("/health/live p50") == 2
+
+
+def test_cpu_bench_compares_with_the_lean_script() -> None:
+    if shutil.which("wrk") is None and not os.environ.get("CI"):
+        pytest.skip("needs wrk (apt-get install wrk; .ci/run installs it)")
+    output = _run("bench.cpu", "--rounds", "1", "--seconds", "2")
+    assert "lean script's CPU per request / ours:" in output
+    assert "errors 0" in output
