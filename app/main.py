@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         async def sample_work() -> None:
             while True:
-                metrics.observe_work(registry.work())
+                metrics.observe_work(registry.ready, registry.work())
                 await asyncio.sleep(WORK_SAMPLE_S)
 
         sampler = asyncio.get_running_loop().create_task(sample_work(), name="sample-work")

@@ -63,6 +63,12 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.ready = Gauge(
+            "denoise_ready",
+            "1 when the worker's models are loaded and warmed, else 0 (the lowest over the live workers)",
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
         # A surge of unusual inputs (drift, or callers sending the wrong kind of image) shows here.
         self.anomaly_scores = Histogram(
             "denoise_anomaly_score",
@@ -91,8 +97,10 @@ class Metrics:
             registry=self.registry,
         )
 
-    def observe_work(self, work: list[tuple[str, str, int, int]]) -> None:
-        """The batchers' state (model, graph, waiting, waiting or running), sampled: a request pays nothing."""
+    def observe_work(self, ready: bool, work: list[tuple[str, str, int, int]]) -> None:
+        """Readiness and the batchers' state (model, graph, waiting, waiting or running), sampled: a request
+        pays nothing for them."""
+        self.ready.set(1 if ready else 0)
         in_flight: dict[str, int] = {}
         for model, graph, waiting, pending in work:
             self.queue_depth.labels(model, graph).set(waiting)
