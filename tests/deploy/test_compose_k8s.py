@@ -178,3 +178,24 @@ def test_kserve_inference_service_runs_our_image_with_v2_probes() -> None:
         "1.33",
         strict=True,
     )
+
+
+def test_queue_autoscaling_overlay_scales_on_cpu_and_work_in_flight() -> None:
+    overlay = REPO / "deploy" / "k8s" / "queue-autoscaling"
+    (kustomization,) = _documents(overlay / "kustomization.yaml")
+    assert kustomization["resources"] == ["../"]
+    (patch,) = _documents(overlay / "hpa-queue.yaml")
+    (hpa,) = _documents(REPO / "deploy" / "k8s" / "hpa.yaml")
+    assert patch["metadata"]["name"] == hpa["metadata"]["name"]
+    merged = copy.deepcopy(hpa)
+    merged["spec"]["metrics"] = patch["spec"]["metrics"]  # a strategic merge replaces the metrics list
+    kubernetes_validate.validate(merged, "1.33", strict=True)
+    kinds = {metric["type"]: metric for metric in merged["spec"]["metrics"]}
+    assert kinds["Resource"] == hpa["spec"]["metrics"][0]  # CPU as in the base
+    name = kinds["Pods"]["pods"]["metric"]["name"]
+    assert name == "denoise_model_work_in_flight"
+    assert f'"{name}"' in (REPO / "app" / "metrics.py").read_text()  # a gauge the service exports
+    (adapter,) = _documents(overlay / "prometheus-adapter-rules.yaml")
+    (rule,) = adapter["rules"]
+    assert rule["seriesQuery"].startswith(name + "{")
+    assert rule["name"]["as"] == name
