@@ -41,8 +41,8 @@ class PolicyRoute(APIRoute):
                     with contextlib.suppress(Exception):
                         await request.body()
                     raise
-                return await handler(request)
-            raise AssertionError("unreachable")
+                response = await handler(request)
+            return response
 
         return admitted
 
