@@ -1,8 +1,9 @@
 """What every request needs, whichever front door it came by (own REST, V2 REST, V2 gRPC).
 
 :class:`RequestContext` is one request: its id, the key decision and the admission slot its route's
-:class:`~app.policy.Policy` asks for, its deadline, what it was about (endpoint, model, images), a
-trace span where tracing is on, and at the end its metrics and its one access-log line. The front
+:class:`~app.policy.Policy` asks for, its deadline, whether its client is still there, what it was
+about (endpoint, model, images), and at the end its metrics, its access-log line (with its trace id
+where tracing is on) and its span's attributes. The front
 doors create it (:mod:`app.middleware` for HTTP, :mod:`app.v2.grpc`'s interceptor) and fill it;
 nothing else records a request.
 """
@@ -14,15 +15,16 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
 
+from app import tracing
 from app.auth import ApiKeys
 from app.errors import Overloaded
 from app.metrics import Metrics
 from app.policy import Policy
+from app.runtime.batcher import Until
 
 access_log = logging.getLogger("denoise.access")
 #: How each protocol says a request's deadline passed.
@@ -32,6 +34,10 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # New request ids: a random per-process prefix and a counter (uuid4 costs a syscall per request).
 _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count(1)
+
+
+def _never() -> bool:
+    return False
 
 
 def request_id(supplied: str) -> str:
@@ -94,9 +100,14 @@ class RequestContext:
     deadline: float | None = None
     #: ``time.monotonic()`` when the request arrived (deadlines count from it).
     received: float = field(default_factory=time.monotonic)
-    #: The request's trace span, where tracing is on.
-    span: Any = None
+    #: True once the client has gone away (its connection closed, its call cancelled): work not yet
+    #: started for it is dropped.
+    gone: Callable[[], bool] = _never
     started: float = field(default_factory=time.perf_counter)
+
+    def until(self) -> Until:
+        """How long the request's work is wanted: until its deadline, while its client is there."""
+        return Until(self.deadline, self.gone)
 
     def admit(self, policy: Policy, endpoint: str, authorization: str | None) -> AbstractContextManager[None]:
         """Apply ``policy``: the key decision now (:class:`~app.errors.Unauthorized`), and the admission
@@ -106,6 +117,11 @@ class RequestContext:
             self.services.keys.check(authorization)
         return self.services.work.slot() if policy.limited else nullcontext()
 
+    def describe_span(self) -> None:
+        """Put the request's id, model and image count on its span, where tracing is on and the span is
+        still recording (an HTTP request's span ends with its response's last byte)."""
+        tracing.annotate(request_id=self.request_id, model=self.model, images=self.images)
+
     def finish(self, status: int | str, error: bool = False) -> None:
         """The request's metrics and its access-log line. HTTP statuses of 400 and above are errors;
         other protocols say so with ``error``."""
@@ -113,6 +129,8 @@ class RequestContext:
         self.services.metrics.observe_request(self.endpoint, self.model, status, seconds, self.protocol, error)
         if status in EXPIRED:
             self.services.metrics.deadline_expired.labels(self.protocol).inc()
+        self.describe_span()
+        trace_id = tracing.trace_id()
         if access_log.isEnabledFor(logging.INFO):
             fields = {
                 "request_id": self.request_id,
@@ -127,6 +145,8 @@ class RequestContext:
                 "duration_ms": round(seconds * 1000, 3),
                 "client": self.client,
             }
+            if trace_id is not None:
+                fields["trace_id"] = trace_id
             access_log.info(
                 "%s %s %s model=%s images=%d %.1f ms request_id=%s",
                 self.method,

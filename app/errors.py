@@ -68,6 +68,13 @@ class DeadlineExceeded(ApiError):
     status, code = 504, "deadline_exceeded"
 
 
+class ClientGone(ApiError):
+    """The client closed its connection (or cancelled its call) before its work ran: nobody reads the
+    answer, so the work is dropped. 499 as nginx logs it."""
+
+    status, code = 499, "client_closed_request"
+
+
 class NotReady(ApiError):
     status, code = 503, "not_ready"
 
@@ -160,7 +167,7 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientDisconnect)
     async def client_left(request: Request, exc: ClientDisconnect) -> JSONResponse:
         # Nobody reads this answer; it is only logged and counted.
-        return _respond(request, 400, "client_disconnected", "the client closed the connection mid-request")
+        return _respond(request, ClientGone.status, ClientGone.code, "the client closed the connection mid-request")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -11,9 +11,10 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.concurrency import run_in_threadpool
 
-from app import __version__
+from app import __version__, tracing
 from app.api_docs import install_api_docs
 from app.auth import ApiKeys
 from app.config import Settings, get_settings
@@ -94,8 +95,11 @@ def _document_keys(app: FastAPI, keys: ApiKeys, routers: tuple[APIRouter, ...]) 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None) -> FastAPI:
+    """The service; traced by ``tracer_provider``, by default the one the ``OTEL_*`` environment
+    variables configure (:mod:`app.tracing`; none when they set no exporter)."""
     settings = settings or get_settings()
+    tracer_provider = tracer_provider or tracing.provider_from_environment()
     logging.captureWarnings(True)  # library warnings become log lines, in every worker
     metrics = Metrics()
     registry = Registry(settings)
@@ -107,7 +111,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await run_in_threadpool(registry.load_all)
         registry.start_batchers(metrics, alone=lambda: services.work.count <= 1)
         app.state.v2_catalog = Catalog.of(registry)  # one catalog for both V2 front doors
-        grpc_server = await v2_grpc.start(registry, app.state.v2_catalog, settings, services)
+        grpc_server = await v2_grpc.start(
+            registry, app.state.v2_catalog, settings, services, tracing.grpc_interceptors(tracer_provider)
+        )
 
         async def sample_work() -> None:
             while True:
@@ -127,6 +133,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if grpc_server is not None:
                 await grpc_server.stop(settings.shutdown_grace_s)  # finishes calls in progress first
             await registry.stop()
+            if tracer_provider is not None:
+                tracing.uninstall(tracer_provider)
 
     app = FastAPI(
         title="denoise",
@@ -150,6 +158,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         install_demo(app)
     limits = Limits(settings.max_body_bytes, settings.body_timeout_s)
     app.add_middleware(RequestContextMiddleware, services=services, limits=limits)
+    if tracer_provider is not None:
+        tracing.install(app, tracer_provider)  # outside the request context: its span is current there
     if keys.enabled:
         _document_keys(app, keys, routers)
     if settings.cors_origin_list:

@@ -6,6 +6,8 @@ hot path stays cheap) around the app.
   matched route applies its policy to it (:mod:`app.routing`).
 - Body size: refused from ``Content-Length`` before reading, and while a chunked body streams in.
 - Body deadline: the whole body must arrive within ``body_timeout_s`` of the request start (408).
+- Whether the client is still there: :mod:`app.protocol` puts its connection's check in the scope
+  (``state["client_gone"]``), and work queued for a request whose client has gone is dropped.
 - At the end, the context's metrics and access-log line.
 """
 
@@ -24,6 +26,8 @@ REQUEST_ID_HEADER = b"x-request-id"
 #: The caller's deadline in milliseconds from now: the header Envoy (and Istio) set on every request
 #: they route to a service with a timeout, so a mesh's route timeout reaches the service unchanged.
 TIMEOUT_HEADER = b"x-envoy-expected-rq-timeout-ms"
+#: The scope's ``state`` key under which the HTTP protocol gives a check for a closed connection.
+CLIENT_GONE = "client_gone"
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class RequestContextMiddleware:
         )
         rid = context.request_id
         state = scope.setdefault("state", {})
+        if CLIENT_GONE in state:
+            context.gone = state[CLIENT_GONE]
         state["request_id"] = rid
         state["context"] = context
         status = 500
@@ -69,6 +75,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
+                context.describe_span()
                 message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, rid.encode())]
             await send(message)
 

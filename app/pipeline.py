@@ -9,20 +9,22 @@ answering probes and handing inference threads their next batches:
 - a request larger than one batch is decoded a batch at a time, each batch running on an inference
   thread while the next is decoded;
 - many outputs are PNG-encoded :data:`ENCODE_SLICE` at a time, between turns of the loop.
+
+Where tracing is on, decoding and encoding are ``decode`` and ``encode`` spans of the request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from app import tracing
 from app.config import Settings
-from app.errors import DeadlineExceeded
 from app.imaging import DecodeOptions, decode, encode_png, to_model_input
+from app.runtime.batcher import ALWAYS, Until
 from app.runtime.registry import Inference, LoadedModel
 from denoise_bundle.manifest import GraphName
 
@@ -56,9 +58,10 @@ async def decode_images(
             [decode(data, options, offset + index if numbered else None) for index, data in enumerate(uploads)]
         )
 
-    if options.resize and sum(len(data) for data in uploads) > THREAD_DECODE_BYTES:
-        return await run_in_threadpool(run)
-    return run()
+    with tracing.span("decode", images=len(uploads)):
+        if options.resize and sum(len(data) for data in uploads) > THREAD_DECODE_BYTES:
+            return await run_in_threadpool(run)
+        return run()
 
 
 async def infer_images(
@@ -66,30 +69,30 @@ async def infer_images(
     graph: GraphName,
     uploads: Sequence[bytes],
     options: DecodeOptions,
-    deadline: float | None = None,
+    until: Until = ALWAYS,
 ) -> Inference:
     """Decode ``uploads`` and run ``graph`` on them, a batch at a time when there are more than one
-    batch holds, each batch running while the next is decoded; nothing is decoded or run once
-    ``deadline`` (``time.monotonic()``) has passed (:class:`~app.errors.DeadlineExceeded`)."""
-    if deadline is not None and time.monotonic() >= deadline:
-        raise DeadlineExceeded("the request's deadline passed before its images were decoded; it was not run")
+    batch holds, each batch running while the next is decoded; nothing is decoded or run once the
+    work is no longer wanted (``until``: its deadline passed, its client went away)."""
+    until.check()
     size = model.batch_size(graph)
     if len(uploads) <= size:
-        return await model.infer(graph, to_model_input(await decode_images(uploads, options)), deadline)
+        return await model.infer(graph, to_model_input(await decode_images(uploads, options)), until)
 
     async def batches() -> AsyncIterator[np.ndarray]:
         for offset in range(0, len(uploads), size):
             part = uploads[offset : offset + size]
             yield to_model_input(await decode_images(part, options, offset=offset, numbered=True))
 
-    return await model.infer_batches(graph, batches(), deadline)
+    return await model.infer_batches(graph, batches(), until)
 
 
 async def encode_pngs(pixels: np.ndarray) -> list[bytes]:
     """PNG-encode (n, 28, 28) uint8 images, yielding the event loop between slices."""
     images: list[bytes] = []
-    for start in range(0, len(pixels), ENCODE_SLICE):
-        if start:
-            await asyncio.sleep(0)
-        images.extend(encode_png(p) for p in pixels[start : start + ENCODE_SLICE])
+    with tracing.span("encode", images=len(pixels)):
+        for start in range(0, len(pixels), ENCODE_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            images.extend(encode_png(p) for p in pixels[start : start + ENCODE_SLICE])
     return images

@@ -8,6 +8,8 @@
   ASGI task: under overload the event loop has hundreds of tasks ready, and a probe that waited
   for its own task's turn would wait behind all of them. The answer is the same as the route's
   (``{"status":"alive"}`` with an ``X-Request-ID``); it is not logged and not counted in the metrics.
+- Each request's scope carries its connection's ``is_closing`` check (``state["client_gone"]``, read
+  by :mod:`app.middleware`): work still queued for a client that has closed its connection is dropped.
 - On shutdown uvicorn closes idle keep-alive connections at once, and a request a client sent on
   one at that instant meets a connection reset, lost though the service never saw it. Here an idle
   connection stays open for :data:`IDLE_DRAIN_S` more: a request arriving meanwhile is answered
@@ -25,7 +27,7 @@ from uvicorn.server import ServerState
 
 from app.config import get_settings
 from app.context import request_id
-from app.middleware import REQUEST_ID_HEADER
+from app.middleware import CLIENT_GONE, REQUEST_ID_HEADER
 from app.schemas import Liveness
 
 LIVENESS_PATH = b"/health/live"
@@ -81,6 +83,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             and (self.cycle is None or self.cycle.response_complete)
         )
         if not self._liveness_probe:
+            self.scope["state"][CLIENT_GONE] = self.transport.is_closing
             super().on_headers_complete()
             if self._draining and self.cycle is not None:
                 self.cycle.keep_alive = False

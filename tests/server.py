@@ -53,11 +53,11 @@ TEST_SETTINGS = {
 
 @contextmanager
 def running_server(
-    env: dict[str, str] | None = None, stderr: IO[bytes] | None = None
+    env: dict[str, str] | None = None, stderr: IO[bytes] | None = None, stdout: IO[bytes] | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Start ``python -m app`` on a free loopback port with the committed models and ``env``
-    (default: :data:`TEST_SETTINGS`), its standard error to ``stderr`` (default: inherited);
-    yield its URL and process; kill it after."""
+    (default: :data:`TEST_SETTINGS`), its standard error and output to ``stderr`` and ``stdout``
+    (default: inherited); yield its URL and process; stop it after (SIGTERM, then SIGKILL)."""
     port = free_port()
     settings = {
         "DENOISE_HOST": "127.0.0.1",
@@ -68,7 +68,12 @@ def running_server(
     }
     # A session of its own, so that the whole tree (uvicorn's workers too) is stopped at the end.
     process = subprocess.Popen(
-        [sys.executable, "-m", "app"], cwd=REPO, env={**os.environ, **settings}, stderr=stderr, start_new_session=True
+        [sys.executable, "-m", "app"],
+        cwd=REPO,
+        env={**os.environ, **settings},
+        stderr=stderr,
+        stdout=stdout,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -21,7 +21,7 @@ from app.dependencies import (
     read_uploads,
     resolve_model,
 )
-from app.imaging import encode_png, to_pixels
+from app.imaging import to_pixels
 from app.latents import check_latents, parse_latents
 from app.pipeline import decode_options, encode_pngs, infer_images
 from app.policy import INFERENCE
@@ -110,7 +110,8 @@ async def _image_response(request: Request, model: LoadedModel, result: Inferenc
         pixels = 255 - pixels
     headers = _headers(model, result)
     if not _wants_json(request, len(pixels)):
-        return Response(encode_png(pixels[0]), media_type="image/png", headers=headers)
+        (png,) = await encode_pngs(pixels[:1])
+        return Response(png, media_type="image/png", headers=headers)
     body = DenoiseBatchResponse(
         model=model.manifest.name,
         version=model.manifest.version,
@@ -126,7 +127,7 @@ async def _infer_images(request: Request, image: ImageRequest, graph: GraphName)
     uploads = await read_uploads(request, image.settings)
     context = request_context(request)
     context.images = len(uploads)
-    return await infer_images(image.model, graph, uploads, image.options, context.deadline)
+    return await infer_images(image.model, graph, uploads, image.options, context.until())
 
 
 @router.post(
@@ -192,9 +193,7 @@ async def reconstruct(
         latents = check_latents(payload, loaded, settings.max_batch_images)
         context = request_context(request)
         context.images = len(latents)
-        return await _image_response(
-            request, loaded, await loaded.infer("decoder", latents, context.deadline), reinvert
-        )
+        return await _image_response(request, loaded, await loaded.infer("decoder", latents, context.until()), reinvert)
     image = ImageRequest(
         resolve_model(request, registry, model),
         settings,

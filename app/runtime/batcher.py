@@ -18,10 +18,13 @@ images run in one call, so they return two outputs).
 - A request produced a batch at a time (``submit_batches``: a large upload, decoded as it goes) has
   each batch running on an inference thread while the event loop decodes the next one.
 - A full queue refuses new work at once with :class:`~app.errors.Overloaded` (503).
-- A request may carry a deadline (``time.monotonic()``): one that has passed when the request is
-  submitted, or by the time its batch is formed, is not run; its caller gets
-  :class:`~app.errors.DeadlineExceeded` (504). A caller that went away (its future cancelled, as a
-  gRPC call whose client cancelled) is skipped the same way.
+- A request's work is wanted :class:`Until` its deadline (``time.monotonic()``) passes or its client
+  goes away: work whose deadline has passed when it is submitted, or by the time its batch is
+  formed, is not run, and its caller gets :class:`~app.errors.DeadlineExceeded` (504); work whose
+  client has gone (an HTTP connection closed, a gRPC call cancelled) is dropped the same way.
+- Where tracing is on (:mod:`app.tracing`), each piece of queued work gets a ``queue wait`` span
+  under its request's span, and each ONNX Runtime call an ``onnxruntime batch`` span linked to
+  every request in it.
 - With no batching window (``max_delay == 0``, the default), when the batcher is idle (nothing
   queued, nothing running) and the caller is ``alone`` (the only request the worker has in
   progress), a small request runs at once on the
@@ -42,14 +45,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
-from app.errors import DeadlineExceeded, Overloaded
+from app import tracing
+from app.errors import ApiError, ClientGone, DeadlineExceeded, Overloaded
 
 log = logging.getLogger("denoise.batcher")
 
 RETRY_AFTER_S = 1
 #: The largest request an idle batcher runs on the event loop's thread instead of an inference thread.
 INLINE_MAX_IMAGES = 2
+
+#: The spans the batcher makes where tracing is on.
+QUEUE_SPAN, BATCH_SPAN = "queue wait", "onnxruntime batch"
 
 #: What one call returns: one or more arrays whose first dimension is the batch.
 Outputs = tuple[np.ndarray, ...]
@@ -60,19 +69,44 @@ def join(chunks: list[Outputs]) -> Outputs:
     return tuple(np.concatenate(parts) for parts in zip(*chunks, strict=True))
 
 
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Until:
+    """How long a request's work is wanted: until ``deadline`` (``time.monotonic()``; None for none)
+    passes, and while ``gone()`` is false (its client is still there)."""
+
+    deadline: float | None = None
+    gone: Callable[[], bool] = _never
+
+    def expired(self) -> ApiError | None:
+        """Why the work is no longer wanted (the error for its caller), or None while it is."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return DeadlineExceeded("the request's deadline passed before it could run; it was not run")
+        if self.gone():
+            return ClientGone("the client went away before its request ran; it was not run")
+        return None
+
+    def check(self) -> None:
+        """Raise the reason the work is no longer wanted, if it is not."""
+        if (error := self.expired()) is not None:
+            raise error
+
+
+#: Work wanted until it is done.
+ALWAYS = Until()
+
+
 @dataclass(frozen=True)
 class _Item:
     inputs: np.ndarray
     future: asyncio.Future[Outputs]
-    deadline: float | None = None
-
-
-def _expired(deadline: float | None) -> bool:
-    return deadline is not None and time.monotonic() >= deadline
-
-
-def _deadline_error() -> DeadlineExceeded:
-    return DeadlineExceeded("the request's deadline passed before it could run; it was not run")
+    until: Until
+    #: The request's trace context and when the work was queued (``time.time_ns()``), where tracing is on.
+    trace: otel_context.Context | None = None
+    queued_ns: int = 0
 
 
 class Batcher:
@@ -128,22 +162,22 @@ class Batcher:
         """Batches of work waiting or running."""
         return self._pending
 
-    async def submit(self, inputs: np.ndarray, deadline: float | None = None) -> Outputs:
+    async def submit(self, inputs: np.ndarray, until: Until = ALWAYS) -> Outputs:
         """Run ``inputs`` (a batch of one or more) and return the matching rows of every output."""
-        if _expired(deadline):
-            raise _deadline_error()
+        until.check()
         self._check_room()
         if self._pending == 0 and len(inputs) <= INLINE_MAX_IMAGES and self.max_delay_s == 0 and self._alone():
-            return self._call(inputs)
+            with tracing.span(BATCH_SPAN, batcher=self.name, batch_size=len(inputs), requests=1):
+                return self._call(inputs)
         futures = [
-            self._enqueue(inputs[start : start + self.max_batch], deadline)
+            self._enqueue(inputs[start : start + self.max_batch], until)
             for start in range(0, len(inputs), self.max_batch)
         ]
         if len(futures) == 1:
             return await futures[0]
         return join(await asyncio.gather(*futures))
 
-    async def submit_batches(self, batches: AsyncIterator[np.ndarray], deadline: float | None = None) -> Outputs:
+    async def submit_batches(self, batches: AsyncIterator[np.ndarray], until: Until = ALWAYS) -> Outputs:
         """Run a large request produced a batch (at most ``max_batch`` images) at a time; its outputs, in order.
 
         Each batch is queued as soon as it is produced and, with a free inference thread, starts
@@ -156,10 +190,9 @@ class Batcher:
             async for batch in batches:
                 if len(batch) > self.max_batch:
                     raise ValueError(f"a batch of {len(batch)} images is more than max_batch {self.max_batch}")
-                if _expired(deadline):
-                    raise _deadline_error()
+                until.check()
                 self._check_room()
-                futures.append(self._enqueue(batch, deadline))
+                futures.append(self._enqueue(batch, until))
                 await asyncio.sleep(0)  # the turn of the loop in which _serve starts it
             return join([await future for future in futures])
         except BaseException:
@@ -174,9 +207,13 @@ class Batcher:
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
 
-    def _enqueue(self, inputs: np.ndarray, deadline: float | None = None) -> asyncio.Future[Outputs]:
+    def _enqueue(self, inputs: np.ndarray, until: Until) -> asyncio.Future[Outputs]:
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(inputs, future, deadline))
+        if tracing.tracer() is None:
+            item = _Item(inputs, future, until)
+        else:
+            item = _Item(inputs, future, until, otel_context.get_current(), time.time_ns())
+        self._queue.put_nowait(item)
         self._pending += 1
         return future
 
@@ -219,9 +256,9 @@ class Batcher:
             first = carried or await self._queue.get()
             items, carried = await self._collect(first)
             for item in items:
-                if _expired(item.deadline) and not item.future.done():
-                    item.future.set_exception(_deadline_error())
-            live = [item for item in items if not item.future.done()]  # expired, or their callers went away
+                if not item.future.done() and (error := item.until.expired()) is not None:
+                    item.future.set_exception(error)
+            live = [item for item in items if not item.future.done()]  # no longer wanted, or cancelled
             self._pending -= len(items) - len(live)
             if not live:
                 self._slots.release()
@@ -231,10 +268,40 @@ class Batcher:
             # ``submit_batches``) holds the loop meanwhile.
             running = asyncio.get_running_loop().run_in_executor(self._executor, self._call, batch)
             self._running.add(running)
-            running.add_done_callback(functools.partial(self._done, live))
+            span = self._trace(live, len(batch))
+            running.add_done_callback(functools.partial(self._done, live, span))
 
-    def _done(self, live: list[_Item], running: asyncio.Future[Outputs]) -> None:
+    def _trace(self, live: list[_Item], size: int) -> trace.Span | None:
+        """End each request's ``queue wait`` span; start the batch's span, linked to every request in it
+        and under the first sampled one (None when no request in it is sampled)."""
+        tracer = tracing.tracer()
+        if tracer is None:
+            return None
+        links, parent = [], None
+        for item in live:
+            if item.trace is None:
+                continue
+            tracer.start_span(QUEUE_SPAN, context=item.trace, start_time=item.queued_ns).end()
+            request = trace.get_current_span(item.trace).get_span_context()
+            if request.is_valid:
+                links.append(trace.Link(request))
+                if parent is None and request.trace_flags.sampled:
+                    parent = item.trace
+        if parent is None:
+            return None
+        attributes: dict[str, str | int] = {
+            "denoise.batcher": self.name,
+            "denoise.batch_size": size,
+            "denoise.requests": len(live),
+        }
+        return tracer.start_span(BATCH_SPAN, context=parent, links=links, attributes=attributes)
+
+    def _done(self, live: list[_Item], span: trace.Span | None, running: asyncio.Future[Outputs]) -> None:
         """Hand each caller its rows of every output, or the error; free the slot."""
+        if span is not None:
+            if not running.cancelled() and running.exception() is not None:
+                span.set_status(trace.StatusCode.ERROR, str(running.exception()))
+            span.end()
         self._running.discard(running)
         self._pending -= len(live)
         self._slots.release()

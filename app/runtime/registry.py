@@ -23,7 +23,7 @@ import onnxruntime as ort
 
 from app.config import Settings
 from app.errors import ModelNotFound
-from app.runtime.batcher import Batcher, Outputs
+from app.runtime.batcher import ALWAYS, Batcher, Outputs, Until
 from app.runtime.providers import CPU, available_providers, check_active, requested_providers
 from denoise_bundle import (
     GRAPHS,
@@ -105,16 +105,16 @@ class LoadedModel:
     warmup_ms: float = 0.0
     _samples: list[dict[str, str]] | None = field(default=None, repr=False)
 
-    async def infer(self, graph: GraphName, inputs: np.ndarray, deadline: float | None = None) -> Inference:
-        """Run ``graph`` on ``inputs`` unless ``deadline`` (``time.monotonic()``) passes first (504)."""
-        return self._inference(await self.batchers[graph].submit(inputs, deadline))
+    async def infer(self, graph: GraphName, inputs: np.ndarray, until: Until = ALWAYS) -> Inference:
+        """Run ``graph`` on ``inputs`` while the work is wanted (:class:`~app.runtime.batcher.Until`)."""
+        return self._inference(await self.batchers[graph].submit(inputs, until))
 
     async def infer_batches(
-        self, graph: GraphName, batches: AsyncIterator[np.ndarray], deadline: float | None = None
+        self, graph: GraphName, batches: AsyncIterator[np.ndarray], until: Until = ALWAYS
     ) -> Inference:
         """Run ``graph`` on a large request produced a batch (at most ``batch_size(graph)`` images) at a
         time, each batch running while the next is produced (:meth:`Batcher.submit_batches`)."""
-        return self._inference(await self.batchers[graph].submit_batches(batches, deadline))
+        return self._inference(await self.batchers[graph].submit_batches(batches, until))
 
     def batch_size(self, graph: GraphName) -> int:
         """The most images one ONNX Runtime call of ``graph`` takes."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -252,7 +252,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         call = current()
         call.images = parsed.inputs[0].shape[0] if parsed.inputs[0].shape else 0
         call.deadline = inference.deadline(parsed, call.received, call.deadline)
-        outputs = await inference.run(model, parsed, self.settings, call.deadline)
+        outputs = await inference.run(model, parsed, self.settings, call.until())
         response = service_pb2.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
         for tensor, _ in outputs:
             response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))
@@ -260,12 +260,19 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         return response
 
 
-async def start(registry: Registry, catalog: Catalog, settings: Settings, services: Services) -> grpc.aio.Server | None:
-    """Serve gRPC on ``DENOISE_GRPC_PORT`` (None when it is 0)."""
+async def start(
+    registry: Registry,
+    catalog: Catalog,
+    settings: Settings,
+    services: Services,
+    outer: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> grpc.aio.Server | None:
+    """Serve gRPC on ``DENOISE_GRPC_PORT`` (None when it is 0); ``outer`` interceptors (tracing) run
+    around the request context's."""
     if settings.grpc_port == 0:
         return None
     server = grpc.aio.server(
-        interceptors=[RequestContextInterceptor(services)],
+        interceptors=[*outer, RequestContextInterceptor(services)],
         options=[
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),

@@ -15,6 +15,7 @@ import numpy as np
 from app.config import Settings
 from app.imaging import to_pixels
 from app.pipeline import decode_options, encode_pngs, infer_images
+from app.runtime.batcher import ALWAYS, Until
 from app.v2.catalog import PNG_OUTPUT, SCORE_OUTPUT, V2Model
 from app.v2.tensors import InferRequest, Tensor, V2Error
 
@@ -95,10 +96,10 @@ def deadline(request: InferRequest, received: float, front_door: float | None) -
 
 
 async def run(
-    model: V2Model, request: InferRequest, settings: Settings, until: float | None = None
+    model: V2Model, request: InferRequest, settings: Settings, until: Until = ALWAYS
 ) -> list[tuple[Tensor, bool]]:
-    """Validate, run through the model's batcher unless ``until`` (``time.monotonic()``) passes first,
-    and return the requested outputs with their form."""
+    """Validate, run through the model's batcher while the work is wanted (``until``), and return the
+    requested outputs with their form."""
     tensor = _check_input(model, request, settings)
     wanted = requested(model, request)
     reinvert = _flag(request, "reinvert")

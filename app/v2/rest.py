@@ -175,7 +175,7 @@ async def infer(request: Request, settings: SettingsDep, model: str, version: st
     context = request_context(request)
     context.images = parsed.inputs[0].shape[0] if parsed.inputs[0].shape else 0
     context.deadline = inference.deadline(parsed, context.received, context.deadline)
-    outputs = await inference.run(found, parsed, settings, context.deadline)
+    outputs = await inference.run(found, parsed, settings, context.until())
     content, header_length = response_body(found.name, found.version, parsed, outputs)
     if header_length is None:
         return Response(content, media_type="application/json")

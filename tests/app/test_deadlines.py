@@ -1,8 +1,10 @@
-"""Deadlines: a request whose deadline has passed is not run, on every front door, and is counted."""
+"""Deadlines: a request whose deadline has passed is not run, on every front door, and is counted.
+Work queued for a client that has gone away is not run either."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from app.errors import DeadlineExceeded
-from app.runtime.batcher import Batcher
+from app.errors import ClientGone, DeadlineExceeded
+from app.runtime.batcher import Batcher, Until
 from tests.conftest import MODEL, digit, png
 from tests.server import TEST_SETTINGS, free_port, running_server
 
@@ -142,7 +144,7 @@ def test_batcher_drops_a_request_whose_deadline_passes_while_it_queues() -> None
         while not calls:  # the only slot is now busy
             await asyncio.sleep(0.001)
         deadline = time.monotonic() + 0.02
-        late = asyncio.ensure_future(batcher.submit(np.ones((1, 1), dtype=np.float32), deadline))
+        late = asyncio.ensure_future(batcher.submit(np.ones((1, 1), dtype=np.float32), Until(deadline)))
         while time.monotonic() < deadline:  # the deadline passes while it queues
             await asyncio.sleep(0.001)
         release.set()
@@ -153,3 +155,72 @@ def test_batcher_drops_a_request_whose_deadline_passes_while_it_queues() -> None
 
     asyncio.run(scenario())
     assert calls == [3]
+
+
+def test_batcher_drops_work_whose_client_goes_away_while_it_queues() -> None:
+    """Work queued behind a busy inference slot whose client goes away before its batch is formed is
+    not run: the graph never sees its images, and the work queued beside it still runs."""
+    release = threading.Event()
+    calls: list[int] = []
+    gone = False
+
+    def run(x: np.ndarray) -> tuple[np.ndarray]:
+        calls.append(len(x))
+        release.wait(timeout=10)
+        return (x + 1,)
+
+    async def scenario() -> None:
+        batcher = Batcher(run, name="t", max_batch=8, max_delay_s=0, queue_size=8, concurrency=1)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(np.zeros((3, 1), dtype=np.float32)))
+        while not calls:  # the only slot is now busy
+            await asyncio.sleep(0.001)
+        left = asyncio.ensure_future(batcher.submit(np.ones((1, 1), dtype=np.float32), Until(gone=lambda: gone)))
+        stayed = asyncio.ensure_future(batcher.submit(np.ones((2, 1), dtype=np.float32)))
+        await asyncio.sleep(0)  # both queued
+        nonlocal gone
+        gone = True
+        release.set()
+        assert (await first)[0].shape == (3, 1)
+        assert (await stayed)[0].tolist() == [[2.0], [2.0]]
+        with pytest.raises(ClientGone):
+            await left
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls == [3, 2]
+
+
+def test_work_of_a_disconnected_http_client_is_dropped() -> None:
+    """Over real HTTP: a request waiting in a batching window whose client closes its connection is
+    not run (no image reaches the graph); it is logged and counted as 499."""
+    settings = {**TEST_SETTINGS, "DENOISE_BATCH_MAX_DELAY_MS": "1000"}
+    with running_server(settings) as (url, _):
+        import httpx
+
+        def metric(line_start: str) -> float:
+            for line in httpx.get(f"{url}/metrics").text.splitlines():
+                if line.startswith(line_start):
+                    return float(line.split()[-1])
+            return 0.0
+
+        in_flight = f'denoise_model_work_in_flight{{model="{MODEL}"}}'
+        body = png(digit(3))
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            head = f"POST /denoise HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(body)}\r\n"
+            sock.sendall(head.encode() + b"\r\n" + body)
+            waited = time.monotonic() + 10
+            while metric(in_flight) < 1:  # sampled every 0.5 s: the request waits for company
+                assert time.monotonic() < waited, "the request never queued"
+                time.sleep(0.05)
+        # The connection is closed while the request still waits for its batch to form.
+        dropped = f'denoise_requests_total{{endpoint="/denoise",model="{MODEL}",protocol="rest",status="499"}}'
+        waited = time.monotonic() + 10
+        while metric(dropped) < 1:
+            assert time.monotonic() < waited, "the dropped request was never counted"
+            time.sleep(0.05)
+        assert metric(f'denoise_images_total{{graph="autoencoder",model="{MODEL}"}}') == 0
+        served = httpx.post(f"{url}/denoise", content=body, headers=PNG)  # the worker serves on
+        assert served.status_code == 200
+        assert metric(f'denoise_images_total{{graph="autoencoder",model="{MODEL}"}}') == 1

@@ -1,0 +1,136 @@
+"""OpenTelemetry traces, configured by the standard ``OTEL_*`` environment variables only.
+
+- ``OTEL_TRACES_EXPORTER``: ``otlp``, ``console`` or ``none`` (several, comma-separated; any exporter
+  installed under the ``opentelemetry_traces_exporter`` entry point). Unset or ``none``: tracing is
+  off, nothing is instrumented and no span is made.
+- ``OTEL_EXPORTER_OTLP_ENDPOINT`` (and the exporter's other variables), ``OTEL_SERVICE_NAME``,
+  ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` and ``OTEL_TRACES_SAMPLER_ARG`` are read by the
+  SDK itself.
+
+Each worker process builds its own provider when it builds the app (:func:`provider_from_environment`),
+so every worker exports. :func:`install` instruments the HTTP app (FastAPI's instrumentation: a W3C
+``traceparent`` continues the caller's trace; health and metrics routes are not traced) and gives the
+rest of the service its tracer: the gRPC server's interceptor (:func:`grpc_interceptors`), the image
+pipeline's ``decode`` and ``encode`` spans (:func:`span`) and the batchers' ``queue wait`` and
+``onnxruntime batch`` spans (:mod:`app.runtime.batcher`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib.metadata import entry_points
+from typing import Any
+
+from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+
+#: HTTP paths not traced (regular expressions searched in the URL, as the instrumentation takes them).
+UNTRACED_URLS = "/health/,/metrics$,/v2/health/"
+#: gRPC methods not traced: the protocol's health checks.
+UNTRACED_METHODS = ("ServerLive", "ServerReady", "ModelReady")
+#: ``OTEL_EXPORTER_OTLP_PROTOCOL`` (or its ``_TRACES_`` form) values, and the exporter each selects for ``otlp``.
+OTLP_BY_PROTOCOL = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
+EXPORTER_GROUP = "opentelemetry_traces_exporter"
+
+_tracer: trace.Tracer | None = None
+
+
+class TracingConfigError(ValueError):
+    """``OTEL_TRACES_EXPORTER`` (or the OTLP protocol) names something that is not installed."""
+
+
+def _exporter(name: str) -> SpanExporter:
+    if name == "otlp":
+        protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
+        )
+        if protocol.strip() not in OTLP_BY_PROTOCOL:
+            raise TracingConfigError(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL {protocol!r} is not supported; use one of {', '.join(OTLP_BY_PROTOCOL)}"
+            )
+        name = OTLP_BY_PROTOCOL[protocol.strip()]
+    found = entry_points(group=EXPORTER_GROUP, name=name)
+    if not found:
+        installed = ", ".join(sorted({"otlp", "none", *(point.name for point in entry_points(group=EXPORTER_GROUP))}))
+        raise TracingConfigError(f"OTEL_TRACES_EXPORTER names {name!r}, which is not installed; installed: {installed}")
+    exporter: SpanExporter = next(iter(found)).load()()
+    return exporter
+
+
+def provider_from_environment() -> TracerProvider | None:
+    """A tracer provider exporting where ``OTEL_TRACES_EXPORTER`` says, or None when tracing is off."""
+    names = [name.strip() for name in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",") if name.strip()]
+    if not names or names == ["none"]:
+        return None
+    # The SDK reads OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES and the sampler variables itself.
+    provider = TracerProvider(resource=Resource.create({"process.pid": os.getpid()}))
+    for name in names:
+        exporter = _exporter(name)
+        # The console exporter writes as it goes; the others export in the background, in batches.
+        provider.add_span_processor(
+            SimpleSpanProcessor(exporter) if name == "console" else BatchSpanProcessor(exporter)
+        )
+    return provider
+
+
+def install(app: FastAPI, provider: TracerProvider) -> None:
+    """Trace ``app``'s HTTP requests and give the rest of the service its tracer (see the module's text)."""
+    global _tracer
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=provider, excluded_urls=UNTRACED_URLS, exclude_spans=["receive", "send"]
+    )
+    _tracer = provider.get_tracer("denoise")
+
+
+def uninstall(provider: TracerProvider) -> None:
+    """Export what is left and stop tracing (at shutdown)."""
+    global _tracer
+    _tracer = None
+    provider.shutdown()
+
+
+def tracer() -> trace.Tracer | None:
+    """The service's tracer, or None when tracing is off."""
+    return _tracer
+
+
+def grpc_interceptors(provider: TracerProvider | None) -> Sequence[Any]:
+    """The gRPC server interceptor that continues callers' traces from their metadata (none when off)."""
+    if provider is None:
+        return ()
+    untraced = filters.any_of(*(filters.method_name(name) for name in UNTRACED_METHODS))
+    return (aio_server_interceptor(tracer_provider=provider, filter_=filters.negate(untraced)),)  # type: ignore[no-untyped-call]
+
+
+@contextmanager
+def span(name: str, **attributes: Any) -> Iterator[None]:
+    """A child span of the current one for the block, where tracing is on."""
+    if _tracer is None:
+        yield
+        return
+    with _tracer.start_as_current_span(name, attributes={f"denoise.{key}": value for key, value in attributes.items()}):
+        yield
+
+
+def trace_id() -> str | None:
+    """The current request's trace id (32 hex digits), where tracing is on and a trace is current."""
+    if _tracer is None:
+        return None
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def annotate(**attributes: Any) -> None:
+    """Add ``denoise.<key>`` attributes to the current span, where one is being recorded."""
+    if _tracer is None:
+        return
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.set_attributes({f"denoise.{key}": value for key, value in attributes.items()})
