@@ -8,7 +8,7 @@
   SDK itself.
 
 Each worker process builds its own provider when it builds the app (:func:`provider_from_environment`),
-so every worker exports. :func:`install` instruments the HTTP app (FastAPI's instrumentation: a W3C
+so every worker exports. :func:`install` instruments the HTTP app (the ASGI instrumentation: a W3C
 ``traceparent`` continues the caller's trace; health and metrics routes are not traced) and gives the
 rest of the service its tracer: the gRPC server's interceptor (:func:`grpc_interceptors`), the image
 pipeline's ``decode`` and ``encode`` spans (:func:`span`) and the batchers' ``queue wait`` and
@@ -18,14 +18,14 @@ pipeline's ``decode`` and ``encode`` spans (:func:`span`) and the batchers' ``qu
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from importlib.metadata import entry_points
 from typing import Any
 
 from fastapi import FastAPI
 from opentelemetry import trace
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -40,6 +40,7 @@ OTLP_BY_PROTOCOL = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http
 EXPORTER_GROUP = "opentelemetry_traces_exporter"
 
 _tracer: trace.Tracer | None = None
+_NOTHING = nullcontext()
 
 
 class TracingConfigError(ValueError):
@@ -80,11 +81,22 @@ def provider_from_environment() -> TracerProvider | None:
     return provider
 
 
+def _method_only(scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The request span's first name: its method. The route the request matched names it once known
+    (:func:`name_http_span`), which spares matching the routes a second time for every request."""
+    return str(scope.get("method", "HTTP")), {}
+
+
 def install(app: FastAPI, provider: TracerProvider) -> None:
-    """Trace ``app``'s HTTP requests and give the rest of the service its tracer (see the module's text)."""
+    """Trace ``app``'s HTTP requests (the ASGI instrumentation, as the outermost middleware added so
+    far) and give the rest of the service its tracer (see the module's text)."""
     global _tracer
-    FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=provider, excluded_urls=UNTRACED_URLS, exclude_spans=["receive", "send"]
+    app.add_middleware(
+        OpenTelemetryMiddleware,
+        excluded_urls=UNTRACED_URLS,
+        default_span_details=_method_only,
+        tracer_provider=provider,
+        exclude_spans=["receive", "send"],
     )
     _tracer = provider.get_tracer("denoise")
 
@@ -109,14 +121,19 @@ def grpc_interceptors(provider: TracerProvider | None) -> Sequence[Any]:
     return (aio_server_interceptor(tracer_provider=provider, filter_=filters.negate(untraced)),)  # type: ignore[no-untyped-call]
 
 
-@contextmanager
-def span(name: str, **attributes: Any) -> Iterator[None]:
-    """A child span of the current one for the block, where tracing is on."""
-    if _tracer is None:
-        yield
-        return
-    with _tracer.start_as_current_span(name, attributes={f"denoise.{key}": value for key, value in attributes.items()}):
-        yield
+def recording() -> bool:
+    """Whether tracing is on and the current request's span is recorded (sampled)."""
+    return _tracer is not None and trace.get_current_span().is_recording()
+
+
+def span(name: str, **attributes: Any) -> AbstractContextManager[object]:
+    """A child span of the current one for the block, where the current one is recorded (an unsampled
+    request's children would not be, and cost as much to make); else a context that does nothing."""
+    if _tracer is None or not trace.get_current_span().is_recording():
+        return _NOTHING
+    return _tracer.start_as_current_span(
+        name, attributes={f"denoise.{key}": value for key, value in attributes.items()}
+    )
 
 
 def trace_id() -> str | None:
@@ -125,6 +142,17 @@ def trace_id() -> str | None:
         return None
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def name_http_span(method: str, route: str) -> None:
+    """Name the current HTTP request's span by its route (``POST /v2/models/{model}/infer``), as the
+    semantic conventions ask, and set ``http.route``."""
+    if _tracer is None:
+        return
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.update_name(f"{method} {route}")
+        current.set_attribute("http.route", route)
 
 
 def annotate(**attributes: Any) -> None:

@@ -23,15 +23,19 @@ import numpy as np
 from bench.load import SAMPLE, wrk
 from bench.profile import cpu_seconds, session_pids
 from bench.services import FLOAT32_GRAPH, peer_process, wait_for_workers
-from tests.server import free_port, running_server
+from tests.server import REPO, free_port, running_server
 
 CONNECTIONS = 32
 
 
 @contextmanager
-def ours(work: Path) -> Iterator[tuple[str, list[int]]]:
-    log = work / "ours.log"
-    with log.open("wb") as stderr, running_server({}, stderr=stderr) as (url, process):
+def ours(
+    work: Path, env: dict[str, str] | None = None, name: str = "ours", source: Path = REPO
+) -> Iterator[tuple[str, list[int]]]:
+    """The service as shipped (with ``env`` added; from ``source``, another checkout, for an A/B); its
+    URL and every process's pid."""
+    log = work / f"{name}.log"
+    with log.open("wb") as stderr, running_server(env or {}, stderr=stderr, source=source) as (url, process):
         wait_for_workers(log)
         yield url, session_pids(process.pid)
 

@@ -53,11 +53,15 @@ TEST_SETTINGS = {
 
 @contextmanager
 def running_server(
-    env: dict[str, str] | None = None, stderr: IO[bytes] | None = None, stdout: IO[bytes] | None = None
+    env: dict[str, str] | None = None,
+    stderr: IO[bytes] | None = None,
+    stdout: IO[bytes] | None = None,
+    source: Path = REPO,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Start ``python -m app`` on a free loopback port with the committed models and ``env``
-    (default: :data:`TEST_SETTINGS`), its standard error and output to ``stderr`` and ``stdout``
-    (default: inherited); yield its URL and process; stop it after (SIGTERM, then SIGKILL)."""
+    """Start ``python -m app`` from ``source`` (another checkout for A/B benchmarks) on a free loopback
+    port with the committed models and ``env`` (default: :data:`TEST_SETTINGS`), its standard error and
+    output to ``stderr`` and ``stdout`` (default: inherited); yield its URL and process; stop it after
+    (SIGTERM, then SIGKILL)."""
     port = free_port()
     settings = {
         "DENOISE_HOST": "127.0.0.1",
@@ -69,7 +73,7 @@ def running_server(
     # A session of its own, so that the whole tree (uvicorn's workers too) is stopped at the end.
     process = subprocess.Popen(
         [sys.executable, "-m", "app"],
-        cwd=REPO,
+        cwd=source,
         env={**os.environ, **settings},
         stderr=stderr,
         stdout=stdout,

@@ -24,7 +24,7 @@ images run in one call, so they return two outputs).
   client has gone (an HTTP connection closed, a gRPC call cancelled) is dropped the same way.
 - Where tracing is on (:mod:`app.tracing`), each piece of queued work gets a ``queue wait`` span
   under its request's span, and each ONNX Runtime call an ``onnxruntime batch`` span linked to
-  every request in it.
+  every request in it (those whose traces are recorded: sampled).
 - With no batching window (``max_delay == 0``, the default), when the batcher is idle (nothing
   queued, nothing running) and the caller is ``alone`` (the only request the worker has in
   progress), a small request runs at once on the
@@ -209,10 +209,10 @@ class Batcher:
 
     def _enqueue(self, inputs: np.ndarray, until: Until) -> asyncio.Future[Outputs]:
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
-        if tracing.tracer() is None:
-            item = _Item(inputs, future, until)
-        else:
+        if tracing.recording():
             item = _Item(inputs, future, until, otel_context.get_current(), time.time_ns())
+        else:
+            item = _Item(inputs, future, until)
         self._queue.put_nowait(item)
         self._pending += 1
         return future
@@ -272,8 +272,8 @@ class Batcher:
             running.add_done_callback(functools.partial(self._done, live, span))
 
     def _trace(self, live: list[_Item], size: int) -> trace.Span | None:
-        """End each request's ``queue wait`` span; start the batch's span, linked to every request in it
-        and under the first sampled one (None when no request in it is sampled)."""
+        """End each recorded request's ``queue wait`` span; start the batch's span, linked to every
+        recorded request in it and under the first (None when no request in it is recorded)."""
         tracer = tracing.tracer()
         if tracer is None:
             return None
@@ -283,10 +283,9 @@ class Batcher:
                 continue
             tracer.start_span(QUEUE_SPAN, context=item.trace, start_time=item.queued_ns).end()
             request = trace.get_current_span(item.trace).get_span_context()
-            if request.is_valid:
-                links.append(trace.Link(request))
-                if parent is None and request.trace_flags.sampled:
-                    parent = item.trace
+            links.append(trace.Link(request))
+            if parent is None:
+                parent = item.trace
         if parent is None:
             return None
         attributes: dict[str, str | int] = {

@@ -18,17 +18,13 @@ import secrets
 import tempfile
 import threading
 from collections.abc import Iterator
-from concurrent import futures
 from dataclasses import dataclass
-from typing import Any
 
-import grpc
 import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
 import uvicorn
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -37,6 +33,8 @@ from opentelemetry.trace import SpanKind
 from app.main import create_app
 from app.runtime.batcher import BATCH_SPAN, QUEUE_SPAN
 from tests.conftest import MODEL, digit, png, service_settings
+from tests.docs import blocks
+from tests.otlp import otlp_collector
 from tests.server import TEST_SETTINGS, free_port, poll, running_server
 
 PNG = {"content-type": "image/png"}
@@ -271,45 +269,22 @@ def test_console_exporter_set_by_the_environment() -> None:
     assert not any("health" in span["name"] for span in spans)
 
 
-class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP/gRPC trace collector: keeps what it is sent."""
-
-    def __init__(self) -> None:
-        self.requests: list[Any] = []
-
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (the protocol's name)
-        self.requests.append(request)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-    def pids(self, trace_ids: set[str]) -> set[int]:
-        """The worker processes that exported spans of ``trace_ids``."""
-        found = set()
-        for request in list(self.requests):
-            for resource_spans in request.resource_spans:
-                attributes = {a.key: a.value for a in resource_spans.resource.attributes}
-                for scope in resource_spans.scope_spans:
-                    if any(span.trace_id.hex() in trace_ids for span in scope.spans):
-                        found.add(attributes["process.pid"].int_value)
-        return found
-
-
-def test_every_worker_exports_over_otlp() -> None:
-    collector = _Collector()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)  # type: ignore[no-untyped-call]
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    env = {
-        **TEST_SETTINGS,
-        "DENOISE_WORKERS": "2",
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-        "OTEL_TRACES_SAMPLER_ARG": "1.0",
-    }
+def test_every_worker_exports_over_otlp_as_the_docs_turn_it_on() -> None:
+    """docs/operations.md's command (its variables as written, the collector's address put in), with
+    two workers: both export, and a caller's sampled traceparent is recorded whatever the ratio."""
+    (command,) = blocks("docs/operations.md", "sh", "Tracing")
+    documented = dict(re.findall(r"\b(OTEL_[A-Z_]+)=(\S+)", command))
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in documented
+    assert command.rstrip().endswith("python -m app")
     sent: set[str] = set()
-    try:
+    with otlp_collector() as (collector, endpoint):
+        env = {
+            **TEST_SETTINGS,
+            **documented,
+            "DENOISE_WORKERS": "2",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "200",  # export within the test's patience
+        }
         with running_server(env) as (url, _):
             for _ in range(40):  # a connection each: the kernel spreads them over both workers
                 traceparent, trace_id, _ = _traceparent()
@@ -319,5 +294,3 @@ def test_every_worker_exports_over_otlp() -> None:
                 )
                 assert response.status_code == 200
             poll(lambda: len(collector.pids(sent)) == 2, 15, "spans from both workers")
-    finally:
-        server.stop(None)

@@ -1,0 +1,90 @@
+"""What tracing costs: ``python -m bench.tracing [--rounds 3]``.
+
+The service as shipped serves single-image ``/denoise`` to wrk at 32 connections, in alternating
+rounds: with tracing off (no ``OTEL_TRACES_EXPORTER``), and on, exporting over OTLP/gRPC to a collector
+on a loopback port, with 10% of requests sampled (``parentbased_traceidratio``, as a busy service
+would run it) and with every request sampled. Each round measures the service's CPU time from /proc
+over every process of it (the load generator shares the cores). Prints each round, the means and
+each set-up's CPU per request against tracing off.
+
+``--baseline REV`` adds the service at another commit (a git worktree of it, tracing off) to the
+rounds: tracing off against code without the tracing hooks at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from bench.cpu import measure, ours
+from tests.otlp import otlp_collector
+from tests.server import REPO
+
+
+@contextmanager
+def checkout(revision: str, work: Path) -> Iterator[Path]:
+    """A git worktree of ``revision``, removed after."""
+    tree = work / f"at-{revision}"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=REPO, check=True)
+    try:
+        yield tree
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per set-up per round")
+    parser.add_argument("--baseline", metavar="REV", help="also measure the service at this commit, tracing off")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install wrk", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="bench-tracing-"))
+    with ExitStack() as stack:
+        collector, endpoint = stack.enter_context(otlp_collector())
+        baseline = stack.enter_context(checkout(args.baseline, work)) if args.baseline else None
+        traced = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+        setups: dict[str, tuple[dict[str, str], Path]] = {
+            "off": ({}, REPO),
+            "on, 10% sampled": (
+                {**traced, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+                REPO,
+            ),
+            "on, all sampled": ({**traced, "OTEL_TRACES_SAMPLER": "parentbased_always_on"}, REPO),
+        }
+        if baseline is not None:
+            setups[f"off at {args.baseline}"] = ({}, baseline)
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in setups}
+        for number in range(args.rounds):
+            for index, (name, (env, source)) in enumerate(setups.items()):
+                exported = collector.spans()
+                with ours(work, env, name=f"setup{index}", source=source) as (url, pids):
+                    rounds[name].append(measure(url, pids, args.seconds))
+                rounds[name][-1]["spans_exported"] = collector.spans() - exported
+                shown = json.dumps({k: round(v, 3) for k, v in rounds[name][-1].items()})
+                print(f"round {number + 1} tracing {name:20} {shown}")
+    means = {name: {key: float(np.mean([r[key] for r in runs])) for key in runs[0]} for name, runs in rounds.items()}
+    off = means["off"]["cpu_ms_per_request"]
+    for name, mean in means.items():
+        change = (mean["cpu_ms_per_request"] / off - 1) * 100
+        print(
+            f"tracing {name:20} CPU {mean['cpu_ms_per_request']:.3f} ms/request ({change:+.1f}% against off)"
+            f"  {mean['requests_per_s']:.0f} requests/s  p99 {mean['p99_ms']:.2f} ms  errors {mean['errors']:.0f}"
+            f"  spans exported {mean['spans_exported']:.0f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
