@@ -36,3 +36,13 @@ def test_cpu_bench_compares_with_the_lean_script() -> None:
     output = _run("bench.cpu", "--rounds", "1", "--seconds", "2")
     assert "lean script's CPU per request / ours:" in output
     assert "errors 0" in output
+
+
+def test_tracing_bench_measures_off_and_on() -> None:
+    if shutil.which("wrk") is None and not os.environ.get("CI"):
+        pytest.skip("needs wrk (apt-get install wrk; .ci/run installs it)")
+    output = _run("bench.tracing", "--rounds", "1", "--seconds", "1")
+    summaries = {line.split("  ")[0].strip(): line for line in output.splitlines() if line.startswith("tracing ")}
+    assert set(summaries) == {"tracing off", "tracing on, 10% sampled", "tracing on, all sampled"}
+    assert all("errors 0" in line for line in summaries.values())
+    assert all(int(summaries[name].rsplit(" ", 1)[1]) > 0 for name in summaries if name != "tracing off")
