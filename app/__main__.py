@@ -79,11 +79,15 @@ def main() -> None:
     settings = _settings_or_exit()
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: exit 0 then.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    metrics_dir = None
+    made: list[str] = []
     if settings.worker_count > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Each worker writes its metrics here and /metrics sums them, whichever worker answers.
-        metrics_dir = tempfile.mkdtemp(prefix="denoise-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        made.append(tempfile.mkdtemp(prefix="denoise-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = made[-1]
+    if settings.worker_count > 1 and settings.worker_state_dir is None:
+        # The workers share the repository API's decisions and what each serves here.
+        made.append(tempfile.mkdtemp(prefix="denoise-workers-"))
+        os.environ["DENOISE_WORKER_STATE_DIR"] = made[-1]
     try:
         config = uvicorn.Config(
             "app.main:create_app",
@@ -102,8 +106,8 @@ def main() -> None:
         )
         serve(config)
     finally:
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
-from app.errors import Unauthorized
+from app.errors import Forbidden, Unauthorized
 from app.policy import Access
 
 SCHEME = "Bearer"
@@ -22,25 +22,43 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-class ApiKeys:
-    """The accepted keys; empty means access control is off."""
+def _matches(digest: bytes, accepted: tuple[bytes, ...]) -> bool:
+    # Compare against every key, without stopping early, so timing tells nothing.
+    matched = False
+    for candidate in accepted:
+        matched |= hmac.compare_digest(digest, candidate)
+    return matched
 
-    def __init__(self, keys: Iterable[str], *, protect_metrics: bool = False) -> None:
+
+class ApiKeys:
+    """The accepted keys (empty: access control is off) and the admin keys (empty: admin routes are refused)."""
+
+    def __init__(self, keys: Iterable[str], *, protect_metrics: bool = False, admin: Iterable[str] = ()) -> None:
         self._digests = tuple(_digest(key) for key in keys)
+        self._admin = tuple(_digest(key) for key in admin)
         self.protect_metrics = protect_metrics
 
     @property
     def enabled(self) -> bool:
         return bool(self._digests)
 
+    def accepts_any(self, access: Access) -> bool:
+        """Whether some key is accepted for ``access`` (so that the API's description asks for one)."""
+        return self.required(access) and bool(self._admin if access == "admin" else self._digests)
+
     def required(self, access: Access) -> bool:
         """Whether a request to a route with this access policy must present a key."""
+        if access == "admin":
+            return True
         if not self._digests or access == "public":
             return False
         return access == "key" or self.protect_metrics
 
-    def check(self, authorization: str | None) -> None:
-        """Raise :class:`Unauthorized` unless ``authorization`` is ``Bearer <an accepted key>``."""
+    def check(self, authorization: str | None, access: Access = "key") -> None:
+        """Raise :class:`Unauthorized` unless ``authorization`` is ``Bearer <an accepted key>`` (an admin key
+        for ``admin`` access: :class:`Forbidden` when none is set, or for another accepted key)."""
+        if access == "admin" and not self._admin:
+            raise Forbidden("loading and unloading models is off: no admin key is set (DENOISE_ADMIN_API_KEYS)")
         if not authorization:
             raise Unauthorized(f"missing API key; send the header 'Authorization: {SCHEME} <key>'", headers=CHALLENGE)
         scheme, _, presented = authorization.strip().partition(" ")
@@ -50,9 +68,11 @@ class ApiKeys:
                 headers=CHALLENGE,
             )
         digest = _digest(presented.strip())
-        # Compare against every key, without stopping early, so timing tells nothing.
-        matched = False
-        for accepted in self._digests:
-            matched |= hmac.compare_digest(digest, accepted)
-        if not matched:
+        if access == "admin":
+            if _matches(digest, self._admin):
+                return
+            if _matches(digest, self._digests):
+                raise Forbidden("this key may not load or unload models; an admin key (DENOISE_ADMIN_API_KEYS) may")
+            raise Unauthorized("invalid admin key", headers=CHALLENGE)
+        if not _matches(digest, self._digests):
             raise Unauthorized("invalid API key", headers=CHALLENGE)

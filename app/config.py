@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     """Bundles to load (comma-separated names); empty loads every bundle in ``model_dir``."""
     default_model: str = "mnist"
     """Model used when a request names none."""
+    model_poll_s: float = Field(default=10.0, ge=0, le=3600)
+    """Seconds between scans of ``model_dir`` for bundles added, removed or replaced (a symlink swapped included),
+    which every worker then loads, verifies, warms and swaps in without a restart; 0 turns scanning off (the V2
+    repository API's load and unload still work). Each scan reads the folders' file listings only, so a short
+    period costs nothing measurable; 10 s puts a rollout in service well within a Kubernetes volume's own update
+    delay."""
+    worker_state_dir: Path | None = None
+    """Folder where the workers of one service share the models each serves and the V2 repository's load and unload
+    decisions; ``python -m app`` makes one for several workers. Unset: each worker keeps its own."""
     providers: ProviderSetting = "auto"
     """Execution provider: ``auto`` (CUDA if really usable, else CPU), ``cpu`` or ``cuda`` (required)."""
     int8: bool = True
@@ -82,6 +91,9 @@ class Settings(BaseSettings):
     <key>``."""
     api_keys_file: Path | None = None
     """A file with more API keys, one per line (``#`` comments and blank lines ignored)."""
+    admin_api_keys: SecretStr = SecretStr("")
+    """Keys (comma-separated) that may load and unload models through the V2 repository API; compared like
+    ``api_keys``, never logged. Unset: those calls are refused with 403."""
     metrics_need_key: bool = False
     """Whether ``/metrics`` needs a key too when keys are set."""
     demo: bool = True
@@ -152,6 +164,10 @@ class Settings(BaseSettings):
             lines = self.api_keys_file.read_text().splitlines()
             keys += [line.strip() for line in lines if not line.lstrip().startswith("#")]
         return tuple(key for key in keys if key)
+
+    @cached_property
+    def admin_api_key_list(self) -> tuple[str, ...]:
+        return tuple(key.strip() for key in self.admin_api_keys.get_secret_value().split(",") if key.strip())
 
     @cached_property
     def cors_origin_list(self) -> tuple[str, ...]:

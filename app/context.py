@@ -10,6 +10,7 @@ nothing else records a request.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import re
@@ -27,6 +28,8 @@ from app.policy import Policy
 from app.runtime.batcher import Until
 
 access_log = logging.getLogger("denoise.access")
+#: Seconds between two looks at the requests a model swap waits for.
+DRAIN_POLL_S = 0.01
 #: How each protocol says a request's deadline passed.
 EXPIRED = (504, "DEADLINE_EXCEEDED")
 
@@ -46,11 +49,17 @@ def request_id(supplied: str) -> str:
 
 
 class WorkInProgress:
-    """Inference requests in progress in this worker, whichever front door they came by."""
+    """Inference requests in progress in this worker, whichever front door they came by.
+
+    Requests are counted by the epoch they were admitted in, so that a model swap can wait for the
+    requests that may hold the model it replaced (:meth:`drained`).
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._count = 0
+        self._epoch = 0
+        self._by_epoch: dict[int, int] = {}
 
     @property
     def count(self) -> int:
@@ -65,11 +74,30 @@ class WorkInProgress:
                 # Shedding load: the connection goes too, so that a flood of clients pays for reconnecting.
                 headers={"Retry-After": "1", "Connection": "close"},
             )
+        epoch = self._epoch
         self._count += 1
+        self._by_epoch[epoch] = self._by_epoch.get(epoch, 0) + 1
         try:
             yield
         finally:
             self._count -= 1
+            left = self._by_epoch[epoch] - 1
+            if left:
+                self._by_epoch[epoch] = left
+            else:
+                del self._by_epoch[epoch]
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until every request admitted before this call has finished (those admitted after do not
+        count), at most ``timeout`` seconds; whether they all did."""
+        before = self._epoch
+        self._epoch += 1
+        deadline = time.monotonic() + timeout
+        while any(epoch <= before for epoch in self._by_epoch):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(DRAIN_POLL_S)
+        return True
 
 
 @dataclass(frozen=True)
@@ -94,6 +122,8 @@ class RequestContext:
     #: The route template (or gRPC method) that served it; ``other`` where none matched.
     endpoint: str = "other"
     model: str = "-"
+    #: The version of the model that served the request.
+    version: str = "-"
     images: int = 0
     #: ``time.monotonic()`` by which the caller wants its answer; None for no deadline. Work for a
     #: request whose deadline has passed is not started (504, ``DEADLINE_EXCEEDED``).
@@ -114,7 +144,7 @@ class RequestContext:
         slot to hold while the request runs where it is limited."""
         self.endpoint = endpoint
         if self.services.keys.required(policy.access):
-            self.services.keys.check(authorization)
+            self.services.keys.check(authorization, policy.access)
         return self.services.work.slot() if policy.limited else nullcontext()
 
     def describe_span(self) -> None:
@@ -145,6 +175,7 @@ class RequestContext:
                 "endpoint": self.endpoint,
                 "status": status,
                 "model": self.model,
+                "version": self.version,
                 "images": self.images,
                 "duration_ms": round(seconds * 1000, 3),
                 "client": self.client,

@@ -40,7 +40,8 @@ def resolve_model(request: Request, registry: Registry, name: str | None) -> Loa
     if not registry.models:
         raise NotReady("no model is loaded; see /health/ready for why", headers={"Retry-After": "5"})
     loaded = registry.get(name)
-    request_context(request).model = loaded.manifest.name
+    context = request_context(request)
+    context.model, context.version = loaded.manifest.name, loaded.manifest.version
     return loaded
 
 

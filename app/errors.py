@@ -44,6 +44,10 @@ class Unauthorized(ApiError):
     status, code = 401, "unauthorized"
 
 
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
+
+
 class ModelNotFound(ApiError):
     status, code = 404, "model_not_found"
 

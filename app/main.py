@@ -24,6 +24,7 @@ from app.imaging import NORMALISATION
 from app.metrics import WORK_SAMPLE_S, Metrics
 from app.middleware import Limits, RequestContextMiddleware
 from app.pages import install_demo
+from app.repository import ModelRepository
 from app.routes import health, inference, models
 from app.routing import PolicyRoute
 from app.runtime.registry import Registry
@@ -77,9 +78,11 @@ def _document_keys(app: FastAPI, keys: ApiKeys, routers: tuple[APIRouter, ...]) 
         (route.path_format, method.lower())
         for router in routers
         for route in router.routes
-        if isinstance(route, PolicyRoute) and keys.required(route.policy.access)
+        if isinstance(route, PolicyRoute) and keys.accepts_any(route.policy.access)
         for method in route.methods or ()
     }
+    if not keyed:
+        return
 
     def openapi() -> dict[str, Any]:
         schema = app.openapi_schema
@@ -103,17 +106,21 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     logging.captureWarnings(True)  # library warnings become log lines, in every worker
     metrics = Metrics()
     registry = Registry(settings)
-    keys = ApiKeys(settings.api_key_list, protect_metrics=settings.metrics_need_key)
+    keys = ApiKeys(settings.api_key_list, protect_metrics=settings.metrics_need_key, admin=settings.admin_api_key_list)
     services = Services(metrics, keys, WorkInProgress(settings.max_inflight))
+    catalog = Catalog({})  # one catalog for both V2 front doors, filled once the bundles are loaded
+    repository = ModelRepository(registry, catalog, services.work, metrics, settings.shutdown_grace_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(registry.load_all)
         registry.start_batchers(metrics, alone=lambda: services.work.count <= 1)
-        app.state.v2_catalog = Catalog.of(registry)  # one catalog for both V2 front doors
+        catalog.refresh(registry)
+        repository.started()
         grpc_server = await v2_grpc.start(
-            registry, app.state.v2_catalog, settings, services, tracing.grpc_interceptors(tracer_provider)
+            registry, catalog, repository, settings, services, tracing.grpc_interceptors(tracer_provider)
         )
+        watcher = asyncio.get_running_loop().create_task(repository.watch(), name="watch-models")
 
         async def sample_work() -> None:
             while True:
@@ -130,9 +137,11 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             yield
         finally:
             sampler.cancel()
+            watcher.cancel()
             if grpc_server is not None:
                 await grpc_server.stop(settings.shutdown_grace_s)  # finishes calls in progress first
             await registry.stop()
+            repository.close()
             if tracer_provider is not None:
                 tracing.uninstall(tracer_provider)
 
@@ -148,7 +157,8 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.registry = registry
-    app.state.v2_catalog = Catalog({})  # filled once the bundles are loaded
+    app.state.v2_catalog = catalog
+    app.state.repository = repository
     install_handlers(app)
 
     routers = (inference.router, health.router, models.router, models.metrics_router, *v2_rest.routers)
@@ -160,8 +170,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     app.add_middleware(RequestContextMiddleware, services=services, limits=limits)
     if tracer_provider is not None:
         tracing.install(app, tracer_provider)  # outside the request context: its span is current there
-    if keys.enabled:
-        _document_keys(app, keys, routers)
+    _document_keys(app, keys, routers)
     if settings.cors_origin_list:
         # Outermost, so that preflight requests are answered without a key and errors carry CORS headers.
         app.add_middleware(

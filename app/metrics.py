@@ -21,6 +21,7 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
+        self._sampled: set[tuple[str, str]] = set()
         self.requests = Counter(
             "denoise_requests_total",
             "Requests by endpoint, model, status and protocol (rest: our API; v2: the Open Inference Protocol "
@@ -83,6 +84,13 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.model_changes = Counter(
+            "denoise_model_changes",
+            "Model versions put in service (loaded), refused (the old one serving on) and taken out (unloaded), "
+            "by model, in every worker",
+            ["model", "change"],
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "denoise_inference_batch_size",
             "Images per ONNX Runtime call by model and graph",
@@ -102,11 +110,18 @@ class Metrics:
         pays nothing for them."""
         self.ready.set(1 if ready else 0)
         in_flight: dict[str, int] = {}
+        graphs: set[tuple[str, str]] = set()
         for model, graph, waiting, pending in work:
             self.queue_depth.labels(model, graph).set(waiting)
+            graphs.add((model, graph))
             in_flight[model] = in_flight.get(model, 0) + pending
         for model, count in in_flight.items():
             self.in_flight.labels(model).set(count)
+        for model, graph in self._sampled - graphs:  # models taken out of service since the last sample
+            self.queue_depth.labels(model, graph).set(0)
+            if model not in in_flight:
+                self.in_flight.labels(model).set(0)
+        self._sampled = graphs
 
     def observe_scores(self, model: str, scores: np.ndarray, flagged: int) -> None:
         histogram = self.anomaly_scores.labels(model)

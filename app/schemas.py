@@ -85,10 +85,29 @@ class ModelInfo(BaseModel):
     warmup_ms: float
 
 
+class RefusedVersion(BaseModel):
+    version: str
+    reason: str
+
+
+class WorkerModels(BaseModel):
+    pid: int = Field(description="the worker process")
+    models: dict[str, str] = Field(description="the version of each model it serves")
+    refused: dict[str, RefusedVersion] = Field(
+        description="versions it refused (the one in service, if any, serves on)"
+    )
+
+
 class ModelsResponse(BaseModel):
     default_model: str
     models: list[ModelInfo]
-    failed: dict[str, str] = Field(description="bundles that did not load, with the reason")
+    failed: dict[str, str] = Field(
+        description="bundles that did not load at start (and have not since), with the reason"
+    )
+    refused: dict[str, RefusedVersion] = Field(
+        description="new versions this worker refused, with the reason; the version in service, if any, serves on"
+    )
+    workers: list[WorkerModels] = Field(description="what every worker of the service serves and refused")
 
 
 class Liveness(BaseModel):

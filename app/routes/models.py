@@ -8,19 +8,34 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from app.dependencies import RegistryDep, SettingsDep, resolve_model
 from app.metrics import Metrics
 from app.policy import KEYED, METRICS
+from app.repository import ModelRepository
 from app.routing import policy_route
-from app.schemas import ErrorResponse, ModelInfo, ModelsResponse, Sample, SamplesResponse
+from app.schemas import (
+    ErrorResponse,
+    ModelInfo,
+    ModelsResponse,
+    RefusedVersion,
+    Sample,
+    SamplesResponse,
+    WorkerModels,
+)
 
 router = APIRouter(tags=["models"], route_class=policy_route(KEYED))
 metrics_router = APIRouter(tags=["health"], route_class=policy_route(METRICS))
 
 
-@router.get("/models", summary="Loaded bundles with their manifest summary and execution provider")
-async def list_models(registry: RegistryDep, settings: SettingsDep) -> ModelsResponse:
+@router.get(
+    "/models",
+    summary="Bundles in service with their manifest summary and execution provider; versions refused; every worker's",
+)
+async def list_models(request: Request, registry: RegistryDep, settings: SettingsDep) -> ModelsResponse:
+    repository: ModelRepository = request.app.state.repository
     return ModelsResponse(
         default_model=settings.default_model,
         models=[ModelInfo.model_validate(model.summary()) for model in registry],
         failed=registry.failures,
+        refused={name: RefusedVersion(**refusal.summary()) for name, refusal in repository.refused.items()},
+        workers=[WorkerModels.model_validate(worker) for worker in repository.workers()],
     )
 
 

@@ -4,6 +4,9 @@ A bundle that fails to load (malformed manifest, checksum mismatch, missing or
 corrupt graph, graph disagreeing with its manifest) is left out with its reason;
 the other bundles still serve. A provider error (``cuda`` requested without a
 usable GPU) stops the service.
+
+The registry holds the models in service; :mod:`app.repository` changes them while the service
+runs (a new version loaded beside the old one, then swapped in; the old one closed once its work is done).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import base64
 import functools
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -103,7 +107,22 @@ class LoadedModel:
     batchers: dict[GraphName, Batcher] = field(default_factory=dict)
     observer: Observer = field(default_factory=_Unobserved)
     warmup_ms: float = 0.0
+    #: The bundle's files as they were when it was loaded (:func:`bundle_signature`).
+    signature: Signature | None = None
     _samples: list[dict[str, str]] | None = field(default=None, repr=False)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    async def close(self) -> None:
+        """Finish the work queued and running on the batchers, stop them and let the sessions go."""
+        for batcher in self.batchers.values():
+            await batcher.stop()
+        # The runners the batchers held refer back to this model: break the cycle so that the sessions
+        # are freed at once (objects alive at start-up are frozen out of the garbage collector's reach).
+        self.batchers.clear()
+        self.graphs.clear()
 
     async def infer(self, graph: GraphName, inputs: np.ndarray, until: Until = ALWAYS) -> Inference:
         """Run ``graph`` on ``inputs`` while the work is wanted (:class:`~app.runtime.batcher.Until`)."""
@@ -157,6 +176,26 @@ class LoadedModel:
             "graphs": dict(self.files),
             "warmup_ms": round(self.warmup_ms, 1),
         }
+
+
+#: A bundle folder as found on disk: where it resolves to (a symlink followed), and each file's name,
+#: size, modification time and inode. Any change (a file rewritten, the symlink swapped) is a new version.
+Signature = tuple[str, tuple[tuple[str, int, int, int], ...]]
+
+
+def bundle_signature(bundle: Path) -> Signature | None:
+    """The folder's :data:`Signature`, or None when it is not there."""
+    try:
+        resolved = bundle.resolve(strict=True)
+        entries = []
+        with os.scandir(resolved) as listing:
+            for entry in listing:
+                if entry.is_file():
+                    stat = entry.stat()
+                    entries.append((entry.name, stat.st_size, stat.st_mtime_ns, stat.st_ino))
+    except OSError:
+        return None
+    return str(resolved), tuple(sorted(entries))
 
 
 def session_options(settings: Settings) -> ort.SessionOptions:
@@ -270,13 +309,45 @@ def discover(settings: Settings) -> list[Path]:
     return sorted(p for p in settings.model_dir.iterdir() if (p / MANIFEST_FILE).is_file())
 
 
+def _never_alone() -> bool:
+    return False
+
+
 @dataclass
 class Registry:
     settings: Settings
     models: dict[str, LoadedModel] = field(default_factory=dict)
-    #: Bundles that failed to load, by folder name, with the reason.
+    #: Bundles that failed to load at start (and have not loaded since), by folder name, with the reason;
+    #: while there are any, the service is not ready.
     failures: dict[str, str] = field(default_factory=dict)
     ready: bool = False
+    observer: Observer = field(default_factory=_Unobserved)
+    #: Whether the caller is the worker's only request in progress (see :mod:`app.runtime.batcher`).
+    alone: Callable[[], bool] = _never_alone
+    _started: bool = False
+
+    def load(self, bundle: Path) -> LoadedModel:
+        """Verify, open and warm one bundle (blocking: call it from a worker thread); BundleError names
+        the file at fault."""
+        signature = bundle_signature(bundle)
+        model = load_bundle(bundle, self.settings)
+        if model.manifest.name != bundle.name:
+            raise BundleError(
+                f"{bundle / MANIFEST_FILE}: names model {model.manifest.name!r}, folder is {bundle.name!r}"
+            )
+        sizes = warmup_sizes(self.settings)
+        warm_up(model, sizes)
+        model.signature = signature
+        log.info(
+            "model %s %s loaded from %s on %s, warmed %d batch sizes in %.0f ms",
+            model.manifest.name,
+            model.manifest.version,
+            bundle,
+            model.provider,
+            len(sizes),
+            model.warmup_ms,
+        )
+        return model
 
     def load_all(self) -> None:
         """Load and warm every bundle (blocking: call it from a worker thread)."""
@@ -284,56 +355,71 @@ class Registry:
         if not bundles:
             self.failures["*"] = f"no model bundles found in {self.settings.model_dir.resolve()}"
             log.error("%s", self.failures["*"])
-        sizes = warmup_sizes(self.settings)
         for bundle in bundles:
             try:
-                model = load_bundle(bundle, self.settings)
-                if model.manifest.name != bundle.name:
-                    raise BundleError(
-                        f"{bundle / MANIFEST_FILE}: names model {model.manifest.name!r}, folder is {bundle.name!r}"
-                    )
-                warm_up(model, sizes)
+                model = self.load(bundle)
             except BundleError as exc:
                 self.failures[bundle.name] = str(exc)
                 log.error("model %s not loaded: %s", bundle.name, exc)
                 continue
             self.models[model.manifest.name] = model
-            log.info(
-                "model %s %s loaded from %s on %s, warmed %d batch sizes in %.0f ms",
-                model.manifest.name,
-                model.manifest.version,
-                bundle,
-                model.provider,
-                len(sizes),
-                model.warmup_ms,
-            )
-        if self.models and self.settings.default_model not in self.models:
-            self.failures.setdefault(
-                self.settings.default_model,
-                f"default model {self.settings.default_model!r} is not loaded (DENOISE_DEFAULT_MODEL)",
-            )
 
-    def start_batchers(self, observer: Observer, alone: Callable[[], bool] = lambda: False) -> None:
+    def start_batchers(self, observer: Observer, alone: Callable[[], bool] = _never_alone) -> None:
         """One batcher per served graph, reporting to ``observer``; ``alone`` says whether the caller is the
         worker's only request in progress (then an idle batcher runs a small request on the spot: see
         :mod:`app.runtime.batcher`)."""
+        self.observer, self.alone = observer, alone
         for model in self.models.values():
-            model.observer = observer
-            for name in SERVED:
-                batcher = Batcher(
-                    model.runner(name, self.settings.anomaly_scores),
-                    name=f"{model.manifest.name}/{name}",
-                    max_batch=self.settings.batch_max_size,
-                    max_delay_s=self.settings.batch_max_delay_ms / 1000,
-                    queue_size=self.settings.queue_size,
-                    merge=self.settings.batching,
-                    concurrency=self.settings.concurrent_batches,
-                    on_batch=functools.partial(observer.observe_batch, model.manifest.name, name),
-                    alone=alone,
-                )
-                batcher.start()
-                model.batchers[name] = batcher
-        self.ready = not self.failures and bool(self.models)
+            self.start(model)
+        self._started = True
+        self._update()
+
+    def start(self, model: LoadedModel) -> None:
+        """Give ``model`` its batchers (on the event loop)."""
+        model.observer = self.observer
+        for name in SERVED:
+            batcher = Batcher(
+                model.runner(name, self.settings.anomaly_scores),
+                name=f"{model.manifest.name}/{name}",
+                max_batch=self.settings.batch_max_size,
+                max_delay_s=self.settings.batch_max_delay_ms / 1000,
+                queue_size=self.settings.queue_size,
+                merge=self.settings.batching,
+                concurrency=self.settings.concurrent_batches,
+                on_batch=functools.partial(self.observer.observe_batch, model.manifest.name, name),
+                alone=self.alone,
+            )
+            batcher.start()
+            model.batchers[name] = batcher
+
+    def install(self, model: LoadedModel) -> LoadedModel | None:
+        """Put a started ``model`` in service in place of its namesake; the one it replaces, if any."""
+        name = model.manifest.name
+        replaced = self.models.get(name)
+        self.models[name] = model
+        self.failures.pop(name, None)
+        self._update()
+        return replaced
+
+    def remove(self, name: str) -> LoadedModel | None:
+        """Take the model ``name`` out of service; it, if it was there. A bundle gone from disk takes its
+        start-up failure with it."""
+        self.failures.pop(name, None)
+        removed = self.models.pop(name, None)
+        self._update()
+        return removed
+
+    def _update(self) -> None:
+        """Readiness: every bundle found at start loaded (or gone since), and the default model among them."""
+        default = self.settings.default_model
+        missing = f"default model {default!r} is not loaded (DENOISE_DEFAULT_MODEL)"
+        if self.models and default not in self.models:
+            self.failures.setdefault(default, missing)
+        elif self.failures.get(default) == missing:
+            del self.failures[default]
+        if self.models:
+            self.failures.pop("*", None)
+        self.ready = self._started and bool(self.models) and not self.failures
 
     def work(self) -> list[tuple[str, str, int, int]]:
         """Each served graph's batcher now: model, graph, batches of work waiting, waiting or running."""
@@ -345,9 +431,9 @@ class Registry:
 
     async def stop(self) -> None:
         self.ready = False
+        self._started = False
         for model in self.models.values():
-            for batcher in model.batchers.values():
-                await batcher.stop()
+            await model.close()
 
     def get(self, name: str | None) -> LoadedModel:
         key = name or self.settings.default_model

@@ -126,14 +126,23 @@ def models_of(bundle: LoadedModel, scored: bool) -> Iterator[V2Model]:
         )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Catalog:
+    """The V2 models of the bundles in service; one instance shared by both V2 front doors, refreshed
+    whenever the bundles in service change."""
+
     models: dict[str, V2Model]
 
     @classmethod
     def of(cls, registry: Registry) -> Catalog:
+        catalog = cls({})
+        catalog.refresh(registry)
+        return catalog
+
+    def refresh(self, registry: Registry) -> None:
+        """Follow the registry (one assignment: a request sees the old catalog or the new one)."""
         scored = registry.settings.anomaly_scores
-        return cls({model.name: model for bundle in registry for model in models_of(bundle, scored)})
+        self.models = {model.name: model for bundle in registry for model in models_of(bundle, scored)}
 
     def get(self, name: str, version: str | None = None) -> V2Model | None:
         model = self.models.get(name)

@@ -26,7 +26,8 @@ from app import __version__
 from app.config import Settings
 from app.context import RequestContext, Services, request_id
 from app.errors import ApiError, described
-from app.policy import INFERENCE, KEYED, PUBLIC
+from app.policy import ADMIN, INFERENCE, KEYED, PUBLIC
+from app.repository import ModelRepository, check_load_parameters
 from app.runtime.registry import Registry
 from app.v2 import inference
 from app.v2.catalog import Catalog, V2Model
@@ -133,7 +134,13 @@ def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 
 #: Each method's policy (:mod:`app.policy`); methods not named need a key where keys are set.
-POLICIES = {"ServerLive": PUBLIC, "ServerReady": PUBLIC, "ModelInfer": INFERENCE}
+POLICIES = {
+    "ServerLive": PUBLIC,
+    "ServerReady": PUBLIC,
+    "ModelInfer": INFERENCE,
+    "RepositoryModelLoad": ADMIN,
+    "RepositoryModelUnload": ADMIN,
+}
 _CURRENT: ContextVar[RequestContext] = ContextVar("grpc_request_context")
 
 
@@ -207,16 +214,18 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mis
 
 def _find(catalog: Catalog, name: str, version: str) -> V2Model:
     model = catalog.find(name, version)
-    current().model = model.bundle.manifest.name
+    call = current()
+    call.model, call.version = model.bundle.manifest.name, model.version
     return model
 
 
 class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """The protocol's messages translated to the service's models; errors are raised as ApiError."""
 
-    def __init__(self, registry: Registry, catalog: Catalog, settings: Settings) -> None:
+    def __init__(self, registry: Registry, catalog: Catalog, repository: ModelRepository, settings: Settings) -> None:
         self.registry = registry
         self.catalog = catalog
+        self.repository = repository
         self.settings = settings
 
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -241,10 +250,20 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
 
     async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         models = [
-            service_pb2.RepositoryIndexResponse.ModelIndex(name=m.name, version=m.version, state="READY")
-            for m in self.catalog.models.values()
+            service_pb2.RepositoryIndexResponse.ModelIndex(**entry) for entry in self.repository.index(request.ready)
         ]
         return service_pb2.RepositoryIndexResponse(models=models)
+
+    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        check_load_parameters(_parameters(request.parameters))
+        current().model = request.model_name
+        await self.repository.load(request.model_name)
+        return service_pb2.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        current().model = request.model_name
+        await self.repository.unload(request.model_name)
+        return service_pb2.RepositoryModelUnloadResponse()
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         model = _find(self.catalog, request.model_name, request.model_version)
@@ -263,6 +282,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
 async def start(
     registry: Registry,
     catalog: Catalog,
+    repository: ModelRepository,
     settings: Settings,
     services: Services,
     outer: Sequence[grpc.aio.ServerInterceptor] = (),
@@ -279,7 +299,9 @@ async def start(
             ("grpc.so_reuseport", 1),
         ],
     )
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(registry, catalog, settings), server)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceService(registry, catalog, repository, settings), server
+    )
     address = f"{settings.host}:{settings.grpc_port}"
     server.add_insecure_port(address)
     await server.start()

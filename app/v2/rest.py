@@ -1,5 +1,5 @@
 """``/v2``: the Open Inference Protocol over REST, with Triton's binary data, model configuration
-and model repository (index) extensions. Errors are ``{"error": "..."}``.
+and model repository (index, load and unload) extensions. Errors are ``{"error": "..."}``.
 
 Bodies are read as bytes whatever their ``Content-Type`` (Triton's sync client sends none, its
 asyncio client ``application/octet-stream`` even for JSON); ``Content-Encoding: gzip`` or
@@ -17,7 +17,8 @@ from pydantic import BaseModel
 
 from app import __version__
 from app.dependencies import RegistryDep, SettingsDep
-from app.policy import INFERENCE, KEYED, PUBLIC
+from app.policy import ADMIN, INFERENCE, KEYED, PUBLIC
+from app.repository import ModelRepository, check_load_parameters
 from app.routing import policy_route, request_context
 from app.v2 import inference
 from app.v2.catalog import Catalog, V2Model
@@ -43,7 +44,8 @@ _TAGS: list[str | Enum] = ["open inference protocol (v2)"]
 health_router = APIRouter(prefix="/v2", tags=_TAGS, route_class=policy_route(PUBLIC))
 router = APIRouter(prefix="/v2", tags=_TAGS, responses=_errors(401), route_class=policy_route(KEYED))
 infer_router = APIRouter(prefix="/v2", tags=_TAGS, responses=_errors(401), route_class=policy_route(INFERENCE))
-routers = (health_router, router, infer_router)
+admin_router = APIRouter(prefix="/v2", tags=_TAGS, route_class=policy_route(ADMIN))
+routers = (health_router, router, infer_router, admin_router)
 
 SERVER_NAME = "denoise"
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository")
@@ -62,7 +64,8 @@ def catalog(request: Request) -> Catalog:
 
 def find(request: Request, name: str, version: str | None = None) -> V2Model:
     model = catalog(request).find(name, version)
-    request_context(request).model = model.bundle.manifest.name
+    context = request_context(request)
+    context.model, context.version = model.bundle.manifest.name, model.version
     return model
 
 
@@ -101,9 +104,59 @@ async def ready(registry: RegistryDep) -> Response:
     return Response(status_code=200 if registry.ready else 503)
 
 
-@router.post("/repository/index", summary="Models in the repository (Triton's model repository extension)")
+def repository(request: Request) -> ModelRepository:
+    found: ModelRepository = request.app.state.repository
+    return found
+
+
+async def _parameters(request: Request) -> dict[str, Any]:
+    """A repository request's ``parameters`` (an empty body has none)."""
+    body = await request.body()
+    if not body.strip():
+        return {}
+    payload = parse_json(body)
+    parameters = payload.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise V2Error("'parameters' must be an object")
+    return {"ready": payload["ready"], **parameters} if "ready" in payload else parameters
+
+
+@router.post(
+    "/repository/index",
+    summary="Every model of every bundle, with its state and why it is not ready (Triton's model repository extension)",
+    responses=_errors(400),
+)
 async def repository_index(request: Request) -> list[dict[str, str]]:
-    return [{"name": m.name, "version": m.version, "state": "READY"} for m in catalog(request).models.values()]
+    ready = (await _parameters(request)).get("ready", False)
+    if not isinstance(ready, bool):
+        raise V2Error("'ready' must be true or false")
+    return repository(request).index(ready_only=ready)
+
+
+@admin_router.post(
+    "/repository/models/{model}/load",
+    summary="Load (or reload) a bundle from the model folder in every worker; needs an admin key",
+    response_class=Response,
+    responses={200: {"description": "in service (no body)"}, **_errors(400, 401, 403, 404)},
+)
+async def repository_load(request: Request, model: str) -> Response:
+    check_load_parameters(await _parameters(request))
+    request_context(request).model = model
+    await repository(request).load(model)
+    return Response(status_code=200)
+
+
+@admin_router.post(
+    "/repository/models/{model}/unload",
+    summary="Take a bundle out of service in every worker until it is loaded again; needs an admin key",
+    response_class=Response,
+    responses={200: {"description": "out of service (no body)"}, **_errors(400, 401, 403, 404)},
+)
+async def repository_unload(request: Request, model: str) -> Response:
+    await _parameters(request)  # unload_dependents: a bundle's models come and go together anyway
+    request_context(request).model = model
+    await repository(request).unload(model)
+    return Response(status_code=200)
 
 
 @router.get("/models/{model}", summary="Model metadata", responses=_MODEL_ERRORS)

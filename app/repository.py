@@ -1,0 +1,405 @@
+"""Models that change without a restart: scanning the model folder, the V2 repository's load and
+unload, and swapping versions under load with nothing lost.
+
+- Every ``DENOISE_MODEL_POLL_S`` each worker compares the bundle folders in ``DENOISE_MODEL_DIR``
+  with what it serves (:func:`~app.runtime.registry.bundle_signature`: where a folder resolves to,
+  so a swapped symlink counts, and its files' sizes, times and inodes). A new or changed bundle is
+  verified (checksums of every graph, shapes, the int8 gate), loaded and warmed in a worker thread
+  beside the version in service, then swapped in; a bundle gone from disk is taken out of service.
+- The version replaced keeps its batchers until every request admitted before the swap has finished
+  (:meth:`~app.context.WorkInProgress.drained`): requests already queued or running end on it; then
+  its sessions are closed and freed.
+- A version that does not load is refused: logged, counted (``denoise_model_changes_total``), shown
+  in ``/models`` and the repository index with its reason; the version in service keeps serving and
+  readiness does not change. The same files are not tried again until they change.
+- The V2 repository API (:meth:`ModelRepository.load`, :meth:`~ModelRepository.unload`) works on
+  bundles: ``load`` (re)loads one from disk now, ``unload`` takes it out of service until it is
+  loaded again (scans leave it out meanwhile). With several workers, the decision is written to the
+  workers' shared folder (``DENOISE_WORKER_STATE_DIR``) and every worker follows it at its next look
+  (each poll, or every :data:`CONTROL_CHECK_S` when scanning is off); each worker publishes there what
+  it serves, which ``/models`` shows for all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from app.context import WorkInProgress
+from app.errors import ApiError, ModelNotFound
+from app.metrics import Metrics
+from app.runtime.registry import LoadedModel, Registry, Signature, bundle_signature, discover
+from app.v2.catalog import GRAPH_KINDS, Catalog
+from denoise_bundle import BundleError, load_manifest
+
+log = logging.getLogger("denoise.models")
+
+#: Seconds between two looks at the shared load and unload decisions when scanning is off.
+CONTROL_CHECK_S = 1.0
+READY, UNAVAILABLE = "READY", "UNAVAILABLE"
+
+
+class LoadRefused(ApiError):
+    """A bundle asked for through the repository API did not load; the version in service, if any, serves on."""
+
+    status, code = 400, "load_refused"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A version that did not load, and why."""
+
+    version: str
+    reason: str
+
+    def summary(self) -> dict[str, str]:
+        return {"version": self.version, "reason": self.reason}
+
+
+def check_load_parameters(parameters: dict[str, Any]) -> None:
+    """A load request may not carry a configuration or files (Triton's overrides): bundles come from the
+    model folder only."""
+    overrides = sorted(key for key in parameters if key == "config" or key.startswith("file:"))
+    if overrides:
+        raise ApiError(
+            f"load parameters {', '.join(overrides)} are not supported: bundles are loaded from the model folder "
+            "(DENOISE_MODEL_DIR) as they are; put the new version there and load it by name"
+        )
+
+
+def _version_on_disk(bundle: Path) -> str:
+    try:
+        return load_manifest(bundle).version
+    except BundleError:
+        return "unknown"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_atomically(path: Path, data: dict[str, Any]) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        json.dump(data, handle)
+    os.replace(handle.name, path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SharedState:
+    """The workers' shared folder: the repository API's decisions (``repository.json``: bundles unloaded,
+    and how many times each was explicitly loaded) and what each worker serves (``worker-<pid>.json``)."""
+
+    CONTROL = "repository.json"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def control(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self.folder / self.CONTROL).read_text())
+        except (OSError, ValueError):
+            data = {}
+        return {"unloaded": sorted(data.get("unloaded", [])), "loads": dict(data.get("loads", {}))}
+
+    def change(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Read, change and write the decisions under a lock; the decisions as written."""
+        with _locked(self.folder / f".{self.CONTROL}.lock"):
+            control = self.control()
+            change(control)
+            _write_atomically(self.folder / self.CONTROL, control)
+        return control
+
+    def publish(self, status: dict[str, Any]) -> None:
+        _write_atomically(self.folder / f"worker-{os.getpid()}.json", status)
+
+    def withdraw(self) -> None:
+        (self.folder / f"worker-{os.getpid()}.json").unlink(missing_ok=True)
+
+    def workers(self) -> list[dict[str, Any]]:
+        """What each live worker last published."""
+        found = []
+        for path in sorted(self.folder.glob("worker-*.json")):
+            try:
+                status: dict[str, Any] = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if _alive(int(status.get("pid", 0))):
+                found.append(status)
+        return found
+
+
+class ModelRepository:
+    def __init__(
+        self, registry: Registry, catalog: Catalog, work: WorkInProgress, metrics: Metrics, grace_s: float
+    ) -> None:
+        self.registry = registry
+        self.settings = registry.settings
+        self.catalog = catalog
+        self.work = work
+        self.metrics = metrics
+        self.grace_s = grace_s
+        folder = self.settings.worker_state_dir
+        self.shared = SharedState(folder) if folder is not None else None
+        #: Versions refused while the one in service (if any) serves on, by bundle.
+        self.refused: dict[str, Refusal] = {}
+        #: The files of each bundle's last attempt, so that files already refused are not tried again.
+        self._tried: dict[str, Signature | None] = {}
+        self._unloaded: set[str] = set()
+        self._loads: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+
+    # What is on disk
+
+    def _on_disk(self) -> dict[str, Path]:
+        return {path.name: path for path in discover(self.settings) if path.is_dir()}
+
+    def bundle(self, name: str) -> tuple[str, Path | None]:
+        """The bundle a V2 name belongs to (``mnist`` and ``mnist-encoder`` are both bundle ``mnist``) and its
+        folder (None when it is not on disk); 404 for a name no bundle answers to."""
+        on_disk = self._on_disk()
+        known = set(on_disk) | set(self.registry.models)
+        if name not in known:
+            for graph in GRAPH_KINDS:
+                base = name.removesuffix(f"-{graph}")
+                if base != name and base in known:
+                    name = base
+                    break
+            else:
+                names = ", ".join(sorted(known)) or "none"
+                raise ModelNotFound(f"no bundle named {name!r} in {self.settings.model_dir}; bundles: {names}")
+        return name, on_disk.get(name)
+
+    # Start-up, and the scans
+
+    def started(self) -> None:
+        """Record what the start-up load tried, and publish it."""
+        for name, path in self._on_disk().items():
+            self._tried[name] = bundle_signature(path)
+        if self.shared is not None:
+            control = self.shared.control()
+            self._loads = {name: int(count) for name, count in control["loads"].items()}
+        self.publish()
+
+    async def watch(self) -> None:
+        """Follow the model folder and the shared decisions until cancelled."""
+        scanning = self.settings.model_poll_s > 0
+        period = self.settings.model_poll_s if scanning else CONTROL_CHECK_S
+        if not scanning and self.shared is None:
+            return
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.sync(scan=scanning)
+            except Exception:
+                log.exception("looking for model changes failed; trying again in %g s", period)
+
+    async def sync(self, scan: bool = True) -> None:
+        """Bring this worker in line with the shared decisions and (``scan``) the model folder."""
+        async with self._lock:
+            if self.shared is not None:
+                control = self.shared.control()
+                self._unloaded = set(control["unloaded"])
+                wanted = {name: int(count) for name, count in control["loads"].items()}
+            else:
+                wanted = dict(self._loads)
+            on_disk = self._on_disk()
+            changed = False
+            for name in sorted(set(on_disk) | set(self.registry.models) | set(self.refused)):
+                asked = wanted.get(name, 0) > self._loads.get(name, 0)
+                path = on_disk.get(name)
+                if name in self._unloaded:
+                    changed |= await self._take_out(name, "unloaded through the repository API")
+                elif path is None:
+                    changed |= await self._take_out(name, f"its folder left {self.settings.model_dir}")
+                    self.refused.pop(name, None)
+                    self._tried.pop(name, None)
+                elif asked or (scan and bundle_signature(path) != self._tried.get(name)):
+                    await self._put_in(name, path)
+                    changed = True
+                self._loads[name] = max(self._loads.get(name, 0), wanted.get(name, 0))
+            if changed:
+                self.publish()
+
+    # The repository API
+
+    async def load(self, name: str) -> None:
+        """(Re)load a bundle from disk now, in every worker; :class:`LoadRefused` if it does not load."""
+        name, path = self.bundle(name)
+        if path is None:
+            raise ModelNotFound(f"bundle {name!r} is not in {self.settings.model_dir}; nothing to load")
+
+        def decide(control: dict[str, Any]) -> None:
+            control["unloaded"] = [other for other in control["unloaded"] if other != name]
+            control["loads"][name] = int(control["loads"].get(name, 0)) + 1
+
+        async with self._lock:
+            if self.shared is not None:
+                count = int(self.shared.change(decide)["loads"][name])
+            else:
+                count = self._loads.get(name, 0) + 1
+            self._unloaded.discard(name)
+            self._loads[name] = count
+            loaded = await self._put_in(name, path)
+            self.publish()
+        if not loaded:
+            raise LoadRefused(f"bundle {name!r} did not load: {self.refused[name].reason}")
+
+    async def unload(self, name: str) -> None:
+        """Take a bundle out of service in every worker until it is loaded again."""
+        name, _ = self.bundle(name)
+
+        def decide(control: dict[str, Any]) -> None:
+            control["unloaded"] = sorted({*control["unloaded"], name})
+
+        async with self._lock:
+            if self.shared is not None:
+                self.shared.change(decide)
+            self._unloaded.add(name)
+            await self._take_out(name, "unloaded through the repository API")
+            self.publish()
+
+    def index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """Triton's repository index: every V2 model of every bundle on disk or in service, with its state."""
+        entries = []
+        on_disk = self._on_disk()
+        for name in sorted(set(on_disk) | set(self.registry.models)):
+            serving = self.registry.models.get(name)
+            names = [name, *(f"{name}-{graph}" for graph in GRAPH_KINDS)]
+            if serving is not None:
+                entries += [{"name": v2, "version": serving.version, "state": READY} for v2 in names]
+            if ready_only:
+                continue
+            refusal = self.refused.get(name)
+            if refusal is not None:
+                reason = f"version {refusal.version} refused: {refusal.reason}"
+                entries += [
+                    {"name": v2, "version": refusal.version, "state": UNAVAILABLE, "reason": reason} for v2 in names
+                ]
+            elif serving is None:
+                path = on_disk.get(name)
+                version = _version_on_disk(path) if path is not None else "unknown"
+                reason = (
+                    "unloaded through the repository API"
+                    if name in self._unloaded
+                    else (self.registry.failures.get(name, "not loaded"))
+                )
+                entries += [{"name": v2, "version": version, "state": UNAVAILABLE, "reason": reason} for v2 in names]
+        return entries
+
+    # What this worker serves
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "models": {name: model.version for name, model in sorted(self.registry.models.items())},
+            "refused": {name: refusal.summary() for name, refusal in sorted(self.refused.items())},
+        }
+
+    def workers(self) -> list[dict[str, Any]]:
+        """What every worker of the service serves and refused (this one alone without a shared folder)."""
+        return self.shared.workers() if self.shared is not None else [self.status()]
+
+    def publish(self) -> None:
+        if self.shared is not None:
+            self.shared.publish(self.status())
+
+    def close(self) -> None:
+        if self.shared is not None:
+            self.shared.withdraw()
+
+    # Changes
+
+    async def _put_in(self, name: str, path: Path) -> bool:
+        """Load, verify and warm ``path`` beside the version in service, then swap it in; whether it loaded."""
+        signature = bundle_signature(path)
+        self._tried[name] = signature
+        started = time.perf_counter()
+        try:
+            model = await run_in_threadpool(self.registry.load, path)
+        except BundleError as exc:
+            version = _version_on_disk(path)
+            self.refused[name] = Refusal(version, str(exc))
+            if name in self.registry.failures:
+                self.registry.failures[name] = str(exc)
+            self.metrics.model_changes.labels(name, "refused").inc()
+            serving = self.registry.models.get(name)
+            log.error(
+                "model %s: version %s refused (%s serves on): %s",
+                name,
+                version,
+                serving.version if serving is not None else "nothing",
+                exc,
+            )
+            return False
+        loaded_ms = (time.perf_counter() - started) * 1000
+        self.registry.start(model)
+        replaced = self.registry.install(model)
+        self.catalog.refresh(self.registry)
+        self.refused.pop(name, None)
+        self.metrics.model_changes.labels(name, "loaded").inc()
+        log.info(
+            "model %s %s in service (was %s), loaded and warmed beside it in %.0f ms",
+            name,
+            model.version,
+            replaced.version if replaced is not None else "nothing",
+            loaded_ms,
+        )
+        if replaced is not None:
+            await self._retire(replaced)
+        return True
+
+    async def _take_out(self, name: str, why: str) -> bool:
+        removed = self.registry.remove(name)
+        if removed is None:
+            return False
+        self.catalog.refresh(self.registry)
+        self.metrics.model_changes.labels(name, "unloaded").inc()
+        log.info("model %s %s out of service: %s", name, removed.version, why)
+        await self._retire(removed)
+        return True
+
+    async def _retire(self, model: LoadedModel) -> None:
+        """Close ``model`` once the requests that may hold it have finished."""
+        started = time.perf_counter()
+        if not await self.work.drained(self.grace_s):
+            log.warning(
+                "model %s %s: requests still running after %g s; closing it",
+                model.manifest.name,
+                model.version,
+                self.grace_s,
+            )
+        await model.close()
+        log.info(
+            "model %s %s closed after its requests finished (%.0f ms)",
+            model.manifest.name,
+            model.version,
+            (time.perf_counter() - started) * 1000,
+        )
