@@ -113,10 +113,10 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(registry.load_all)
+        tried = await run_in_threadpool(registry.load_all)
         registry.start_batchers(metrics, alone=lambda: services.work.count <= 1)
         catalog.refresh(registry)
-        repository.started()
+        repository.started(tried)
         grpc_server = await v2_grpc.start(
             registry, catalog, repository, settings, services, tracing.grpc_interceptors(tracer_provider)
         )

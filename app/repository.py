@@ -199,10 +199,9 @@ class ModelRepository:
 
     # Start-up, and the scans
 
-    def started(self) -> None:
-        """Record what the start-up load tried, and publish it."""
-        for name, path in self._on_disk().items():
-            self._tried[name] = bundle_signature(path)
+    def started(self, tried: dict[str, Signature | None]) -> None:
+        """Record the files the start-up load tried (so that a scan tries only what changed since), and publish."""
+        self._tried.update(tried)
         if self.shared is not None:
             control = self.shared.control()
             self._loads = {name: int(count) for name, count in control["loads"].items()}

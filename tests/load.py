@@ -18,7 +18,7 @@ SAMPLE = (REPO / "tests" / "data" / "noisy-digit.png").read_bytes()
 
 @dataclass
 class Load:
-    """``POST /denoise`` from a few threads until stopped, every outcome counted.
+    """``POST /denoise`` (or ``path``) from a few threads until stopped, every outcome counted.
 
     Outcomes: the status of a complete response (a 200 must carry a decodable PNG); ``refused``
     (no connection: nothing was sent); ``unanswered`` (the connection failed before any response
@@ -29,7 +29,12 @@ class Load:
     url: str
     threads: int = 4
     max_requests: int = 20_000
+    #: The route asked (with its query) and the headers sent besides the content type.
+    path: str = "/denoise"
+    headers: dict[str, str] = field(default_factory=dict)
     outcomes: Counter[str] = field(default_factory=Counter)
+    #: ``X-Model-Version`` of the 200s.
+    versions: Counter[str] = field(default_factory=Counter)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _workers: list[threading.Thread] = field(default_factory=list)
@@ -66,12 +71,12 @@ class Load:
             self.outcomes[outcome] += 1
 
     def _run(self) -> None:
-        headers = {"content-type": "image/png"}
+        headers = {"content-type": "image/png", **self.headers}
         with httpx.Client(timeout=60) as client:
             while not self._stop.is_set() and sum(self.outcomes.values()) < self.max_requests:
                 began = False
                 try:
-                    with client.stream("POST", f"{self.url}/denoise", content=SAMPLE, headers=headers) as response:
+                    with client.stream("POST", f"{self.url}{self.path}", content=SAMPLE, headers=headers) as response:
                         began = True
                         body = response.read()
                 except httpx.ConnectError:
@@ -83,6 +88,8 @@ class Load:
                     continue
                 if response.status_code == 200:
                     decode_png(body)
+                    with self._lock:
+                        self.versions[response.headers.get("x-model-version", "-")] += 1
                 self._record(str(response.status_code))
 
 

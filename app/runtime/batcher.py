@@ -69,6 +69,10 @@ def join(chunks: list[Outputs]) -> Outputs:
     return tuple(np.concatenate(parts) for parts in zip(*chunks, strict=True))
 
 
+def _stopped(inputs: np.ndarray) -> Outputs:
+    raise RuntimeError("the batcher is stopped")
+
+
 def _never() -> bool:
     return False
 
@@ -151,6 +155,10 @@ class Batcher:
             await asyncio.gather(self._task, return_exceptions=True)
         await asyncio.gather(*self._running, return_exceptions=True)
         self._executor.shutdown(wait=True)
+        # Let go of the graph (and its session) now: the finished task's frame and this batcher refer to
+        # each other, and such a pair waits for the garbage collector.
+        self._task = None
+        self._infer = _stopped
 
     @property
     def depth(self) -> int:

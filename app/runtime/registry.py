@@ -12,6 +12,8 @@ runs (a new version loaded beside the old one, then swapped in; the old one clos
 from __future__ import annotations
 
 import base64
+import ctypes
+import ctypes.util
 import functools
 import json
 import logging
@@ -20,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -119,10 +121,9 @@ class LoadedModel:
         """Finish the work queued and running on the batchers, stop them and let the sessions go."""
         for batcher in self.batchers.values():
             await batcher.stop()
-        # The runners the batchers held refer back to this model: break the cycle so that the sessions
-        # are freed at once (objects alive at start-up are frozen out of the garbage collector's reach).
         self.batchers.clear()
         self.graphs.clear()
+        release_freed_memory()
 
     async def infer(self, graph: GraphName, inputs: np.ndarray, until: Until = ALWAYS) -> Inference:
         """Run ``graph`` on ``inputs`` while the work is wanted (:class:`~app.runtime.batcher.Until`)."""
@@ -176,6 +177,22 @@ class LoadedModel:
             "graphs": dict(self.files),
             "warmup_ms": round(self.warmup_ms, 1),
         }
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None  # glibc's; absent from musl
+    return cast("Callable[[int], int] | None", trim)
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand the memory of closed sessions back to the system: glibc keeps what other threads freed in
+    their arenas, and the resident size of a worker that reloads models would otherwise creep up."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 #: A bundle folder as found on disk: where it resolves to (a symlink followed), and each file's name,
@@ -349,13 +366,15 @@ class Registry:
         )
         return model
 
-    def load_all(self) -> None:
-        """Load and warm every bundle (blocking: call it from a worker thread)."""
+    def load_all(self) -> dict[str, Signature | None]:
+        """Load and warm every bundle (blocking: call it from a worker thread); the files of each bundle tried."""
         bundles = discover(self.settings)
         if not bundles:
             self.failures["*"] = f"no model bundles found in {self.settings.model_dir.resolve()}"
             log.error("%s", self.failures["*"])
+        tried: dict[str, Signature | None] = {}
         for bundle in bundles:
+            tried[bundle.name] = bundle_signature(bundle)
             try:
                 model = self.load(bundle)
             except BundleError as exc:
@@ -363,6 +382,7 @@ class Registry:
                 log.error("model %s not loaded: %s", bundle.name, exc)
                 continue
             self.models[model.manifest.name] = model
+        return tried
 
     def start_batchers(self, observer: Observer, alone: Callable[[], bool] = _never_alone) -> None:
         """One batcher per served graph, reporting to ``observer``; ``alone`` says whether the caller is the
