@@ -104,11 +104,16 @@ def test_training_quick_run_as_written_from_another_directory(tmp_path: Path) ->
 def test_v2_examples_run_as_written(tmp_path: Path) -> None:
     (tmp_path / "tests").symlink_to(REPO / "tests")
     grpc_port = free_port()
-    env = {"DENOISE_MODELS": "", "DENOISE_WORKERS": "1", "DENOISE_LOG_LEVEL": "warning"}
+    env = {
+        "DENOISE_MODELS": "",
+        "DENOISE_WORKERS": "1",
+        "DENOISE_LOG_LEVEL": "warning",
+        "DENOISE_ADMIN_API_KEYS": "my-admin-key",
+    }
     with running_server({**env, "DENOISE_GRPC_PORT": str(grpc_port)}) as (url, _):
-        http_example, grpc_example = blocks("docs/v2.md", "python")
+        http_example, grpc_example, repository_example = blocks("docs/v2.md", "python")
         outputs = []
-        for block in (http_example, grpc_example):
+        for block in (http_example, grpc_example, repository_example):
             code = block.replace("127.0.0.1:8000", url.removeprefix("http://")).replace(
                 "127.0.0.1:8001", f"127.0.0.1:{grpc_port}"
             )
@@ -120,7 +125,11 @@ def test_v2_examples_run_as_written(tmp_path: Path) -> None:
     assert outputs[0].splitlines()[0] == "True"
     assert "(2, 7, 7, 8)" in outputs[0]
     assert outputs[1].splitlines()[0] == "True latent"
-    assert all("anomaly score" in output for output in outputs)
+    assert all("anomaly score" in output for output in outputs[:2])
+    assert outputs[2].splitlines() == [
+        "[('fashion-mnist', 'UNAVAILABLE', 'unloaded through the repository API')]",
+        "True",
+    ]
     decode_png((tmp_path / "v2-denoised.png").read_bytes())
 
 

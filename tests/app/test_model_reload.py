@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
+from tests.docs import blocks
 from tests.images import digit, png
 from tests.load import Load
 from tests.server import MODELS, TEST_SETTINGS, free_port, poll, running_server
@@ -299,3 +301,32 @@ def test_fifty_reloads_leave_memory_where_it_was(tmp_path: Path) -> None:
         ended = _rss_kib(worker["pid"])
     print(f"resident memory: {started / 1024:.1f} MiB at start, {ended / 1024:.1f} MiB after 50 reloads")
     assert ended <= started * 1.10
+
+
+def test_the_rollout_commands_in_the_docs_as_written(tmp_path: Path) -> None:
+    """docs/deploy.md's symlink rollout and rollback, line by line, against a running service."""
+    (block,) = blocks("docs/deploy.md", "sh", "Rolling a model out and back")
+    commands = [line.split("#", 1)[0].strip() for line in block.splitlines()]
+    commands = [command for command in commands if command]
+    folder = Folder(tmp_path)
+    folder.point("mnist", folder.version("mnist", "2.2.0"))
+    shutil.copytree(folder.version("mnist", "2.3.0"), tmp_path / "mnist-2.3.0")
+    shutil.rmtree(tmp_path / "store" / "mnist-2.3.0")
+    env = {
+        **TEST_SETTINGS,
+        "DENOISE_MODEL_DIR": str(folder.models),
+        "DENOISE_MODELS": "",
+        "DENOISE_MODEL_POLL_S": "0.2",
+    }
+    expected = {0: None, 1: "2.3.0", 2: "2.2.0"}  # after each command, the version in service
+    with running_server(env) as (url, _), Load(url, threads=2) as load:
+
+        def version() -> str:
+            return str(httpx.get(f"{url}/models").json()["workers"][0]["models"]["mnist"])
+
+        for number, command in enumerate(commands):
+            subprocess.run(["bash", "-euc", command], cwd=tmp_path, check=True)
+            if expected[number] is not None:
+                poll(lambda want=expected[number]: version() == want, 10, f"after {command!r}")
+        load.wait_served(load.served() + 20)
+    _no_failures(load)
