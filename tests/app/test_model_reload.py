@@ -318,7 +318,7 @@ def test_the_rollout_commands_in_the_docs_as_written(tmp_path: Path) -> None:
         "DENOISE_MODELS": "",
         "DENOISE_MODEL_POLL_S": "0.2",
     }
-    expected = {0: None, 1: "2.3.0", 2: "2.2.0"}  # after each command, the version in service
+    expected: dict[int, str | None] = {0: None, 1: "2.3.0", 2: "2.2.0"}  # after each command, the version in service
     with running_server(env) as (url, _), Load(url, threads=2) as load:
 
         def version() -> str:
@@ -326,7 +326,8 @@ def test_the_rollout_commands_in_the_docs_as_written(tmp_path: Path) -> None:
 
         for number, command in enumerate(commands):
             subprocess.run(["bash", "-euc", command], cwd=tmp_path, check=True)
-            if expected[number] is not None:
-                poll(lambda want=expected[number]: version() == want, 10, f"after {command!r}")
+            want = expected[number]
+            if want is not None:
+                poll(lambda: version() == want, 10, f"after {command!r}")
         load.wait_served(load.served() + 20)
     _no_failures(load)
