@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,13 +321,13 @@ def test_the_rollout_commands_in_the_docs_as_written(tmp_path: Path) -> None:
     expected: dict[int, str | None] = {0: None, 1: "2.3.0", 2: "2.2.0"}  # after each command, the version in service
     with running_server(env) as (url, _), Load(url, threads=2) as load:
 
-        def version() -> str:
-            return str(httpx.get(f"{url}/models").json()["workers"][0]["models"]["mnist"])
+        def serving(version: str) -> Callable[[], bool]:
+            return lambda: httpx.get(f"{url}/models").json()["workers"][0]["models"]["mnist"] == version
 
         for number, command in enumerate(commands):
             subprocess.run(["bash", "-euc", command], cwd=tmp_path, check=True)
             want = expected[number]
             if want is not None:
-                poll(lambda: version() == want, 10, f"after {command!r}")
+                poll(serving(want), 10, f"after {command!r}")
         load.wait_served(load.served() + 20)
     _no_failures(load)
