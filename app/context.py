@@ -25,7 +25,7 @@ from app.auth import ApiKeys
 from app.errors import Overloaded
 from app.metrics import Metrics
 from app.policy import Policy
-from app.runtime.batcher import Until
+from app.runtime.batcher import Until, never_gone
 
 access_log = logging.getLogger("denoise.access")
 #: Seconds between two looks at the requests a model swap waits for.
@@ -37,10 +37,6 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # New request ids: a random per-process prefix and a counter (uuid4 costs a syscall per request).
 _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count(1)
-
-
-def _never() -> bool:
-    return False
 
 
 def request_id(supplied: str) -> str:
@@ -132,7 +128,7 @@ class RequestContext:
     received: float = field(default_factory=time.monotonic)
     #: True once the client has gone away (its connection closed, its call cancelled): work not yet
     #: started for it is dropped.
-    gone: Callable[[], bool] = _never
+    gone: Callable[[], bool] = never_gone
     started: float = field(default_factory=time.perf_counter)
 
     def until(self) -> Until:

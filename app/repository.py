@@ -16,8 +16,8 @@ unload, and swapping versions under load with nothing lost.
   bundles: ``load`` (re)loads one from disk now, ``unload`` takes it out of service until it is
   loaded again (scans leave it out meanwhile). With several workers, the decision is written to the
   workers' shared folder (``DENOISE_WORKER_STATE_DIR``) and every worker follows it at its next look
-  (each poll, or every :data:`CONTROL_CHECK_S` when scanning is off); each worker publishes there what
-  it serves, which ``/models`` shows for all of them.
+  (within :data:`CONTROL_CHECK_S`, or the poll period when that is shorter); each worker publishes
+  there what it serves, which ``/models`` shows for all of them.
 """
 
 from __future__ import annotations
@@ -208,15 +208,25 @@ class ModelRepository:
         self.publish()
 
     async def watch(self) -> None:
-        """Follow the model folder and the shared decisions until cancelled."""
-        scanning = self.settings.model_poll_s > 0
-        period = self.settings.model_poll_s if scanning else CONTROL_CHECK_S
-        if not scanning and self.shared is None:
+        """Follow the shared decisions (every :data:`CONTROL_CHECK_S` at most) and the model folder (every
+        ``DENOISE_MODEL_POLL_S``) until cancelled."""
+        poll_s = self.settings.model_poll_s
+        if poll_s == 0 and self.shared is None:
             return
+        if poll_s == 0:  # the shared decisions alone
+            period = CONTROL_CHECK_S
+        elif self.shared is None:  # the folder alone
+            period = poll_s
+        else:
+            period = min(poll_s, CONTROL_CHECK_S)
+        next_scan = time.monotonic() + poll_s
         while True:
             await asyncio.sleep(period)
+            scan = poll_s > 0 and time.monotonic() >= next_scan
+            if scan:
+                next_scan = time.monotonic() + poll_s
             try:
-                await self.sync(scan=scanning)
+                await self.sync(scan=scan)
             except Exception:
                 log.exception("looking for model changes failed; trying again in %g s", period)
 

@@ -73,7 +73,8 @@ def _stopped(inputs: np.ndarray) -> Outputs:
     raise RuntimeError("the batcher is stopped")
 
 
-def _never() -> bool:
+def never_gone() -> bool:
+    """The client check of work whose client cannot go away."""
     return False
 
 
@@ -83,7 +84,7 @@ class Until:
     passes, and while ``gone()`` is false (its client is still there)."""
 
     deadline: float | None = None
-    gone: Callable[[], bool] = _never
+    gone: Callable[[], bool] = never_gone
 
     def expired(self) -> ApiError | None:
         """Why the work is no longer wanted (the error for its caller), or None while it is."""

@@ -87,7 +87,7 @@ class Service:
     log: Path
 
     def models(self) -> dict[str, Any]:
-        response = httpx.get(f"{self.url}/models", headers=_auth(USER))
+        response = httpx.get(f"{self.url}/models", headers=_auth(USER))  # ignored where keys are off
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
@@ -97,9 +97,11 @@ class Service:
         workers = self.models()["workers"]
         return len(workers) == 2 and all(check(worker) for worker in workers)
 
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+
     def access_lines(self) -> list[dict[str, Any]]:
-        lines = [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
-        return [line for line in lines if line.get("logger") == "denoise.access"]
+        return [line for line in self.log_lines() if line.get("logger") == "denoise.access"]
 
 
 @pytest.fixture
@@ -141,7 +143,11 @@ def test_symlink_swap_to_a_new_version_under_load(folder: Folder, service: Servi
         load.wait_served(served + 100)
     _no_failures(load)
     assert {"2.2.0", "2.3.0"} <= set(load.versions), load.versions
-    print(f"swap: every worker serving 2.3.0 {converged:.2f} s after the symlink moved; {load.outcomes}")
+    swaps = [
+        line["message"] for line in service.log_lines() if "in service (was 2.2.0)" in str(line.get("message", ""))
+    ]
+    assert len(swaps) == 2  # each worker swapped once
+    print(f"swap: every worker serving 2.3.0 {converged:.2f} s after the symlink moved; {load.outcomes}; {swaps}")
     assert converged < POLL_S + 3  # one poll period, plus loading and warming
     # New connections (spread over both workers) all get the new version, and say so.
     for _ in range(10):
@@ -331,3 +337,22 @@ def test_the_rollout_commands_in_the_docs_as_written(tmp_path: Path) -> None:
                 poll(serving(want), 10, f"after {command!r}")
         load.wait_served(load.served() + 20)
     _no_failures(load)
+
+
+def test_with_scanning_off_every_worker_follows_load_and_unload_within_a_second() -> None:
+    env = {
+        **TEST_SETTINGS,
+        "DENOISE_WORKERS": "2",
+        "DENOISE_MODELS": "",
+        "DENOISE_MODEL_POLL_S": "0",
+        "DENOISE_ADMIN_API_KEYS": ADMIN,
+    }
+    with running_server(env) as (url, _):
+        service = Service(url, "", Path("/dev/null"))
+        poll(lambda: service.every_worker(lambda w: "fashion-mnist" in w["models"]), 10, "both workers started")
+        assert httpx.post(f"{url}/v2/repository/models/fashion-mnist/unload", headers=_auth(ADMIN)).status_code == 200
+        unloaded = time.monotonic()
+        poll(lambda: service.every_worker(lambda w: "fashion-mnist" not in w["models"]), 5, "both unloaded")
+        assert time.monotonic() - unloaded < 3  # CONTROL_CHECK_S, plus the polling here
+        assert httpx.post(f"{url}/v2/repository/models/fashion-mnist/load", headers=_auth(ADMIN)).status_code == 200
+        poll(lambda: service.every_worker(lambda w: "fashion-mnist" in w["models"]), 5, "both loaded again")
