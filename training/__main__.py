@@ -1,4 +1,4 @@
-"""Command line: ``python -m training {run,train,anomaly,evaluate,export,quantize,report,download} --help``."""
+"""Command line: ``python -m training {run,train,anomaly,evaluate,export,quantize,report,uploads,download} --help``."""
 
 from __future__ import annotations
 
@@ -109,6 +109,15 @@ def _parser() -> argparse.ArgumentParser:
     redraw = sub.add_parser("report", help="redraw a bundle's figures from its ONNX graphs (no Keras models needed)")
     redraw.add_argument("bundle", type=Path, help="the bundle folder, e.g. models/mnist")
     redraw.add_argument("--data-dir", type=Path, help="the dataset's folder (default: as for run)")
+    measure = sub.add_parser(
+        "uploads",
+        help="score a bundle's autoencoder on images like callers send (clean, shifted, rotated, faded, JPEG) "
+        "beside the classical denoisers",
+    )
+    measure.add_argument("bundle", type=Path, help="the bundle folder, e.g. models/mnist")
+    measure.add_argument("--data-dir", type=Path, help="the dataset's folder (default: as for run)")
+    measure.add_argument("--limit-test", type=int, help="the first N test images only (default: all)")
+    measure.add_argument("--bm3d-subset", type=int, default=200, help="images per condition for slow BM3D (0 skips it)")
     download = sub.add_parser("download", help="fetch a dataset's IDX files (needs internet)")
     download.add_argument("dataset", choices=sorted(DATASETS))
     download.add_argument("--data-dir", type=Path, required=True)
@@ -163,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.command == "report":
             print(f"figures written to {pipeline.report_from_bundle(args.bundle, args.data_dir)}")
+            return 0
+        if args.command == "uploads":
+            print(pipeline.uploads_from_bundle(args.bundle, args.data_dir, args.limit_test, args.bm3d_subset))
             return 0
 
         cfg = _config(args)

@@ -17,7 +17,7 @@ import numpy as np
 
 from denoise_bundle import AnomalySpec, load_manifest
 from training import anomaly as scoring
-from training import outliers, report
+from training import outliers, report, uploads
 from training import quantize as int8
 from training.config import TrainConfig
 from training.data import Dataset, class_names, load_dataset
@@ -294,32 +294,54 @@ def write_report(
     report.latent_projection(encode(clean), data.test.labels, names, figures / "latents.png", cfg.seed)
 
 
+def _onnx_graph(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """A bundle's graph as a function of (n, 28, 28) float32 images, run by ONNX Runtime on CPU."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def run(images: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(None, {input_name: images[..., np.newaxis].astype(np.float32)})[0])
+
+    return run
+
+
+def _images_out(graph: Callable[[np.ndarray], np.ndarray]) -> Denoiser:
+    """A graph whose outputs are (n, 28, 28, 1) images as a denoiser of (n, 28, 28) images."""
+    return lambda images: graph(images)[..., 0]
+
+
+def _bundle_config(bundle: Path, data_dir: Path | None) -> tuple[dict[str, Any], TrainConfig]:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    cfg = TrainConfig(dataset=manifest["dataset"], name=manifest["name"], seed=manifest["training"]["seed"])
+    return manifest, replace(cfg, data_dir=data_dir)
+
+
 def report_from_bundle(bundle: Path, data_dir: Path | None) -> Path:
     """Redraw a bundle's figures (and sample images) from its ONNX graphs and manifest (the loss curves only where the
     manifest records the training history), with ONNX Runtime: no Keras models needed."""
-    import onnxruntime as ort
-
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    training = manifest["training"]
-    cfg = TrainConfig(dataset=manifest["dataset"], name=manifest["name"], seed=training["seed"])
-    data = load_data(replace(cfg, data_dir=data_dir))
-
-    def graph(name: str) -> Callable[[np.ndarray], np.ndarray]:
-        session = ort.InferenceSession(bundle / f"{name}.onnx", providers=["CPUExecutionProvider"])
-        input_name = session.get_inputs()[0].name
-
-        def run(images: np.ndarray) -> np.ndarray:
-            return np.asarray(session.run(None, {input_name: images[..., np.newaxis].astype(np.float32)})[0])
-
-        return run
-
-    autoencoder, encoder = graph("autoencoder"), graph("encoder")
+    manifest, cfg = _bundle_config(bundle, data_dir)
+    data = load_data(cfg)
     write_report(
         cfg,
         bundle,
-        lambda images: autoencoder(images)[..., 0],
-        encoder,
+        _images_out(_onnx_graph(bundle / "autoencoder.onnx")),
+        _onnx_graph(bundle / "encoder.onnx"),
         data,
-        training.get("history", {}),
+        manifest["training"].get("history", {}),
     )
     return bundle / "report"
+
+
+def uploads_from_bundle(bundle: Path, data_dir: Path | None, limit_test: int | None, bm3d_subset: int) -> str:
+    """Score a bundle's autoencoder (float32, and its int8 copy where it ships one) on the upload conditions
+    (:mod:`training.uploads`), beside the classical denoisers; the table as markdown."""
+    manifest, cfg = _bundle_config(bundle, data_dir)
+    clean = to_float(load_data(cfg).test.images[:limit_test])[..., 0]
+    networks: dict[str, Denoiser] = {}
+    for label, file in (("float32", "autoencoder.onnx"), ("int8", "autoencoder.int8.onnx")):
+        if (bundle / file).is_file():
+            networks[f"{manifest['name']} {manifest['version']} {label}"] = _images_out(_onnx_graph(bundle / file))
+    table = uploads.uploads_table(clean, networks, seed=cfg.seed, bm3d_subset=bm3d_subset)
+    return f"{len(clean)} test images of {cfg.dataset}, seed {cfg.seed}\n\n" + uploads.markdown(table, list(networks))

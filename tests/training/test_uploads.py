@@ -1,0 +1,116 @@
+"""The upload conditions (training/uploads.py): what each does to an image, fixed and seeded; the table
+they make; and the command that scores a committed bundle on them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from tests.server import REPO
+from tests.training.conftest import write_idx_dataset
+from training import uploads
+from training.uploads import UPLOADS, upload_pair, uploads_table
+
+
+def _digits(n: int = 12) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    images = np.zeros((n, 28, 28), dtype=np.float32)
+    for i in range(n):
+        top, left = rng.integers(6, 12, size=2)
+        images[i, top : top + 12, left : left + 4] = 1.0
+        images[i, top, left : left + 8] = 0.8
+    return images
+
+
+@pytest.mark.parametrize("upload", UPLOADS, ids=lambda u: u.label)
+def test_every_condition_is_seeded_and_in_range(upload: uploads.Upload) -> None:
+    clean = _digits()
+    target, sent = upload_pair(clean, upload, seed=3)
+    again_target, again_sent = upload_pair(clean, upload, seed=3)
+    assert target.shape == sent.shape == clean.shape
+    assert target.dtype == sent.dtype == np.float32
+    assert sent.min() >= 0.0
+    assert sent.max() <= 1.0
+    assert np.array_equal(target, again_target)
+    assert np.array_equal(sent, again_sent)
+    if upload.make is not uploads.clean_pass_through:
+        assert not np.array_equal(upload_pair(clean, upload, seed=4)[1], sent)
+
+
+def test_clean_pass_through_sends_the_clean_image() -> None:
+    clean = _digits()
+    target, sent = upload_pair(clean, UPLOADS[0], seed=0)
+    assert np.array_equal(target, clean)
+    assert np.array_equal(sent, clean)
+
+
+def test_shifted_targets_are_the_digits_moved_by_at_most_four_pixels() -> None:
+    clean = _digits()
+    target, _ = uploads.shifted(clean, np.random.default_rng(0))
+    for image, moved in zip(clean, target, strict=True):
+        matches = [
+            (dy, dx)
+            for dy in range(-4, 5)
+            for dx in range(-4, 5)
+            if np.array_equal(ndimage.shift(image, (dy, dx), order=0, mode="constant"), moved)
+        ]
+        assert matches
+
+
+def test_rotated_targets_keep_the_ink() -> None:
+    clean = _digits()
+    target, _ = uploads.rotated(clean, np.random.default_rng(0))
+    assert np.allclose(target.sum(axis=(1, 2)), clean.sum(axis=(1, 2)), rtol=0.15)
+
+
+def test_faded_scans_lift_the_background_and_lower_the_contrast() -> None:
+    clean = _digits()
+    target, sent = uploads.faded(clean, np.random.default_rng(0))
+    assert np.array_equal(target, clean)
+    background = np.nanmedian(np.where(clean == 0, sent, np.nan).reshape(len(clean), -1), axis=1)
+    ink = np.nanmedian(np.where(clean == 1, sent, np.nan).reshape(len(clean), -1), axis=1)
+    assert (background <= 0.5 + 0.05).all()
+    assert background.max() > 0.1  # some are lifted
+    assert ((ink - background) >= 0.4 * (1 - background) - 0.1).all()
+
+
+def test_jpeg_inputs_are_decoded_jpegs_of_noisy_images() -> None:
+    clean = _digits()
+    target, sent = uploads.jpeg(clean, np.random.default_rng(0))
+    assert np.array_equal(target, clean)
+    assert np.allclose(sent * 255, np.round(sent * 255), atol=1e-4)  # 8-bit pixels, as decoded
+
+
+def test_table_scores_every_method_on_every_condition() -> None:
+    clean = _digits(6)
+    table = uploads_table(clean, {"identity": lambda x: x}, seed=0, bm3d_subset=0, log=lambda line: None)
+    assert list(table) == [upload.label for upload in UPLOADS]
+    for row in table.values():
+        assert set(row) == {"input as sent", "gaussian blur", "median 3x3", "non-local means", "identity"}
+        assert row["identity"] == row["input as sent"]
+    text = uploads.markdown(table, ["identity"])
+    assert text.count("\n") == 2 + len(UPLOADS)
+
+
+@pytest.mark.slow
+def test_uploads_command_scores_a_committed_bundle(tmp_path: Path) -> None:
+    data = write_idx_dataset(tmp_path / "data", n_train=20, n_test=12)
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "uploads", "models/mnist", "--data-dir", str(data), "--bm3d-subset", "2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "12 test images of mnist" in result.stdout
+    for upload in UPLOADS:
+        assert f"| {upload.label} |" in result.stdout
+    assert "mnist 2.2.0 float32" in result.stdout
+    assert "mnist 2.2.0 int8" in result.stdout
