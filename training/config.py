@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from denoise_bundle import IMAGE_SHAPE
 from training.noise import BlindNoise
+from training.uploads import UploadMix
 
 MAX_LATENT_SIZE = 392  # half of 28 * 28: at least 2x compression
 
@@ -55,6 +56,8 @@ class TrainConfig:
     final_lr_fraction: float = 0.01
     architecture: Architecture = field(default_factory=Architecture)
     noise: BlindNoise = field(default_factory=BlindNoise)
+    #: Images like callers send (moved, clean, faded, JPEG) among the training inputs.
+    uploads: UploadMix = field(default_factory=UploadMix)
     #: Use only this many training / test images (quick mode); ``None`` uses all.
     limit_train: int | None = None
     limit_test: int | None = None

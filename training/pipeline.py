@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +224,12 @@ def export(cfg: TrainConfig, run_dir: Path) -> Path:
         description=f"Blind convolutional denoising autoencoder for {cfg.dataset} (28x28, light on dark)",
         parity_sample=sample,
         extra={
-            "noise": {"blind": True, "ranges": cfg.noise.ranges(), "weights": list(cfg.noise.weights)},
+            "noise": {
+                "blind": True,
+                "ranges": cfg.noise.ranges(),
+                "weights": list(cfg.noise.weights),
+                "uploads": asdict(cfg.uploads),
+            },
             "training": {  # as trained (train's own options, e.g. --epochs), versioned as exported
                 **json.loads((run_dir / "config.json").read_text()),
                 "version": cfg.version,

@@ -1,4 +1,5 @@
-"""Fit a model on a tf.data pipeline of blindly corrupted images, fresh noise every epoch."""
+"""Fit a model on a tf.data pipeline of blindly corrupted images, fresh noise every epoch, with a share
+of images like callers send (:class:`training.uploads.UploadMix`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import tensorflow as tf
 from denoise_bundle import IMAGE_SHAPE
 from training.config import TrainConfig
 from training.noise import BlindNoise
+from training.uploads import UploadMix
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
@@ -28,30 +30,29 @@ def split_validation(images: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 
 def noisy_batches(
-    clean: np.ndarray, noise: BlindNoise, batch_size: int, seed: int, epochs: int
+    clean: np.ndarray, noise: BlindNoise, mix: UploadMix, batch_size: int, seed: int, epochs: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (noisy, clean) batches; each epoch reshuffles and draws new noise from ``[seed, epoch]``."""
+    """Yield (input, target) batches; each epoch reshuffles and draws new corruptions from ``[seed, epoch]``."""
     for epoch in range(epochs):
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(len(clean))
         for start in range(0, len(order) - batch_size + 1, batch_size):
-            batch = clean[order[start : start + batch_size]]
-            yield noise.apply(batch, rng), batch
+            yield mix.apply(clean[order[start : start + batch_size]], rng, noise)
 
 
 def training_dataset(clean: np.ndarray, cfg: TrainConfig) -> tuple[tf.data.Dataset, int]:
     spec = tf.TensorSpec((cfg.batch_size, *IMAGE_SHAPE), tf.float32)
     dataset = tf.data.Dataset.from_generator(
-        lambda: noisy_batches(clean, cfg.noise, cfg.batch_size, cfg.seed, cfg.epochs),
+        lambda: noisy_batches(clean, cfg.noise, cfg.uploads, cfg.batch_size, cfg.seed, cfg.epochs),
         output_signature=(spec, spec),
     ).prefetch(tf.data.AUTOTUNE)
     return dataset, len(clean) // cfg.batch_size
 
 
 def validation_data(clean: np.ndarray, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed noisy validation set, so epochs are compared on the same inputs."""
+    """A fixed corrupted validation set (inputs, targets), so epochs are compared on the same images."""
     rng = np.random.default_rng([cfg.seed, 10_000])
-    return cfg.noise.apply(clean, rng), clean
+    return cfg.uploads.apply(clean, rng, cfg.noise)
 
 
 def cosine_lr(cfg: TrainConfig, epoch: int) -> float:

@@ -21,7 +21,7 @@ from PIL import Image
 from scipy import ndimage
 
 from training.evaluate import CLASSICAL, Denoiser, bm3d_denoise, gaussian_blur, mean_scores, median3, nl_means
-from training.noise import gaussian
+from training.noise import BlindNoise, gaussian
 
 #: The seeds' noise, under which shifted and rotated digits are measured (against the centred
 #: ``gaussian 0.5`` row of the evaluation table).
@@ -39,50 +39,72 @@ JPEG_SIGMA = 0.2
 Pair = tuple[np.ndarray, np.ndarray]
 
 
+def shift_images(images: np.ndarray, rng: np.random.Generator, max_px: int = MAX_SHIFT_PX) -> np.ndarray:
+    """Each image moved by whole pixels, up to ``max_px`` each way (zeros come in)."""
+    moves = rng.integers(-max_px, max_px + 1, size=(len(images), 2))
+    return np.stack(
+        [ndimage.shift(image, move, order=0, mode="constant") for image, move in zip(images, moves, strict=True)]
+    ).astype(np.float32)
+
+
+def rotate_images(images: np.ndarray, rng: np.random.Generator, max_deg: float = MAX_ROTATION_DEG) -> np.ndarray:
+    """Each image turned by up to ``max_deg`` either way about its centre (bilinear)."""
+    angles = rng.uniform(-max_deg, max_deg, size=len(images))
+    turned = [
+        ndimage.rotate(image, angle, reshape=False, order=1, mode="constant")
+        for image, angle in zip(images, angles, strict=True)
+    ]
+    return np.asarray(np.clip(np.stack(turned), 0.0, 1.0), dtype=np.float32)
+
+
+def fade_images(
+    images: np.ndarray,
+    rng: np.random.Generator,
+    background: tuple[float, float] = FADE_BACKGROUND,
+    contrast: tuple[float, float] = FADE_CONTRAST,
+    sigma: float = FADE_SIGMA,
+) -> np.ndarray:
+    """A faded scan of each image: ``background + contrast * (1 - background) * x``, then light noise."""
+    lifted = rng.uniform(*background, size=(len(images), 1, 1)).astype(np.float32)
+    kept = rng.uniform(*contrast, size=(len(images), 1, 1)).astype(np.float32)
+    return np.asarray(gaussian(lifted + kept * (1.0 - lifted) * images, sigma, rng), dtype=np.float32)
+
+
+def jpeg_images(images: np.ndarray, rng: np.random.Generator, quality: tuple[int, int] = JPEG_QUALITY) -> np.ndarray:
+    """Each image saved as JPEG at a quality drawn from ``quality`` (inclusive) and decoded again."""
+    qualities = rng.integers(quality[0], quality[1] + 1, size=len(images))
+    out = np.empty_like(images)
+    for i, (image, level) in enumerate(zip(images, qualities, strict=True)):
+        buffer = io.BytesIO()
+        Image.fromarray(np.round(image * 255).astype(np.uint8), mode="L").save(buffer, "JPEG", quality=int(level))
+        out[i] = np.asarray(Image.open(buffer), dtype=np.float32) / 255
+    return out
+
+
 def clean_pass_through(images: np.ndarray, rng: np.random.Generator) -> Pair:
     return images, images.copy()
 
 
 def shifted(images: np.ndarray, rng: np.random.Generator) -> Pair:
-    """Each digit moved by whole pixels, up to :data:`MAX_SHIFT_PX` each way, then the seeds' noise."""
-    moves = rng.integers(-MAX_SHIFT_PX, MAX_SHIFT_PX + 1, size=(len(images), 2))
-    target = np.stack(
-        [ndimage.shift(image, move, order=0, mode="constant") for image, move in zip(images, moves, strict=True)]
-    )
+    """Each digit moved by up to :data:`MAX_SHIFT_PX` each way, then the seeds' noise."""
+    target = shift_images(images, rng)
     return target, gaussian(target, SEEDS_SIGMA, rng)
 
 
 def rotated(images: np.ndarray, rng: np.random.Generator) -> Pair:
-    """Each digit turned by up to :data:`MAX_ROTATION_DEG` either way (bilinear), then the seeds' noise."""
-    angles = rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG, size=len(images))
-    target = np.stack(
-        [
-            np.clip(ndimage.rotate(image, angle, reshape=False, order=1, mode="constant"), 0.0, 1.0)
-            for image, angle in zip(images, angles, strict=True)
-        ]
-    ).astype(np.float32)
+    """Each digit turned by up to :data:`MAX_ROTATION_DEG` either way, then the seeds' noise."""
+    target = rotate_images(images, rng)
     return target, gaussian(target, SEEDS_SIGMA, rng)
 
 
 def faded(images: np.ndarray, rng: np.random.Generator) -> Pair:
-    """A faded scan: ``background + contrast * (1 - background) * x`` plus light noise; the target is the
-    clean digit, light on black."""
-    background = rng.uniform(*FADE_BACKGROUND, size=(len(images), 1, 1)).astype(np.float32)
-    contrast = rng.uniform(*FADE_CONTRAST, size=(len(images), 1, 1)).astype(np.float32)
-    washed = background + contrast * (1.0 - background) * images
-    return images, gaussian(washed, FADE_SIGMA, rng)
+    """A faded scan; the target is the clean digit, light on black."""
+    return images, fade_images(images, rng)
 
 
 def jpeg(images: np.ndarray, rng: np.random.Generator) -> Pair:
     """A noisy scan saved as JPEG at a quality in :data:`JPEG_QUALITY`."""
-    noisy = gaussian(images, JPEG_SIGMA, rng)
-    qualities = rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1, size=len(images))
-    out = np.empty_like(noisy)
-    for i, (image, quality) in enumerate(zip(noisy, qualities, strict=True)):
-        buffer = io.BytesIO()
-        Image.fromarray(np.round(image * 255).astype(np.uint8), mode="L").save(buffer, "JPEG", quality=int(quality))
-        out[i] = np.asarray(Image.open(buffer), dtype=np.float32) / 255
-    return images, out
+    return images, jpeg_images(gaussian(images, JPEG_SIGMA, rng), rng)
 
 
 @dataclass(frozen=True)
@@ -154,3 +176,43 @@ def markdown(table: dict[str, Any], networks: list[str]) -> str:
             cells += [f"{row['bm3d']['networks_on_same_images'][n]['psnr']:.2f}" for n in networks]
         lines.append("| " + " | ".join([label, *cells]) + " |")
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class UploadMix:
+    """Training's share of images like callers send, beside the blind noise, fresh every epoch.
+
+    ``moved``: shifted (up to :data:`MAX_SHIFT_PX`) or rotated (up to :data:`MAX_ROTATION_DEG`), half
+    each, before the blind noise; the target moves with it. Then ``clean`` of the images go in
+    untouched (the target is the input), ``faded`` as faded scans of their target (background up to
+    ``FADE_BACKGROUND``'s top, contrast down to ``FADE_CONTRAST``'s bottom, noise up to
+    ``fade_sigma``), ``jpeg`` as JPEGs (quality in ``jpeg_quality``) of their noisy input; the rest
+    keep the blind noise.
+    """
+
+    moved: float = 0.35
+    clean: float = 0.08
+    faded: float = 0.08
+    jpeg: float = 0.08
+    fade_sigma: float = 0.1
+    jpeg_quality: tuple[int, int] = (10, 60)
+
+    def apply(self, batch: np.ndarray, rng: np.random.Generator, noise: BlindNoise) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets) for a clean (n, 28, 28, 1) batch, ``noise`` the blind noise."""
+        target = batch[..., 0].copy()
+        moved = np.flatnonzero(rng.random(len(target)) < self.moved)
+        turned = rng.random(len(moved)) < 0.5
+        if len(moved):
+            target[moved[~turned]] = shift_images(target[moved[~turned]], rng)
+            target[moved[turned]] = rotate_images(target[moved[turned]], rng)
+        inputs = noise.apply(target, rng)
+        draw = rng.random(len(target))
+        clean = draw < self.clean
+        faded_ = (draw >= self.clean) & (draw < self.clean + self.faded)
+        jpeg_ = (draw >= self.clean + self.faded) & (draw < self.clean + self.faded + self.jpeg)
+        inputs[clean] = target[clean]
+        if faded_.any():
+            inputs[faded_] = fade_images(target[faded_], rng, sigma=float(rng.uniform(0.0, self.fade_sigma)))
+        if jpeg_.any():
+            inputs[jpeg_] = jpeg_images(inputs[jpeg_], rng, self.jpeg_quality)
+        return inputs[..., np.newaxis], target[..., np.newaxis]

@@ -114,3 +114,21 @@ def test_uploads_command_scores_a_committed_bundle(tmp_path: Path) -> None:
         assert f"| {upload.label} |" in result.stdout
     assert "mnist 2.2.0 float32" in result.stdout
     assert "mnist 2.2.0 int8" in result.stdout
+
+
+def test_the_training_mix_moves_targets_with_inputs_and_passes_some_through() -> None:
+    from training.noise import BlindNoise
+
+    clean = np.repeat(_digits(), 50, axis=0)[..., np.newaxis]  # 600 images
+    mix = uploads.UploadMix()
+    inputs, targets = mix.apply(clean, np.random.default_rng(1), BlindNoise())
+    again = mix.apply(clean, np.random.default_rng(1), BlindNoise())
+    assert np.array_equal(inputs, again[0])
+    assert inputs.shape == targets.shape == clean.shape
+    assert inputs.dtype == targets.dtype == np.float32
+    moved = ~np.all(targets == clean, axis=(1, 2, 3))
+    assert abs(moved.mean() - mix.moved) < 0.1  # a few moves are by (0, 0) or by 0 degrees
+    passed = np.all(inputs == targets, axis=(1, 2, 3))
+    assert abs(passed.mean() - mix.clean) < 0.05
+    # The moved targets still hold the digit's ink (a move of up to 4 px keeps the strokes in frame).
+    assert np.allclose(targets.sum(axis=(1, 2, 3)), clean.sum(axis=(1, 2, 3)), rtol=0.2)
