@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from training.report import anomaly_table, int8_table, markdown_table
+from training.uploads import markdown as uploads_markdown
 
 CARD_FILE = "README.md"
 TITLES = {"mnist": "MNIST digits", "fashion-mnist": "Fashion-MNIST garments"}
@@ -96,6 +97,16 @@ def _evaluation(manifest: dict[str, Any]) -> list[str]:
             f"(raw pixels {pixels['kmeans10_purity']:.3f})."
         )
     lines.append("")
+    if evaluation.get("uploads"):
+        networks = [name for name in ("autoencoder", "reference") if name in next(iter(evaluation["uploads"].values()))]
+        lines += [
+            "Images like callers send (`training/uploads.py`: the parameters are fixed there), scored against "
+            "what a perfect denoiser returns (the moved digit itself; the clean digit, light on black, for "
+            "the others):",
+            "",
+            uploads_markdown(evaluation["uploads"], networks).rstrip(),
+            "",
+        ]
     if manifest.get("int8"):
         lines += [
             "The int8 copy (`autoencoder.int8.onnx`), which the service runs on CPU, against float32 "

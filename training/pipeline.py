@@ -181,6 +181,7 @@ def evaluate(cfg: TrainConfig, run_dir: Path, bm3d_subset: int) -> dict[str, Any
         networks[REFERENCE] = as_denoiser(reference)
     clean = to_float(data.test.images)[..., 0]
     table = denoising_table(clean, networks, seed=cfg.seed, bm3d_subset=bm3d_subset)
+    upload_rows = uploads.uploads_table(clean, networks, seed=cfg.seed, bm3d_subset=bm3d_subset)
     probe_images = data.train.images[:PROBE_TRAIN_IMAGES]
     encode = models.encoder.predict
     latents = {
@@ -192,6 +193,7 @@ def evaluate(cfg: TrainConfig, run_dir: Path, bm3d_subset: int) -> dict[str, Any
         "metric_notes": "mean per-image PSNR (dB, capped at 100) / SSIM on the test set; "
         "classical denoisers tuned blind from each image's estimated noise",
         "denoising": table,
+        "uploads": upload_rows,
         "bce_gaussian_0.5": bce_at(clean, networks, cfg.seed),
         "latent_probes": {
             name: latent_probes(tr, data.train.labels[:PROBE_TRAIN_IMAGES], te, data.test.labels, cfg.seed)
@@ -200,7 +202,9 @@ def evaluate(cfg: TrainConfig, run_dir: Path, bm3d_subset: int) -> dict[str, Any
         "verdict": verdict(table, OURS, REFERENCE if reference is not None else None),
     }
     (run_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
-    (run_dir / "evaluation.md").write_text(report.markdown_table(table))
+    (run_dir / "evaluation.md").write_text(
+        report.markdown_table(table) + "\n" + uploads.markdown(upload_rows, list(networks))
+    )
     return evaluation
 
 

@@ -23,6 +23,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from denoise_bundle import INT8_AUTOENCODER_FILE, GraphSpec, Int8Spec, Manifest, file_sha256
 from training.evaluate import CONDITIONS, mean_psnr, noisy_test_set
 from training.noise import BlindNoise
+from training.uploads import UPLOADS, upload_pair
 
 log = logging.getLogger("training.quantize")
 
@@ -79,15 +80,17 @@ def _denoiser(path: Path, input_name: str) -> Callable[[np.ndarray], np.ndarray]
 
 
 def psnr_rows(float32: Path, int8: Path, input_name: str, clean: np.ndarray, seed: int) -> dict[str, dict[str, float]]:
-    """Both graphs' mean PSNR on every evaluation row (the evaluation's own noisy test sets), and the change."""
+    """Both graphs' mean PSNR on every evaluation row (the evaluation's own noisy test sets, and the upload
+    conditions), and the change."""
     runs = {"float32": _denoiser(float32, input_name), "int8": _denoiser(int8, input_name)}
     rows: dict[str, dict[str, float]] = {}
-    for condition in CONDITIONS:
-        noisy = noisy_test_set(clean, condition, seed)
-        row = {name: mean_psnr(clean, run(noisy)) for name, run in runs.items()}
+    pairs = [(condition.label, clean, noisy_test_set(clean, condition, seed)) for condition in CONDITIONS]
+    pairs += [(upload.label, *upload_pair(clean, upload, seed)) for upload in UPLOADS]
+    for label, target, sent in pairs:
+        row = {name: mean_psnr(target, run(sent)) for name, run in runs.items()}
         row["delta"] = row["int8"] - row["float32"]
-        rows[condition.label] = row
-        log.info("%s: float32 %.3f dB, int8 %.3f dB (%+.3f)", condition.label, *row.values())
+        rows[label] = row
+        log.info("%s: float32 %.3f dB, int8 %.3f dB (%+.3f)", label, *row.values())
     return rows
 
 

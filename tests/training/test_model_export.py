@@ -22,6 +22,7 @@ from training.evaluate import CONDITIONS
 from training.export import export_bundle, write_manifest
 from training.model import MAX_LATENT_SIZE, Architecture, build_autoencoder, build_reference
 from training.quantize import GATE_DB, quantize_bundle
+from training.uploads import UPLOADS
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +104,7 @@ def test_int8_copy_ships_only_within_its_gate(tmp_path: Path, monkeypatch: pytes
     train, test = rng.random((128, 28, 28), dtype=np.float32), rng.random((24, 28, 28), dtype=np.float32)
     spec = quantize_bundle(tmp_path, manifest, train, test, seed=3)
     assert spec is not None  # an untrained net's output survives int8
-    assert set(spec.psnr) == {condition.label for condition in CONDITIONS}
+    assert set(spec.psnr) == {condition.label for condition in CONDITIONS} | {upload.label for upload in UPLOADS}
     assert all(abs(row["delta"]) <= GATE_DB for row in spec.psnr.values())
     write_manifest(tmp_path, manifest.model_copy(update={"int8": spec}))
     reloaded = load_manifest(tmp_path)
@@ -148,6 +149,12 @@ def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
     )
     assert manifest.evaluation["latent_probes"]["latent"]["features"] == 7 * 7 * 4
     assert set(table) >= {"shifted-gaussian 0.5", "poisson 5"}
+    upload_rows = manifest.evaluation["uploads"]
+    assert list(upload_rows) == [upload.label for upload in UPLOADS]
+    assert {"input as sent", "non-local means", "bm3d", "autoencoder", "reference"} <= set(
+        upload_rows["clean pass-through"]
+    )
+    assert "| clean pass-through |" in (out / "README.md").read_text()  # the model card shows them
     anomaly = manifest.anomaly
     assert anomaly.method == "learned head"
     assert set(anomaly.against) == {"other", "letters", "inverted"}
@@ -156,7 +163,7 @@ def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
     for figure in ("loss.png", "denoising.png", "latents.png", "anomaly.png"):
         assert (out / "report" / figure).stat().st_size > 1000
     if manifest.int8 is not None:  # shipped only within its gate, every row measured
-        assert set(manifest.int8.psnr) == set(table)
+        assert set(manifest.int8.psnr) == set(table) | set(upload_rows)
         assert (out / manifest.int8.graph.file).is_file()
     else:
         assert not (out / INT8_AUTOENCODER_FILE).exists()
