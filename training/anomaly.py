@@ -31,6 +31,7 @@ from sklearn.metrics import roc_auc_score
 
 from denoise_bundle import IMAGE_SHAPE
 from training.noise import BlindNoise, NoiseKind, corrupt
+from training.uploads import UPLOADS, UploadMix, faded, rotated, shifted, upload_pair
 
 SCORE_INPUT = "image"
 SCORE_OUTPUT = "anomaly_score"
@@ -88,9 +89,11 @@ class ScorerData:
 
 
 def _batches(
-    data: ScorerData, noise: BlindNoise, batch_size: int, seed: int, epochs: int
+    data: ScorerData, noise: BlindNoise, mix: UploadMix, batch_size: int, seed: int, epochs: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Balanced batches: half typical (label 0), half outliers (label 1), both under the training noise."""
+    """Balanced batches: half typical (label 0), half outliers (label 1), both under the autoencoder's
+    training corruptions (``mix``: moved, faded and compressed alike, so that neither position nor
+    fading tells them apart; a moved or faded digit is still a digit)."""
     half = batch_size // 2
     labels = np.concatenate([np.zeros(half), np.ones(half)]).astype(np.float32)[:, None]
     for epoch in range(epochs):
@@ -99,11 +102,18 @@ def _batches(
         for start in range(0, len(typical) - half + 1, half):
             outliers = rng.integers(0, len(data.outliers), size=half)
             clean = np.concatenate([data.typical[typical[start : start + half]], data.outliers[outliers]])
-            yield noise.apply(clean, rng), labels
+            yield mix.apply(clean, rng, noise)[0], labels
 
 
 def fit_scorer(
-    model: keras.Model, train: ScorerData, noise: BlindNoise, *, epochs: int, seed: int, batch_size: int = 256
+    model: keras.Model,
+    train: ScorerData,
+    noise: BlindNoise,
+    mix: UploadMix,
+    *,
+    epochs: int,
+    seed: int,
+    batch_size: int = 256,
 ) -> dict[str, list[float]]:
     keras.utils.set_random_seed(seed)
     model.compile(
@@ -116,7 +126,7 @@ def fit_scorer(
         tf.TensorSpec((batch_size, 1), tf.float32),
     )
     dataset = tf.data.Dataset.from_generator(
-        lambda: _batches(train, noise, batch_size, seed, epochs), output_signature=spec
+        lambda: _batches(train, noise, mix, batch_size, seed, epochs), output_signature=spec
     ).prefetch(tf.data.AUTOTUNE)
     steps = len(train.typical) // (batch_size // 2)
     history = model.fit(dataset, steps_per_epoch=steps, epochs=epochs, shuffle=False, verbose=2)
@@ -158,24 +168,37 @@ def rates(typical_scores: np.ndarray, outlier_scores: np.ndarray, threshold: flo
     }
 
 
+def in_distribution(images: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """The dataset's own images as callers send them, all typical: under the pooled noises, and shifted,
+    rotated and faded as the evaluation's upload conditions make them (float32 (n, 28, 28) in [0, 1])."""
+    kinds = {"pooled noise": pooled_noise(images, seed)}
+    for upload in UPLOADS:
+        if upload.make in (shifted, rotated, faded):
+            kinds[upload.make.__name__] = upload_pair(images, upload, seed)[1]
+    return kinds
+
+
 def evaluate_methods(
     methods: dict[str, Scorer],
     calibration: np.ndarray,
-    typical: np.ndarray,
+    typical: dict[str, np.ndarray],
     out_sets: dict[str, np.ndarray],
     shipped: str,
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
-    """Every method's AUROC against every out-set, with its threshold from the calibration images;
-    returns the evaluation and every score (for the figure). All image sets are already noisy."""
+    """Every method's AUROC against every out-set, with its threshold from the calibration images, and its
+    false flags on the typical images, in all and by kind; returns the evaluation and every score (for
+    the figure). All image sets are already corrupted."""
     results: dict[str, Any] = {}
     scores: dict[str, dict[str, np.ndarray]] = {}
     for name, method in methods.items():
         threshold = float(np.quantile(method(calibration), CALIBRATION_QUANTILE))
-        own = method(typical)
+        by_kind = {kind: method(images) for kind, images in typical.items()}
+        own = np.concatenate(list(by_kind.values()))
         scores[name] = {"typical": own, **{out: method(images) for out, images in out_sets.items()}}
         results[name] = {
             "threshold": threshold,
             "false_flags": float(np.mean(own > threshold)),
+            "false_flags_by_kind": {kind: float(np.mean(values > threshold)) for kind, values in by_kind.items()},
             "against": {out: rates(own, scores[name][out], threshold) for out in out_sets},
         }
     return {"shipped": shipped, "methods": results}, scores

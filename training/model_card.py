@@ -127,7 +127,12 @@ def _anomaly(manifest: dict[str, Any]) -> list[str]:
     if not anomaly.get("against"):
         return ["## Anomaly score", "", intro, ""]
     intro += " AUROC against what callers send by mistake, the share of it flagged, and false flags on the test set:"
-    return ["## Anomaly score", "", intro, "", anomaly_table(anomaly).rstrip(), ""]
+    lines = ["## Anomaly score", "", intro, "", anomaly_table(anomaly).rstrip(), ""]
+    by_kind = anomaly.get("details", {}).get("false_flags_by_kind")
+    if by_kind:
+        shares = ", ".join(f"{kind} {share:.1%}" for kind, share in by_kind.items())
+        lines += [f"False flags by kind of test digit (all of them digits, none an anomaly): {shares}.", ""]
+    return lines
 
 
 def render(manifest: dict[str, Any]) -> str:

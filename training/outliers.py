@@ -4,7 +4,10 @@ All are uint8 (n, 28, 28), light on dark like MNIST, except the inverted set, wh
 dark-on-light scan sent without ``invert=true`` looks like.
 
 - ``letters``: A-Z and a-z rendered with the fonts on this machine, fitted in a 20x20 box and
-  centred by centre of mass in 28x28, as MNIST's digits were. Only ever used to judge the score.
+  centred by centre of mass in 28x28, as MNIST's digits were. The fonts are split
+  (:func:`split_fonts`): the score trains against letters in the sans-serif faces, and is judged on
+  letters in the serif and monospaced faces it never saw, and on letters in the faces it saw at
+  other sizes, pen weights and positions (``varied``), each reported apart.
 - ``strokes``: random pen strokes and outlines drawn the same way; used to train the score, so
   that it learns what makes this dataset's shapes typical rather than "any bright strokes".
 - ``glyphs``: typographic symbols and the Greek letters that look like no Latin one, rendered like
@@ -26,6 +29,12 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 #: (and nothing shaped like a bare stroke, which is a 1).
 GLYPHS = "ΓΔΘΛΞΠΣΦΨΩβγδεζηθλμξπσφψω@#$%&?§¶∂∑√≈≠±÷×∞★☆♠♣♥♦→←↑↓⇒⇔∀∃∈∩∪⊂⊕⊗∇∮♪♫☺☼✓✗※‡<>"
 _CANVAS = 112  # draw at 4x, then fit into 20x20 with antialiasing
+#: Font families whose name holds one of these are held out of the score's training entirely.
+HELD_OUT_STYLES = ("Serif", "Mono")
+#: ``varied`` renderings: box sizes, extra pen weight and how far from the centre of mass.
+VARIED_BOX = (13, 23)
+VARIED_STROKE = (0, 10)
+VARIED_OFFSET_PX = 4
 
 
 def fonts() -> list[Path]:
@@ -37,14 +46,22 @@ def fonts() -> list[Path]:
     return sorted(found)
 
 
-def fit_like_mnist(drawing: np.ndarray) -> np.ndarray:
-    """Scale a light-on-dark drawing's bounding box into 20x20 (aspect kept) and centre it by mass in 28x28."""
+def split_fonts(font_files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(fonts the score may train against, fonts held out of its training): by family, the serif and
+    monospaced faces held out (:data:`HELD_OUT_STYLES`)."""
+    held_out = [path for path in font_files if any(style in path.stem.split("-")[0] for style in HELD_OUT_STYLES)]
+    return [path for path in font_files if path not in held_out], held_out
+
+
+def fit_like_mnist(drawing: np.ndarray, box: int = 20, offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Scale a light-on-dark drawing's bounding box into ``box`` x ``box`` (aspect kept; MNIST's 20) and
+    centre it by mass in 28x28, moved by ``offset`` pixels."""
     ys, xs = np.nonzero(drawing > 0)
     out = np.zeros((28, 28), dtype=np.uint8)
     if len(ys) == 0:
         return out
     crop = drawing[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    scale = 20 / max(crop.shape)
+    scale = box / max(crop.shape)
     size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
     small = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
     h, w = small.shape
@@ -52,7 +69,7 @@ def fit_like_mnist(drawing: np.ndarray) -> np.ndarray:
     out_f = np.zeros((28, 28), dtype=np.float32)
     out_f[top : top + h, left : left + w] = small
     cy, cx = ndimage.center_of_mass(out_f)
-    shifted = ndimage.shift(out_f, (14 - cy, 14 - cx), order=1, mode="constant")
+    shifted = ndimage.shift(out_f, (14 - cy + offset[0], 14 - cx + offset[1]), order=1, mode="constant")
     return np.asarray(np.clip(shifted, 0, 255), dtype=np.uint8)
 
 
@@ -64,9 +81,12 @@ def _glyph(char: str, font: ImageFont.FreeTypeFont, stroke: int) -> np.ndarray:
     return np.asarray(canvas)
 
 
-def letters(font_files: Iterable[Path] | None = None, seed: int = 0, variants: int = 2) -> np.ndarray:
-    """Every letter in every font, each drawn ``variants`` times with a random pen weight and slant."""
-    return rendered(LETTERS, font_files, seed, variants)
+def letters(
+    font_files: Iterable[Path] | None = None, seed: int = 0, variants: int = 2, varied: bool = False
+) -> np.ndarray:
+    """Every letter in every font, each drawn ``variants`` times with a random pen weight and slant (and with
+    ``varied``, at a random size, a heavier pen and off centre)."""
+    return rendered(LETTERS, font_files, seed, variants, varied)
 
 
 def glyphs(font_files: Iterable[Path] | None = None, seed: int = 0, variants: int = 2) -> np.ndarray:
@@ -74,7 +94,9 @@ def glyphs(font_files: Iterable[Path] | None = None, seed: int = 0, variants: in
     return rendered(GLYPHS, font_files, seed, variants)
 
 
-def rendered(chars: str, font_files: Iterable[Path] | None, seed: int, variants: int) -> np.ndarray:
+def rendered(
+    chars: str, font_files: Iterable[Path] | None, seed: int, variants: int, varied: bool = False
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     images: list[np.ndarray] = []
     for path in font_files if font_files is not None else fonts():
@@ -84,10 +106,16 @@ def rendered(chars: str, font_files: Iterable[Path] | None, seed: int, variants:
             continue
         for char in chars:
             for _ in range(variants):
-                glyph = _glyph(char, font, stroke=int(rng.integers(0, 6)))
+                stroke = int(rng.integers(*VARIED_STROKE)) if varied else int(rng.integers(0, 6))
+                glyph = _glyph(char, font, stroke=stroke)
                 angle = float(rng.uniform(-12, 12))
                 rotated = np.asarray(Image.fromarray(glyph).rotate(angle, resample=Image.Resampling.BILINEAR))
-                images.append(fit_like_mnist(rotated))
+                if varied:
+                    box = int(rng.integers(*VARIED_BOX))
+                    offset = rng.uniform(-VARIED_OFFSET_PX, VARIED_OFFSET_PX, size=2)
+                    images.append(fit_like_mnist(rotated, box, (float(offset[0]), float(offset[1]))))
+                else:
+                    images.append(fit_like_mnist(rotated))
     return np.stack(images) if images else np.zeros((0, 28, 28), dtype=np.uint8)
 
 

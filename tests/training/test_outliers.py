@@ -1,4 +1,5 @@
-"""The anomaly score's out-sets: drawn like MNIST, reproducible, and letters kept out of training."""
+"""The anomaly score's out-sets: drawn like MNIST, reproducible; the fonts the score is judged on split
+from those it trains against; its typical images as callers send them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from training import outliers
-from training.anomaly import POOLED_CONDITIONS, pooled_noise, rates
+from training.anomaly import POOLED_CONDITIONS, in_distribution, pooled_noise, rates
 
 
 def test_letters_are_fitted_and_centred_like_mnist() -> None:
@@ -56,3 +57,33 @@ def test_rates_auroc_and_flags() -> None:
     typical, odd = np.array([0.0, 0.1, 0.2]), np.array([0.5, 0.6])
     assert rates(typical, odd, threshold=0.3) == {"auroc": 1.0, "flagged": 1.0}
     assert rates(typical, np.array([0.05]), threshold=0.3)["flagged"] == 0.0
+
+
+def test_held_out_fonts_are_whole_serif_and_monospaced_families() -> None:
+    names = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "LiberationMono-Italic.ttf", "Foo-Bold.otf"]
+    from pathlib import Path
+
+    trained, held_out = outliers.split_fonts([Path(name) for name in names])
+    assert [p.name for p in held_out] == ["DejaVuSerif.ttf", "LiberationMono-Italic.ttf"]
+    assert [p.name for p in trained] == ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "Foo-Bold.otf"]
+
+
+def test_varied_letters_differ_in_size_and_position() -> None:
+    fonts = outliers.fonts()
+    if not fonts:
+        pytest.skip("no fonts on this machine")
+    plain = outliers.letters(fonts[:1], seed=0, variants=1)
+    varied = outliers.letters(fonts[:1], seed=0, variants=1, varied=True)
+    assert varied.shape == plain.shape
+    centres = np.array([ndimage.center_of_mass(image.astype(np.float64)) for image in varied])
+    assert np.abs(centres - 14).max() > 2  # some are off centre
+    extents = [max(np.ptp(np.nonzero(image)[0]), np.ptp(np.nonzero(image)[1])) for image in varied]
+    assert min(extents) < 18  # some are smaller than MNIST's 20x20 box
+
+
+def test_typical_images_include_moved_and_faded_digits() -> None:
+    clean = np.zeros((20, 28, 28), dtype=np.float32)
+    clean[:, 8:20, 12:16] = 1.0
+    kinds = in_distribution(clean, seed=1)
+    assert list(kinds) == ["pooled noise", "shifted", "rotated", "faded"]
+    assert all(images.shape == clean.shape for images in kinds.values())
