@@ -3,16 +3,16 @@ they make; and the command that scores a committed bundle on them."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
+from tests.docs import blocks
 from tests.server import REPO
-from tests.training.conftest import write_idx_dataset
 from training import uploads
 from training.uploads import UPLOADS, upload_pair, uploads_table
 
@@ -98,10 +98,12 @@ def test_table_scores_every_method_on_every_condition() -> None:
 
 
 @pytest.mark.slow
-def test_uploads_command_scores_a_committed_bundle(tmp_path: Path) -> None:
-    data = write_idx_dataset(tmp_path / "data", n_train=20, n_test=12)
+def test_uploads_command_as_the_training_readme_gives_it() -> None:
+    """training/README.md's ``uploads`` line, with fewer test images (its last flags win)."""
+    (line,) = [line for block in blocks("training/README.md") for line in block.splitlines() if " uploads " in line]
+    command = shlex.split(line.split("#", 1)[0])
     result = subprocess.run(
-        [sys.executable, "-m", "training", "uploads", "models/mnist", "--data-dir", str(data), "--bm3d-subset", "2"],
+        [sys.executable, *command[1:], "--limit-test", "12", "--bm3d-subset", "2"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -114,21 +116,3 @@ def test_uploads_command_scores_a_committed_bundle(tmp_path: Path) -> None:
         assert f"| {upload.label} |" in result.stdout
     assert "mnist 2.2.0 float32" in result.stdout
     assert "mnist 2.2.0 int8" in result.stdout
-
-
-def test_the_training_mix_moves_targets_with_inputs_and_passes_some_through() -> None:
-    from training.noise import BlindNoise
-
-    clean = np.repeat(_digits(), 50, axis=0)[..., np.newaxis]  # 600 images
-    mix = uploads.UploadMix()
-    inputs, targets = mix.apply(clean, np.random.default_rng(1), BlindNoise())
-    again = mix.apply(clean, np.random.default_rng(1), BlindNoise())
-    assert np.array_equal(inputs, again[0])
-    assert inputs.shape == targets.shape == clean.shape
-    assert inputs.dtype == targets.dtype == np.float32
-    moved = ~np.all(targets == clean, axis=(1, 2, 3))
-    assert abs(moved.mean() - mix.moved) < 0.1  # a few moves are by (0, 0) or by 0 degrees
-    passed = np.all(inputs == targets, axis=(1, 2, 3))
-    assert abs(passed.mean() - mix.clean) < 0.05
-    # The moved targets still hold the digit's ink (a move of up to 4 px keeps the strokes in frame).
-    assert np.allclose(targets.sum(axis=(1, 2, 3)), clean.sum(axis=(1, 2, 3)), rtol=0.2)
