@@ -98,6 +98,32 @@ def binary_crossentropy(clean: np.ndarray, restored: np.ndarray) -> float:
     return float(np.mean(-(clean * np.log(p) + (1 - clean) * np.log(1 - p))))
 
 
+def scores_row(
+    target: np.ndarray, sent: np.ndarray, networks: dict[str, Denoiser], *, as_sent: str, bm3d_subset: int
+) -> dict[str, Any]:
+    """Every method's scores on one condition: the input as it came (named ``as_sent``), the classical
+    denoisers and ``networks``; BM3D on the first ``bm3d_subset`` images, with the networks on the same ones."""
+    methods: dict[str, Denoiser] = {
+        as_sent: lambda x: x,
+        "gaussian blur": gaussian_blur,
+        "median 3x3": median3,
+        "non-local means": nl_means,
+        **networks,
+    }
+    row: dict[str, Any] = {name: mean_scores(target, method(sent)) for name, method in methods.items()}
+    if bm3d_subset > 0:
+        subset = slice(0, min(bm3d_subset, len(target)))
+        row["bm3d"] = mean_scores(target[subset], bm3d_denoise(sent[subset]))
+        row["bm3d"]["networks_on_same_images"] = {
+            name: mean_scores(target[subset], net(sent[subset])) for name, net in networks.items()
+        }
+    return row
+
+
+def row_summary(label: str, row: dict[str, Any]) -> str:
+    return f"{label}: " + ", ".join(f"{k} {v['psnr']:.2f} dB" for k, v in row.items())
+
+
 def denoising_table(
     clean: np.ndarray,
     networks: dict[str, Denoiser],
@@ -107,27 +133,11 @@ def denoising_table(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Score every method on every condition; BM3D runs on the first ``bm3d_subset`` images."""
-    methods: dict[str, Denoiser] = {
-        "noisy input": lambda x: x,
-        "gaussian blur": gaussian_blur,
-        "median 3x3": median3,
-        "non-local means": nl_means,
-        **networks,
-    }
     table: dict[str, Any] = {}
     for condition in CONDITIONS:
         noisy = noisy_test_set(clean, condition, seed)
-        row: dict[str, Any] = {}
-        for name, method in methods.items():
-            row[name] = mean_scores(clean, method(noisy))
-        if bm3d_subset > 0:
-            subset = slice(0, min(bm3d_subset, len(clean)))
-            row["bm3d"] = mean_scores(clean[subset], bm3d_denoise(noisy[subset]))
-            row["bm3d"]["networks_on_same_images"] = {
-                name: mean_scores(clean[subset], net(noisy[subset])) for name, net in networks.items()
-            }
-        table[condition.label] = row
-        log(f"{condition.label}: " + ", ".join(f"{k} {v['psnr']:.2f} dB" for k, v in row.items()))
+        table[condition.label] = scores_row(clean, noisy, networks, as_sent="noisy input", bm3d_subset=bm3d_subset)
+        log(row_summary(condition.label, table[condition.label]))
     return table
 
 

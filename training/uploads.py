@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from training.evaluate import CLASSICAL, Denoiser, bm3d_denoise, gaussian_blur, mean_scores, median3, nl_means
+from training.evaluate import CLASSICAL, Denoiser, row_summary, scores_row
 from training.noise import BlindNoise, gaussian
 
 #: The seeds' noise, under which shifted and rotated digits are measured (against the centred
@@ -137,25 +137,11 @@ def uploads_table(
 ) -> dict[str, Any]:
     """Score the input as it came, the classical denoisers and ``networks`` on every upload condition, as
     :func:`training.evaluate.denoising_table` does on the noise conditions."""
-    methods: dict[str, Denoiser] = {
-        "input as sent": lambda x: x,
-        "gaussian blur": gaussian_blur,
-        "median 3x3": median3,
-        "non-local means": nl_means,
-        **networks,
-    }
     table: dict[str, Any] = {}
     for upload in UPLOADS:
         target, sent = upload_pair(clean, upload, seed)
-        row: dict[str, Any] = {name: mean_scores(target, method(sent)) for name, method in methods.items()}
-        if bm3d_subset > 0:
-            subset = slice(0, min(bm3d_subset, len(clean)))
-            row["bm3d"] = mean_scores(target[subset], bm3d_denoise(sent[subset]))
-            row["bm3d"]["networks_on_same_images"] = {
-                name: mean_scores(target[subset], net(sent[subset])) for name, net in networks.items()
-            }
-        table[upload.label] = row
-        log(f"{upload.label}: " + ", ".join(f"{k} {v['psnr']:.2f} dB" for k, v in row.items()))
+        table[upload.label] = scores_row(target, sent, networks, as_sent="input as sent", bm3d_subset=bm3d_subset)
+        log(row_summary(upload.label, table[upload.label]))
     return table
 
 

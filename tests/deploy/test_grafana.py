@@ -7,9 +7,7 @@ import asyncio
 import base64
 import json
 import math
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ import pytest
 import tritonclient.grpc as triton_grpc
 import yaml
 
+from tests.deploy.tools import prometheus_tool
 from tests.images import decode_png
 from tests.server import MODEL, MODELS, REPO, TEST_SETTINGS, free_port, poll, running_server, stop_tree
 
@@ -64,20 +63,11 @@ def test_dashboard_is_consistent() -> None:
         assert yaml.safe_load(path.read_text())["apiVersion"] == 1
 
 
-def _prometheus() -> str:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("CI"):
-            raise AssertionError("CI needs prometheus (apt-get install prometheus; .ci/run installs it)")
-        pytest.skip("needs prometheus (apt-get install prometheus)")
-    return binary
-
-
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     """A two-worker service (one request in progress per worker, so that bursts are shed) and a real
     Prometheus scraping it every second; yields the service's URL, its gRPC address and Prometheus's URL."""
-    binary = _prometheus()
+    binary = prometheus_tool("prometheus")
     grpc_port = free_port()
     env = {**TEST_SETTINGS, "DENOISE_WORKERS": "2", "DENOISE_MAX_INFLIGHT": "1", "DENOISE_GRPC_PORT": str(grpc_port)}
     with running_server(env) as (url, _):

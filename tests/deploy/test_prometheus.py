@@ -3,31 +3,20 @@ metrics the service really exports."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 
-import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from tests.deploy.tools import prometheus_tool
 from tests.server import REPO
 
 RULES = REPO / "deploy" / "prometheus"
 
 
-def _promtool() -> str:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI"):
-            raise AssertionError("CI needs promtool (apt-get install prometheus; .ci/run installs it)")
-        pytest.skip("needs promtool (apt-get install prometheus)")
-    return promtool
-
-
 def test_rules_are_valid_and_their_unit_tests_pass() -> None:
-    promtool = _promtool()
+    promtool = prometheus_tool("promtool")
     for argv in (["check", "rules", "rules.yml"], ["test", "rules", "rules.test.yml"]):
         result = subprocess.run([promtool, *argv], cwd=RULES, capture_output=True, text=True, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
