@@ -4,10 +4,12 @@ Work queued for a client that has gone away is not run either."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -126,69 +128,76 @@ def test_grpc_expired_by_parameter_or_client_deadline_is_not_run(grpc_server: tu
     assert float(expired.split()[-1]) >= 1
 
 
-def test_batcher_drops_a_request_whose_deadline_passes_while_it_queues() -> None:
-    """A request queued behind a busy inference slot, whose deadline passes before its batch is formed,
-    is not run: its caller gets DeadlineExceeded, and the graph never sees its images."""
-    release = threading.Event()
-    calls: list[int] = []
+@dataclass
+class BusySlot:
+    """A batcher with one inference slot, held by a first request of 3 images until ``release`` is set."""
+
+    batcher: Batcher
+    release: threading.Event
+    #: The size of every batch the graph was called with.
+    calls: list[int]
+
+
+@contextlib.asynccontextmanager
+async def busy_batcher(max_batch: int) -> AsyncIterator[BusySlot]:
+    release, calls = threading.Event(), []
 
     def run(x: np.ndarray) -> tuple[np.ndarray]:
         calls.append(len(x))
         release.wait(timeout=10)
         return (x + 1,)
 
-    async def scenario() -> None:
-        batcher = Batcher(run, name="t", max_batch=4, max_delay_s=0, queue_size=8, concurrency=1)
-        batcher.start()
-        first = asyncio.ensure_future(batcher.submit(np.zeros((3, 1), dtype=np.float32)))
-        while not calls:  # the only slot is now busy
-            await asyncio.sleep(0.001)
-        deadline = time.monotonic() + 0.02
-        late = asyncio.ensure_future(batcher.submit(np.ones((1, 1), dtype=np.float32), Until(deadline)))
-        while time.monotonic() < deadline:  # the deadline passes while it queues
-            await asyncio.sleep(0.001)
+    batcher = Batcher(run, name="t", max_batch=max_batch, max_delay_s=0, queue_size=8, concurrency=1)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(np.zeros((3, 1), dtype=np.float32)))
+    while not calls:  # the only slot is now busy
+        await asyncio.sleep(0.001)
+    try:
+        yield BusySlot(batcher, release, calls)
+    finally:
         release.set()
         assert (await first)[0].shape == (3, 1)
-        with pytest.raises(DeadlineExceeded):
-            await late
         await batcher.stop()
 
-    asyncio.run(scenario())
-    assert calls == [3]
+
+def test_batcher_drops_a_request_whose_deadline_passes_while_it_queues() -> None:
+    """A request queued behind a busy inference slot, whose deadline passes before its batch is formed,
+    is not run: its caller gets DeadlineExceeded, and the graph never sees its images."""
+
+    async def scenario() -> list[int]:
+        async with busy_batcher(max_batch=4) as busy:
+            deadline = time.monotonic() + 0.02
+            late = asyncio.ensure_future(busy.batcher.submit(np.ones((1, 1), dtype=np.float32), Until(deadline)))
+            while time.monotonic() < deadline:  # the deadline passes while it queues
+                await asyncio.sleep(0.001)
+            busy.release.set()
+            with pytest.raises(DeadlineExceeded):
+                await late
+        return busy.calls
+
+    assert asyncio.run(scenario()) == [3]
 
 
 def test_batcher_drops_work_whose_client_goes_away_while_it_queues() -> None:
     """Work queued behind a busy inference slot whose client goes away before its batch is formed is
     not run: the graph never sees its images, and the work queued beside it still runs."""
-    release = threading.Event()
-    calls: list[int] = []
     gone = False
 
-    def run(x: np.ndarray) -> tuple[np.ndarray]:
-        calls.append(len(x))
-        release.wait(timeout=10)
-        return (x + 1,)
-
-    async def scenario() -> None:
-        batcher = Batcher(run, name="t", max_batch=8, max_delay_s=0, queue_size=8, concurrency=1)
-        batcher.start()
-        first = asyncio.ensure_future(batcher.submit(np.zeros((3, 1), dtype=np.float32)))
-        while not calls:  # the only slot is now busy
-            await asyncio.sleep(0.001)
-        left = asyncio.ensure_future(batcher.submit(np.ones((1, 1), dtype=np.float32), Until(gone=lambda: gone)))
-        stayed = asyncio.ensure_future(batcher.submit(np.ones((2, 1), dtype=np.float32)))
-        await asyncio.sleep(0)  # both queued
+    async def scenario() -> list[int]:
         nonlocal gone
-        gone = True
-        release.set()
-        assert (await first)[0].shape == (3, 1)
-        assert (await stayed)[0].tolist() == [[2.0], [2.0]]
-        with pytest.raises(ClientGone):
-            await left
-        await batcher.stop()
+        async with busy_batcher(max_batch=8) as busy:
+            submit = busy.batcher.submit
+            left = asyncio.ensure_future(submit(np.ones((1, 1), dtype=np.float32), Until(gone=lambda: gone)))
+            stayed = asyncio.ensure_future(submit(np.ones((2, 1), dtype=np.float32)))
+            await asyncio.sleep(0)  # both queued
+            gone = True
+            busy.release.set()
+            assert (await stayed)[0].tolist() == [[2.0], [2.0]]
+            with pytest.raises(ClientGone):
+                await left
+        return busy.calls
 
-    asyncio.run(scenario())
-    assert calls == [3, 2]
+    assert asyncio.run(scenario()) == [3, 2]
 
 
 def test_work_of_a_disconnected_http_client_is_dropped() -> None:
