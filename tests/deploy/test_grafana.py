@@ -215,3 +215,9 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(prometheus: tuple
 def _up(prometheus_url: str) -> bool:
     result = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": 'up{job="denoise"}'}).json()["data"]["result"]
     return bool(result) and result[0]["value"][1] == "1"
+
+
+def test_operations_doc_describes_every_panel() -> None:
+    section = (REPO / "docs" / "operations.md").read_text().split("\n## Dashboard\n", 1)[1].split("\n## ", 1)[0]
+    for panel in _panels():
+        assert f"| {panel['title']} | {panel['description']} |" in section, panel["title"]
