@@ -14,7 +14,7 @@ import uvicorn
 from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
 
-from app import logs
+from app import logs, tracing
 from app.config import Settings, get_settings
 from app.logs import LogFormat
 from app.runtime.providers import ProviderError, available_providers, requested_providers
@@ -69,7 +69,8 @@ def _settings_or_exit() -> Settings:
     logs.configure(settings.log_level, settings.log_format)
     try:
         requested_providers(settings.providers, available_providers())
-    except ProviderError as exc:
+        tracing.check_environment()
+    except (ProviderError, tracing.TracingConfigError) as exc:
         log.error("configuration error: %s", exc)
         sys.exit(2)
     return settings

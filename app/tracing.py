@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from fastapi import FastAPI
@@ -47,7 +47,7 @@ class TracingConfigError(ValueError):
     """``OTEL_TRACES_EXPORTER`` (or the OTLP protocol) names something that is not installed."""
 
 
-def _exporter(name: str) -> SpanExporter:
+def _exporter_entry(name: str) -> EntryPoint:
     if name == "otlp":
         protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
             "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
@@ -61,14 +61,30 @@ def _exporter(name: str) -> SpanExporter:
     if not found:
         installed = ", ".join(sorted({"otlp", "none", *(point.name for point in entry_points(group=EXPORTER_GROUP))}))
         raise TracingConfigError(f"OTEL_TRACES_EXPORTER names {name!r}, which is not installed; installed: {installed}")
-    exporter: SpanExporter = next(iter(found)).load()()
+    return next(iter(found))
+
+
+def _exporter(name: str) -> SpanExporter:
+    exporter: SpanExporter = _exporter_entry(name).load()()
     return exporter
+
+
+def _exporter_names() -> list[str]:
+    names = [name.strip() for name in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",") if name.strip()]
+    return [] if names == ["none"] else names
+
+
+def check_environment() -> None:
+    """Raise :class:`TracingConfigError` if ``OTEL_TRACES_EXPORTER`` names an exporter that is not installed
+    (at start, so that a typo stops the service with one line rather than every worker with a traceback)."""
+    for name in _exporter_names():
+        _exporter_entry(name)
 
 
 def provider_from_environment() -> TracerProvider | None:
     """A tracer provider exporting where ``OTEL_TRACES_EXPORTER`` says, or None when tracing is off."""
-    names = [name.strip() for name in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",") if name.strip()]
-    if not names or names == ["none"]:
+    names = _exporter_names()
+    if not names:
         return None
     # The SDK reads OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES and the sampler variables itself.
     provider = TracerProvider(resource=Resource.create({"process.pid": os.getpid()}))

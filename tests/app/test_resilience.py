@@ -242,8 +242,10 @@ def test_sigterm_finishes_accepted_requests_then_exits_0() -> None:
         ({"DENOISE_PROVIDERS": "tpu"}, "configuration error: DENOISE_PROVIDERS"),
         ({"DENOISE_PROVIDERS": "cuda"}, "DENOISE_PROVIDERS=cuda but this onnxruntime build has no CUDA provider"),
         ({"DENOISE_PORT": "99999"}, "configuration error: DENOISE_PORT"),
+        ({"OTEL_TRACES_EXPORTER": "jaegr"}, "OTEL_TRACES_EXPORTER names 'jaegr', which is not installed; installed:"),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"}, "is not supported"),
     ],
-    ids=["unknown-provider", "cuda-without-gpu", "bad-port"],
+    ids=["unknown-provider", "cuda-without-gpu", "bad-port", "unknown-trace-exporter", "unknown-otlp-protocol"],
 )
 def test_bad_settings_stop_with_a_clear_message(setting: dict[str, str], message: str) -> None:
     result = subprocess.run(
