@@ -27,6 +27,7 @@ from tests.server import MODEL, MODELS, REPO, TEST_SETTINGS, free_port, poll, ru
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "denoise.json"
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"
 PNG = {"content-type": "image/png"}
+ADMIN_KEY = "dashboard-test-admin"
 #: What the panels' Grafana variables stand for in the test: every model and protocol, and a window
 #: that covers the traffic sent.
 VARIABLES = {"$__rate_interval": "1m", "$model": ".+", "$protocol": ".+"}
@@ -69,7 +70,13 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     Prometheus scraping it every second; yields the service's URL, its gRPC address and Prometheus's URL."""
     binary = prometheus_tool("prometheus")
     grpc_port = free_port()
-    env = {**TEST_SETTINGS, "DENOISE_WORKERS": "2", "DENOISE_MAX_INFLIGHT": "1", "DENOISE_GRPC_PORT": str(grpc_port)}
+    env = {
+        **TEST_SETTINGS,
+        "DENOISE_WORKERS": "2",
+        "DENOISE_MAX_INFLIGHT": "1",
+        "DENOISE_GRPC_PORT": str(grpc_port),
+        "DENOISE_ADMIN_API_KEYS": ADMIN_KEY,
+    }
     with running_server(env) as (url, _):
         port = free_port()
         config = tmp_path / "prometheus.yml"
@@ -123,9 +130,9 @@ def _v2(image: bytes, timeout_us: int | None = None) -> dict[str, Any]:
 
 
 def _traffic(url: str, grpc_address: str, seconds: float) -> dict[int, int]:
-    """Everything the panels show, for ``seconds``: served requests on every protocol, bad images,
-    images unlike the training data, expired deadlines and bursts that are shed. Returns the HTTP
-    statuses seen."""
+    """Everything the panels show, for ``seconds``: a model reload, served requests on every protocol,
+    bad images, images unlike the training data, expired deadlines and bursts that are shed. Returns
+    the HTTP statuses seen."""
     from tests.images import png
 
     digits = _samples()
@@ -144,6 +151,9 @@ def _traffic(url: str, grpc_address: str, seconds: float) -> dict[int, int]:
     ends = time.monotonic() + seconds
     try:
         with httpx.Client(base_url=url) as client:
+            # A model version loaded (in every worker) and a request the repository refuses.
+            admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+            assert client.post(f"/v2/repository/models/{MODEL}/load", headers=admin).status_code == 200
             while time.monotonic() < ends:
                 for response in (
                     client.post("/denoise", content=digits[0], headers=PNG),
