@@ -13,6 +13,7 @@ from pathlib import Path
 
 from training.config import Architecture, TrainConfig
 from training.data import DATASETS, PROJECT, DataError, download
+from training.uploads import UploadMix
 
 QUICK = {"epochs": 2, "limit_train": 400, "limit_test": 200, "scorer_epochs": 1, "stroke_images": 200}
 QUICK_BM3D_SUBSET = 4
@@ -70,6 +71,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     train_opts.add_argument(
         "--latent-channels", type=int, default=Architecture().latent_channels, help="latent is 7x7xC"
+    )
+    train_opts.add_argument(
+        "--loss",
+        choices=["psnr", "mse", "binary_crossentropy"],
+        default=TrainConfig.loss,
+        help="the autoencoder's loss: psnr (each image's PSNR, averaged) or per-pixel mse or binary cross-entropy",
+    )
+    train_opts.add_argument(
+        "--mix",
+        type=float,
+        nargs=4,
+        default=(UploadMix.moved, UploadMix.clean, UploadMix.faded, UploadMix.jpeg),
+        metavar=("MOVED", "CLEAN", "FADED", "JPEG"),
+        help="shares of the training inputs shifted or rotated, clean, faded and JPEG-compressed",
+    )
+    train_opts.add_argument(
+        "--init-from", type=Path, help="continue from this run folder's autoencoder (same architecture)"
     )
     train_opts.add_argument("--no-reference", action="store_true", help="skip training the seeds' reference network")
     train_opts.add_argument("--limit-train", type=int, help="use only the first N training images")
@@ -142,6 +160,9 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         batch_size=getattr(args, "batch_size", TrainConfig.batch_size),
         learning_rate=getattr(args, "learning_rate", TrainConfig.learning_rate),
         architecture=arch,
+        loss=getattr(args, "loss", TrainConfig.loss),
+        uploads=UploadMix(*getattr(args, "mix", ())),
+        init_from=getattr(args, "init_from", None),
         train_reference=not getattr(args, "no_reference", False),
         limit_train=quick.get("limit_train", getattr(args, "limit_train", None)),
         limit_test=quick.get("limit_test", getattr(args, "limit_test", None)),

@@ -51,6 +51,10 @@ POOLED_CONDITIONS: tuple[tuple[NoiseKind, float], ...] = (
     ("poisson", 5.0),
 )
 
+#: The score's own share of images like callers send, on typical and outlier images alike: moved and faded
+#: images often enough that neither position nor fading is a cue (a moved or faded digit is still a digit).
+SCORER_UPLOADS = UploadMix(moved=0.35, clean=0.1, faded=0.15, jpeg=0.08)
+
 #: Scores a float32 batch (n, 28, 28) in [0, 1].
 Scorer = Callable[[np.ndarray], np.ndarray]
 

@@ -50,7 +50,9 @@ class TrainConfig:
     batch_size: int = 128
     validation_fraction: float = 1 / 12  # 5,000 of MNIST's 60,000
     learning_rate: float = 2e-3
-    loss: Literal["mse", "binary_crossentropy"] = "mse"
+    #: ``psnr``: each image's PSNR, averaged (as the evaluation scores), so a clean or lightly noisy image's
+    #: small error counts as much as a heavily noisy one's large error.
+    loss: Literal["mse", "psnr", "binary_crossentropy"] = "psnr"
     early_stopping_patience: int = 5
     #: The learning rate falls along a cosine from ``learning_rate`` to this fraction of it over ``epochs``.
     final_lr_fraction: float = 0.01
@@ -58,6 +60,9 @@ class TrainConfig:
     noise: BlindNoise = field(default_factory=BlindNoise)
     #: Images like callers send (moved, clean, faded, JPEG) among the training inputs.
     uploads: UploadMix = field(default_factory=UploadMix)
+    #: A run folder whose autoencoder (same architecture) training continues from; its epochs count
+    #: towards the reference network's, which always trains from scratch.
+    init_from: Path | None = None
     #: Use only this many training / test images (quick mode); ``None`` uses all.
     limit_train: int | None = None
     limit_test: int | None = None
@@ -85,6 +90,7 @@ class TrainConfig:
         data["data_dir"] = str(self.data_dir) if self.data_dir else None
         data["out_dir"] = str(self.out_dir)
         data["outlier_data_dir"] = str(self.outlier_data_dir) if self.outlier_data_dir else None
+        data["init_from"] = str(self.init_from) if self.init_from else None
         return data
 
     def save(self, path: Path) -> None:

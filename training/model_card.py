@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from training.report import anomaly_table, int8_table, markdown_table
+from training.uploads import MAX_ROTATION_DEG, MAX_SHIFT_PX
 from training.uploads import markdown as uploads_markdown
 
 CARD_FILE = "README.md"
@@ -33,19 +34,47 @@ def _noise(noise: dict[str, Any]) -> str:
     )
 
 
+def _loss(loss: str) -> str:
+    return "loss: each image's PSNR, averaged" if loss == "psnr" else f"{loss} loss"
+
+
+def _mix(mix: dict[str, Any]) -> str:
+    quality = mix["jpeg_quality"]
+    return (
+        f"{mix['moved']:.0%} moved (shifted up to {MAX_SHIFT_PX} px or rotated up to {MAX_ROTATION_DEG:g}°, "
+        "the target with them), "
+        f"{mix['clean']:.0%} clean (the target is the input), {mix['faded']:.0%} faded scans and "
+        f"{mix['jpeg']:.0%} JPEGs at quality {quality[0]}–{quality[1]}"
+    )
+
+
 def _training(manifest: dict[str, Any]) -> list[str]:
     training = manifest.get("training") or {}
     if "architecture" not in training:
         return []
     widths = training["architecture"]["widths"]
     held_out = round(training["validation_fraction"] * 100)
-    return [
+    lines = [
         "## Training",
         "",
         f"- Data: the {manifest['dataset']} training split, {held_out}% held out for validation; "
         f"{training['epochs']} epochs, batch {training['batch_size']}, Adam at {training['learning_rate']:g} "
-        f"on a cosine to {training['final_lr_fraction']:g} of it, {training['loss']} loss, seed {training['seed']}.",
-        f"- Noise, drawn afresh for every image in every epoch: {_noise(training['noise'])}.",
+        f"on a cosine to {training['final_lr_fraction']:g} of it, {_loss(training['loss'])}, seed {training['seed']}.",
+    ]
+    earlier = training.get("continued_from")
+    if earlier:
+        before = earlier["config"]
+        lines.append(
+            f"- Continued from a run of {earlier['autoencoder']['epochs_run']} epochs (Adam at "
+            f"{before['learning_rate']:g} on a cosine, {_loss(before['loss'])}"
+            + (f", {_mix(before['uploads'])}" if before.get("uploads") else "")
+            + "); its configuration and losses are in `manifest.json` under `training.continued_from`."
+        )
+    lines.append(f"- Noise, drawn afresh for every image in every epoch: {_noise(training['noise'])}.")
+    if training.get("uploads"):
+        lines.append(f"- Images like callers send among the inputs: {_mix(training['uploads'])}.")
+    return [
+        *lines,
         f"- Network: convolutions of {widths[0]}, {widths[1]} and {widths[2]} channels at 28×28, 14×14 and 7×7, "
         f"{training['architecture']['depth_7']} more 3×3 convolutions at 7×7 on each side of the latent and "
         f"{training['architecture']['refine_28']} at 28×28 before the output; nothing bypasses the latent.",

@@ -12,6 +12,10 @@ dark-on-light scan sent without ``invert=true`` looks like.
   that it learns what makes this dataset's shapes typical rather than "any bright strokes".
 - ``glyphs``: typographic symbols and the Greek letters that look like no Latin one, rendered like
   the letters; used to train the score. No Latin letter (nor a look-alike) is among them.
+- ``photographs``: photographs shrunk to 28x28 in grey, as a caller's ``resize=true`` would; never
+  trained on.
+- ``blanks``: images with nothing drawn (black, flat grey, random noise); with the evaluation's
+  pooled noise on top they are the empty and noise-only images callers send; never trained on.
 """
 
 from __future__ import annotations
@@ -35,6 +39,24 @@ HELD_OUT_STYLES = ("Serif", "Mono")
 VARIED_BOX = (13, 23)
 VARIED_STROKE = (0, 10)
 VARIED_OFFSET_PX = 4
+#: Photographs that ship with scikit-image (no download): people, animals, objects, scenes, textures,
+#: the sky, microscopy; and its Labeled Faces in the Wild subset (100 faces, 100 other patches).
+PHOTOGRAPHS = (
+    "astronaut",
+    "camera",
+    "cat",
+    "coffee",
+    "coins",
+    "moon",
+    "rocket",
+    "brick",
+    "grass",
+    "gravel",
+    "retina",
+    "hubble_deep_field",
+    "clock",
+    "immunohistochemistry",
+)
 
 
 def fonts() -> list[Path]:
@@ -161,3 +183,38 @@ def _bezier(ctrl: np.ndarray, t: np.ndarray) -> np.ndarray:
 def inverted(images: np.ndarray) -> np.ndarray:
     """Dark on light: what a scan sent without ``invert=true`` looks like."""
     return np.asarray(255 - images, dtype=np.uint8)
+
+
+def photographs(count: int, seed: int) -> np.ndarray:
+    """``count`` crops of :data:`PHOTOGRAPHS` in grey, each a random square from a quarter of its picture's
+    short side to all of it, shrunk to 28x28; then the 200 patches of the LFW subset, shrunk likewise."""
+    from skimage import color, data
+
+    rng = np.random.default_rng(seed)
+    pictures = []
+    for name in PHOTOGRAPHS:
+        picture = getattr(data, name)()
+        grey = color.rgb2gray(picture) if picture.ndim == 3 else picture / 255.0
+        pictures.append(np.asarray(np.round(grey * 255), dtype=np.uint8))
+    crops = np.empty((count, 28, 28), dtype=np.uint8)
+    for i in range(count):
+        picture = pictures[i % len(pictures)]
+        height, width = picture.shape
+        side = int(rng.integers(min(height, width) // 4, min(height, width) + 1))
+        top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+        crop = Image.fromarray(picture[top : top + side, left : left + side])
+        crops[i] = np.asarray(crop.resize((28, 28), Image.Resampling.LANCZOS))
+    patches = np.asarray(np.round(data.lfw_subset() * 255), dtype=np.uint8)
+    shrunk = [np.asarray(Image.fromarray(patch).resize((28, 28), Image.Resampling.LANCZOS)) for patch in patches]
+    return np.concatenate([crops, np.stack(shrunk)])
+
+
+def blanks(count: int, seed: int) -> np.ndarray:
+    """Images with nothing drawn, in thirds: black, flat grey (a level drawn from 1 to 255), and uniform
+    random noise."""
+    rng = np.random.default_rng(seed)
+    kind = np.arange(count) % 3
+    levels = rng.integers(1, 256, size=(count, 1, 1))
+    noise = rng.integers(0, 256, size=(count, 28, 28))
+    images = np.where((kind == 1)[:, None, None], levels, np.where((kind == 2)[:, None, None], noise, 0))
+    return np.asarray(images, dtype=np.uint8)

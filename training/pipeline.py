@@ -31,6 +31,8 @@ REFERENCE = "reference"
 PROBE_TRAIN_IMAGES = 10_000
 #: Test images per class shipped with a bundle for people to try (the demo page).
 SAMPLES_PER_CLASS = 3
+#: Photographs, and empty or noise-only images, the anomaly score is judged on.
+OUT_SET_IMAGES = 3000
 
 
 def load_data(cfg: TrainConfig, *, outliers: bool = False) -> Dataset:
@@ -54,14 +56,30 @@ def train(cfg: TrainConfig, run_dir: Path) -> None:
     cfg.save(run_dir / "config.json")
     keras.utils.set_random_seed(cfg.seed)
     models = build_autoencoder(cfg.architecture)
+    earlier = 0
+    summary: dict[str, Any] = {}
+    if cfg.init_from is not None:
+        models.autoencoder.set_weights(
+            keras.models.load_model(cfg.init_from / f"{OURS}.keras", compile=False).get_weights()
+        )
+        start = json.loads((cfg.init_from / "train_summary.json").read_text())[OURS]
+        earlier = int(start["epochs_run"])
+        summary["init_from"] = {
+            "run": str(cfg.init_from),
+            "config": json.loads((cfg.init_from / "config.json").read_text()),
+            OURS: start,
+        }
     result = fit(models.autoencoder, train_clean, val_clean, cfg, run_dir)
     models.autoencoder.save(run_dir / f"{OURS}.keras")
-    summary: dict[str, Any] = {OURS: result.__dict__}
+    summary[OURS] = result.__dict__
     if cfg.train_reference:
         keras.utils.set_random_seed(cfg.seed)
         reference = build_reference()
-        ref_cfg = replace(  # the same data and number of epochs, the seeds' loss and learning rate
-            cfg, epochs=result.epochs_run, loss=cfg.reference_loss, learning_rate=cfg.reference_learning_rate
+        ref_cfg = replace(  # the same data and number of epochs in all, the seeds' loss and learning rate
+            cfg,
+            epochs=earlier + result.epochs_run,
+            loss=cfg.reference_loss,
+            learning_rate=cfg.reference_learning_rate,
         )
         ref_result = fit(reference, train_clean, val_clean, ref_cfg, run_dir)
         reference.save(run_dir / f"{REFERENCE}.keras")
@@ -72,8 +90,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> None:
 SCORER = "scorer"
 
 
-def _limit(images: np.ndarray, limit: int | None) -> np.ndarray:
-    return images if limit is None else images[:limit]
+def _limit_count(count: int, limit: int | None) -> int:
+    return count if limit is None else min(count, limit)
 
 
 def anomaly(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
@@ -96,7 +114,7 @@ def anomaly(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
         scorer,
         scoring.ScorerData(train_clean, exposure),
         cfg.noise,
-        cfg.uploads,
+        scoring.SCORER_UPLOADS,
         epochs=cfg.scorer_epochs,
         seed=cfg.seed,
     )
@@ -116,6 +134,8 @@ def anomaly(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
         cfg.other_dataset: other.test.images,
         **{name: images for name, images in letter_sets.items() if len(images)},  # a machine may lack a style
         "inverted": outliers.inverted(data.test.images),
+        "photographs": outliers.photographs(_limit_count(OUT_SET_IMAGES, cfg.limit_test), cfg.seed + 4),
+        "empty or noise-only": outliers.blanks(_limit_count(OUT_SET_IMAGES, cfg.limit_test), cfg.seed + 5),
     }
     noisy = {
         name: scoring.pooled_noise(to_float(images)[..., 0], cfg.seed + i)
@@ -159,8 +179,11 @@ def anomaly(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
                 "letters at other sizes, pen weights and positions",
                 f"{cfg.other_dataset} test split",
                 f"{cfg.dataset} test split",
+                f"photographs: crops of {len(outliers.PHOTOGRAPHS)} of scikit-image's pictures and its LFW subset",
+                "empty images (black, flat grey) and noise-only images",
             ],
             "false_flags_by_kind": shipped["false_flags_by_kind"],
+            "uploads": asdict(scoring.SCORER_UPLOADS),
             "test_images": {"typical": len(data.test.images), **{k: len(v) for k, v in out_sets.items()}},
             "methods": evaluation["methods"],
             "history": history,
@@ -177,12 +200,12 @@ def anomaly(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def load_models(run_dir: Path) -> tuple[Autoencoder, keras.Model | None]:
-    autoencoder = keras.models.load_model(run_dir / f"{OURS}.keras")
+    autoencoder = keras.models.load_model(run_dir / f"{OURS}.keras", compile=False)
     models = Autoencoder(
         autoencoder=autoencoder, encoder=autoencoder.get_layer("encoder"), decoder=autoencoder.get_layer("decoder")
     )
     ref_path = run_dir / f"{REFERENCE}.keras"
-    reference = keras.models.load_model(ref_path) if ref_path.exists() else None
+    reference = keras.models.load_model(ref_path, compile=False) if ref_path.exists() else None
     return models, reference
 
 
@@ -234,8 +257,10 @@ def export(cfg: TrainConfig, run_dir: Path) -> Path:
     models, _ = load_models(run_dir)
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     summary = json.loads((run_dir / "train_summary.json").read_text())
+    trained = {name: summary[name] for name in (OURS, REFERENCE) if name in summary}
+    config = json.loads((run_dir / "config.json").read_text())
     sample = to_float(data.test.images[:64])
-    scorer = keras.models.load_model(run_dir / f"{SCORER}.keras")
+    scorer = keras.models.load_model(run_dir / f"{SCORER}.keras", compile=False)
     anomaly_result = json.loads((run_dir / "anomaly.json").read_text())
     export_bundle(
         models,
@@ -252,24 +277,25 @@ def export(cfg: TrainConfig, run_dir: Path) -> Path:
                 "blind": True,
                 "ranges": cfg.noise.ranges(),
                 "weights": list(cfg.noise.weights),
-                "uploads": asdict(cfg.uploads),
+                "uploads": config["uploads"],
             },
             "training": {  # as trained (train's own options, e.g. --epochs), versioned as exported
-                **json.loads((run_dir / "config.json").read_text()),
+                **config,
                 "version": cfg.version,
-                "result": {k: v["epochs_run"] for k, v in summary.items()},
-                "history": {k: v["history"] for k, v in summary.items()},
+                "result": {k: v["epochs_run"] for k, v in trained.items()},
+                "history": {k: v["history"] for k, v in trained.items()},
+                "continued_from": summary.get("init_from"),
             },
             "evaluation": evaluation,
         },
     )
     write_report(
-        cfg,
+        replace(cfg, loss=config["loss"], reference_loss=config["reference_loss"]),
         out_dir,
         as_denoiser(models.autoencoder),
         lambda images: np.asarray(models.encoder.predict(images[..., np.newaxis], verbose=0)),
         data,
-        {name: result["history"] for name, result in summary.items()},
+        {name: result["history"] for name, result in trained.items()},
     )
     (out_dir / "report" / "evaluation.md").write_text(
         (run_dir / "evaluation.md").read_text() + "\n" + report.anomaly_table(anomaly_result)

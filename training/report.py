@@ -16,7 +16,11 @@ from sklearn.decomposition import PCA
 
 from training.evaluate import CONDITIONS, Denoiser, noisy_test_set
 
-LOSS_NAMES = {"mse": "mean squared error", "binary_crossentropy": "binary cross-entropy"}
+LOSS_NAMES = {
+    "mse": "mean squared error",
+    "psnr": "minus each image's PSNR (dB)",
+    "binary_crossentropy": "binary cross-entropy",
+}
 
 
 def loss_curves(histories: dict[str, dict[str, list[float]]], losses: Mapping[str, str], path: Path) -> None:
@@ -99,15 +103,22 @@ def markdown_table(table: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SCORE_PANELS_PER_ROW = 4
+
+
 def score_distributions(
     scores: Mapping[str, np.ndarray], threshold: float, against: Mapping[str, Mapping[str, float]], path: Path
 ) -> None:
     """The anomaly score of the test set's noisy images against each out-set's, one panel each, with the threshold."""
     out_sets = [name for name in scores if name != "typical"]
-    fig, axes = plt.subplots(1, len(out_sets), figsize=(4.2 * len(out_sets), 3.2), squeeze=False)
+    columns = min(len(out_sets), SCORE_PANELS_PER_ROW)
+    rows = -(-len(out_sets) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(out_sets) :]:
+        ax.set_visible(False)
     everything = np.concatenate(list(scores.values()))
     bins = np.linspace(np.percentile(everything, 0.5), np.percentile(everything, 99.5), 60)
-    for ax, name in zip(axes[0], out_sets, strict=True):
+    for ax, name in zip(axes.flat, out_sets, strict=False):
         ax.hist(np.clip(scores["typical"], bins[0], bins[-1]), bins, alpha=0.6, density=True, label="own test set")
         ax.hist(np.clip(scores[name], bins[0], bins[-1]), bins, alpha=0.6, density=True, label=name)
         ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label="threshold")

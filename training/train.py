@@ -55,6 +55,16 @@ def validation_data(clean: np.ndarray, cfg: TrainConfig) -> tuple[np.ndarray, np
     return cfg.uploads.apply(clean, rng, cfg.noise)
 
 
+#: The PSNR loss's floor on an image's mean squared error (50 dB): a perfect image adds no infinite gradient.
+PSNR_LOSS_FLOOR = 1e-5
+
+
+def psnr_loss(target: tf.Tensor, output: tf.Tensor) -> tf.Tensor:
+    """Minus each image's PSNR in dB (for images in [0, 1]); Keras averages it over the batch."""
+    mse = tf.reduce_mean(tf.square(target - output), axis=[1, 2, 3])
+    return (10.0 / math.log(10.0)) * tf.math.log(mse + PSNR_LOSS_FLOOR)
+
+
 def cosine_lr(cfg: TrainConfig, epoch: int) -> float:
     """The learning rate of ``epoch`` (from 0): ``learning_rate`` first, ``final_lr_fraction`` of it last."""
     progress = epoch / max(1, cfg.epochs - 1)
@@ -75,7 +85,8 @@ def fit(
     """Compile and fit ``model``; the best weights (by validation loss) are restored at the end."""
     keras.utils.set_random_seed(cfg.seed)
     work_dir.mkdir(parents=True, exist_ok=True)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=cfg.loss)
+    loss = psnr_loss if cfg.loss == "psnr" else cfg.loss
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss)
     dataset, steps = training_dataset(train_clean, cfg)
     callbacks = [
         keras.callbacks.ModelCheckpoint(

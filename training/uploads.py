@@ -176,10 +176,10 @@ class UploadMix:
     keep the blind noise.
     """
 
-    moved: float = 0.35
-    clean: float = 0.08
-    faded: float = 0.08
-    jpeg: float = 0.08
+    moved: float = 0.2
+    clean: float = 0.12
+    faded: float = 0.03
+    jpeg: float = 0.03
     fade_sigma: float = 0.1
     jpeg_quality: tuple[int, int] = (10, 60)
 

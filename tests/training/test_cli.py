@@ -30,12 +30,12 @@ def test_defaults_do_not_depend_on_the_working_directory(tmp_path: Path, monkeyp
 
 
 def readme_training_commands() -> list[list[str]]:
-    block = blocks("training/README.md")[0]
-    return [shlex.split(line.split("  #")[0]) for line in block.splitlines() if line.strip()]
+    lines = [line for block in blocks("training/README.md") for line in block.splitlines()]
+    return [shlex.split(line.split("  #")[0]) for line in lines if line.strip()]
 
 
 def test_readme_training_commands_are_valid() -> None:
-    """Every command in training/README.md's block parses; the quick one and the offline download
+    """Every command in training/README.md's blocks parses; the quick one and the offline download
     are run as written by the tests below and by tests/test_docs.py."""
     commands = readme_training_commands()
     assert commands

@@ -161,7 +161,7 @@ def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
     letters = {"letters, fonts held out", "letters, trained fonts redrawn"}
     if not split_fonts(fonts())[1]:  # no serif or monospaced face on this machine
         letters.discard("letters, fonts held out")
-    assert set(anomaly.against) == {"other", "inverted", *letters}
+    assert set(anomaly.against) == {"other", "inverted", "photographs", "empty or noise-only", *letters}
     assert set(anomaly.details["false_flags_by_kind"]) == {"pooled noise", "shifted", "rotated", "faded"}
     assert "False flags by kind of test digit" in (out / "README.md").read_text()
     assert all(0 <= result["auroc"] <= 1 for result in anomaly.against.values())
@@ -185,3 +185,15 @@ def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
     assert reexported.version == reexported.training["version"] == "9.9.9"
     assert reexported.training["epochs"] == 2
     assert reexported.training["architecture"]["widths"] == [4, 8, 8]
+
+    # Training continued from that run: the autoencoder starts from its weights, the reference from scratch for
+    # the epochs of both.
+    more = tmp_path / "more"
+    train = ["train", "--quick", "--dataset", "tiny", "--data-dir", str(data), "--run-dir", str(more)]
+    train += ["--widths", "4", "8", "8", "--latent-channels", "4"]
+    assert main([*train, "--init-from", str(tmp_path / "run")]) == 0
+    summary = json.loads((more / "train_summary.json").read_text())
+    assert summary["init_from"]["run"] == str(tmp_path / "run")
+    assert summary["init_from"]["config"]["epochs"] == 2
+    assert summary["autoencoder"]["epochs_run"] == 2
+    assert len(summary["reference"]["history"]["loss"]) == 2 + 2

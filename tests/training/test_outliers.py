@@ -87,3 +87,24 @@ def test_typical_images_include_moved_and_faded_digits() -> None:
     kinds = in_distribution(clean, seed=1)
     assert list(kinds) == ["pooled noise", "shifted", "rotated", "faded"]
     assert all(images.shape == clean.shape for images in kinds.values())
+
+
+def test_photographs_are_seeded_grey_crops_and_the_lfw_patches() -> None:
+    a, b, c = outliers.photographs(30, seed=1), outliers.photographs(30, seed=1), outliers.photographs(30, seed=2)
+    assert a.shape == (30 + 200, 28, 28)  # the crops, then scikit-image's 200 LFW patches
+    assert a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a[:30], c[:30])
+    assert np.array_equal(a[30:], c[30:])
+    assert all(image.std() > 1 for image in a[: len(outliers.PHOTOGRAPHS)])  # each picture shows something
+
+
+def test_blanks_are_black_flat_grey_or_random_noise() -> None:
+    images = outliers.blanks(9, seed=4)
+    assert images.shape == (9, 28, 28)
+    assert images.dtype == np.uint8
+    black, grey, noise = images[0::3], images[1::3], images[2::3]
+    assert (black == 0).all()
+    assert all(image.min() == image.max() > 0 for image in grey)
+    assert all(image.std() > 50 for image in noise)  # uniform over 0-255: std about 74
+    assert np.array_equal(images, outliers.blanks(9, seed=4))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from training.config import TrainConfig
-from training.train import cosine_lr
+from training.train import PSNR_LOSS_FLOOR, cosine_lr, psnr_loss
 
 
 def test_cosine_schedule_falls_from_the_rate_to_its_final_fraction() -> None:
@@ -19,3 +19,12 @@ def test_cosine_schedule_falls_from_the_rate_to_its_final_fraction() -> None:
 
 def test_a_one_epoch_run_uses_the_initial_rate() -> None:
     assert cosine_lr(TrainConfig(epochs=1, learning_rate=1e-3), 0) == 1e-3
+
+
+def test_psnr_loss_is_minus_each_images_psnr_averaged() -> None:
+    target = np.zeros((2, 28, 28, 1), dtype=np.float32)
+    output = np.stack([np.full((28, 28, 1), 0.1), np.full((28, 28, 1), 0.01)]).astype(np.float32)
+    per_image = np.asarray(psnr_loss(target, output))
+    expected = [10 * np.log10(0.1**2 + PSNR_LOSS_FLOOR), 10 * np.log10(0.01**2 + PSNR_LOSS_FLOOR)]
+    assert np.allclose(per_image, expected, atol=1e-4)  # about -20 dB and -40 dB: -PSNR of each image
+    assert np.isclose(float(psnr_loss(target, target)[0]), -50.0, atol=1e-3)  # a perfect image stops at 50 dB
