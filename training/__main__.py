@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -136,6 +137,18 @@ def _parser() -> argparse.ArgumentParser:
     measure.add_argument("--data-dir", type=Path, help="the dataset's folder (default: as for run)")
     measure.add_argument("--limit-test", type=int, help="the first N test images only (default: all)")
     measure.add_argument("--bm3d-subset", type=int, default=200, help="images per condition for slow BM3D (0 skips it)")
+    rescore = sub.add_parser(
+        "rescore",
+        parents=[score_opts, eval_opts],
+        help="a new version of a bundle with its anomaly score trained again and the upload rows measured; "
+        "its other graphs unchanged",
+    )
+    rescore.add_argument("bundle", type=Path, help="the bundle folder, e.g. models/mnist")
+    rescore.add_argument("--version", required=True, help="the new version written to the manifest")
+    rescore.add_argument("--out", type=Path, help="where the new version goes (default: over the bundle)")
+    rescore.add_argument("--data-dir", type=Path, help="the dataset's folder (default: as for run)")
+    rescore.add_argument("--run-dir", type=Path, help=f"where the score is trained (default {RUNS}/NAME-rescore)")
+    rescore.add_argument("--quick", action="store_true", help="a smoke run on a few hundred images")
     download = sub.add_parser("download", help="fetch a dataset's IDX files (needs internet)")
     download.add_argument("dataset", choices=sorted(DATASETS))
     download.add_argument("--data-dir", type=Path, required=True)
@@ -173,6 +186,29 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def _rescore(args: argparse.Namespace) -> Path:
+    from training import pipeline
+
+    manifest = json.loads((args.bundle / "manifest.json").read_text())
+    quick = QUICK if args.quick else {}
+    cfg = TrainConfig(
+        dataset=manifest["dataset"],
+        name=manifest["name"],
+        data_dir=args.data_dir,
+        seed=manifest["training"]["seed"],
+        limit_train=quick.get("limit_train"),
+        limit_test=quick.get("limit_test", args.limit_test),
+        scorer_epochs=quick.get("scorer_epochs", args.scorer_epochs),
+        stroke_images=quick.get("stroke_images", TrainConfig.stroke_images),
+        outlier_dataset=args.outlier_dataset,
+        outlier_data_dir=args.outlier_data_dir,
+    )
+    bm3d_subset = QUICK_BM3D_SUBSET if args.quick else args.bm3d_subset
+    run_dir = args.run_dir or RUNS / f"{cfg.name}-rescore"
+    with _timed("rescore"):
+        return pipeline.rescore_bundle(args.bundle, args.out or args.bundle, args.version, cfg, run_dir, bm3d_subset)
+
+
 @contextmanager
 def _timed(step: str) -> Iterator[None]:
     started = time.perf_counter()
@@ -193,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.command == "report":
             print(f"figures written to {pipeline.report_from_bundle(args.bundle, args.data_dir)}")
+            return 0
+        if args.command == "rescore":
+            print(f"bundle written to {_rescore(args)}")
             return 0
         if args.command == "uploads":
             print(pipeline.uploads_from_bundle(args.bundle, args.data_dir, args.limit_test, args.bm3d_subset))

@@ -108,6 +108,25 @@ def write_samples(out_dir: Path, images: np.ndarray, labels: np.ndarray, names: 
     return len(index)
 
 
+def export_graph(model: keras.Model, graph: GraphName, out_dir: Path, sample: np.ndarray) -> tuple[GraphSpec, float]:
+    """Write one of a bundle's graphs; its spec for the manifest and its largest difference from Keras on
+    ``sample``. Fails if that is above :data:`PARITY_TOLERANCE`."""
+    input_name, output_name = TENSOR_NAMES[graph]
+    proto = to_onnx(model, input_name, output_name)
+    diff = parity(model, proto, sample)
+    if not diff <= PARITY_TOLERANCE:
+        raise ExportError(f"{graph}: ONNX differs from Keras by {diff:.3g} > {PARITY_TOLERANCE}")
+    path = out_dir / GRAPH_FILES[graph]
+    onnx.save(proto, path)
+    spec = GraphSpec(
+        file=path.name,
+        sha256=file_sha256(path),
+        input=_tensor_spec(proto.graph.input[0]),
+        output=_tensor_spec(proto.graph.output[0]),
+    )
+    return spec, diff
+
+
 def export_bundle(
     models: Autoencoder,
     scorer: keras.Model,
@@ -139,20 +158,7 @@ def export_bundle(
     graphs: dict[GraphName, GraphSpec] = {}
     parity_report: dict[str, float] = {}
     for graph in GRAPHS:
-        input_name, output_name = TENSOR_NAMES[graph]
-        proto = to_onnx(keras_models[graph], input_name, output_name)
-        diff = parity(keras_models[graph], proto, samples[graph])
-        if not diff <= PARITY_TOLERANCE:
-            raise ExportError(f"{graph}: ONNX differs from Keras by {diff:.3g} > {PARITY_TOLERANCE}")
-        parity_report[graph] = diff
-        path = out_dir / GRAPH_FILES[graph]
-        onnx.save(proto, path)
-        graphs[graph] = GraphSpec(
-            file=path.name,
-            sha256=file_sha256(path),
-            input=_tensor_spec(proto.graph.input[0]),
-            output=_tensor_spec(proto.graph.output[0]),
-        )
+        graphs[graph], parity_report[graph] = export_graph(keras_models[graph], graph, out_dir, samples[graph])
     manifest = Manifest(
         name=name,
         version=version,

@@ -157,10 +157,19 @@ def _anomaly(manifest: dict[str, Any]) -> list[str]:
         return ["## Anomaly score", "", intro, ""]
     intro += " AUROC against what callers send by mistake, the share of it flagged, and false flags on the test set:"
     lines = ["## Anomaly score", "", intro, "", anomaly_table(anomaly).rstrip(), ""]
-    by_kind = anomaly.get("details", {}).get("false_flags_by_kind")
+    details = anomaly.get("details", {})
+    by_kind = details.get("false_flags_by_kind")
     if by_kind:
         shares = ", ".join(f"{kind} {share:.1%}" for kind, share in by_kind.items())
         lines += [f"False flags by kind of test digit (all of them digits, none an anomaly): {shares}.", ""]
+    if details.get("never_trained_on") and "photographs" in anomaly["against"]:
+        lines += [f"Never trained on: {'; '.join(details['never_trained_on'])}.", ""]
+    if details.get("graphs_from"):
+        lines += [
+            f"The score was trained again for the autoencoder, encoder and decoder of `{details['graphs_from']}`, "
+            "which this version ships unchanged; the other methods in the table run on those graphs.",
+            "",
+        ]
     return lines
 
 

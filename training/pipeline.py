@@ -7,22 +7,24 @@ evaluation; ``export`` turns it into the bundle under ``models/<dataset>/``.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from denoise_bundle import AnomalySpec, load_manifest
+from denoise_bundle import GRAPH_FILES, AnomalySpec, load_manifest
 from training import anomaly as scoring
 from training import outliers, report, uploads
 from training import quantize as int8
 from training.config import TrainConfig
 from training.data import Dataset, class_names, load_dataset
 from training.evaluate import Denoiser, bce_at, denoising_table, latent_probes, verdict
-from training.export import export_bundle, write_manifest, write_samples
+from training.export import export_bundle, export_graph, write_manifest, write_samples
 from training.model import Autoencoder, build_autoencoder, build_reference
 from training.train import fit, split_validation, to_float
 
@@ -95,7 +97,17 @@ def _limit_count(count: int, limit: int | None) -> int:
 
 
 def anomaly(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
-    """Train the anomaly score's head, calibrate its threshold, and measure it against the other methods."""
+    """Train the anomaly score's head, calibrate its threshold, and measure it against the other methods (those
+    on the run's autoencoder)."""
+    models, _ = load_models(run_dir)
+    return train_anomaly_score(cfg, run_dir, as_denoiser(models.autoencoder), as_encoder(models.encoder))
+
+
+def train_anomaly_score(
+    cfg: TrainConfig, run_dir: Path, denoise: Denoiser, encode: Callable[[np.ndarray], np.ndarray]
+) -> dict[str, Any]:
+    """The anomaly score's head trained and calibrated into ``run_dir``, measured beside the methods on ``denoise``
+    and ``encode`` (float32 (n, 28, 28) images in; denoised images, latents out)."""
     data, other = load_data(cfg), load_data(cfg, outliers=True)
     train_clean, val_clean = split_validation(to_float(data.train.images), cfg.validation_fraction, cfg.seed)
     trained_fonts, held_out_fonts = outliers.split_fonts(outliers.fonts())
@@ -120,7 +132,6 @@ def anomaly(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
     )
     scorer.save(run_dir / f"{SCORER}.keras")
 
-    models, _ = load_models(run_dir)
     letter_sets = {
         "letters, fonts held out": outliers.letters(held_out_fonts, seed=cfg.seed, varied=True),
         "letters, trained fonts redrawn": outliers.letters(trained_fonts, seed=cfg.seed + 3, varied=True),
@@ -144,9 +155,9 @@ def anomaly(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
     probe = data.train.images[:PROBE_TRAIN_IMAGES]
     methods: dict[str, scoring.Scorer] = {
         scoring.METHOD: lambda images: scorer.predict(images[..., np.newaxis], batch_size=1000, verbose=0)[:, 0],
-        "reconstruction error": scoring.reconstruction_error(as_denoiser(models.autoencoder)),
+        "reconstruction error": scoring.reconstruction_error(denoise),
         "latent mahalanobis": scoring.latent_mahalanobis(
-            lambda images: np.asarray(models.encoder.predict(images[..., np.newaxis], batch_size=1000, verbose=0)),
+            encode,
             to_float(probe)[..., 0],
             data.train.labels[:PROBE_TRAIN_IMAGES],
         ),
@@ -207,6 +218,10 @@ def load_models(run_dir: Path) -> tuple[Autoencoder, keras.Model | None]:
     ref_path = run_dir / f"{REFERENCE}.keras"
     reference = keras.models.load_model(ref_path, compile=False) if ref_path.exists() else None
     return models, reference
+
+
+def as_encoder(encoder: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda images: np.asarray(encoder.predict(images[..., np.newaxis], batch_size=1000, verbose=0))
 
 
 def as_denoiser(model: keras.Model) -> Denoiser:
@@ -293,17 +308,65 @@ def export(cfg: TrainConfig, run_dir: Path) -> Path:
         replace(cfg, loss=config["loss"], reference_loss=config["reference_loss"]),
         out_dir,
         as_denoiser(models.autoencoder),
-        lambda images: np.asarray(models.encoder.predict(images[..., np.newaxis], verbose=0)),
+        as_encoder(models.encoder),
         data,
         {name: result["history"] for name, result in trained.items()},
     )
-    (out_dir / "report" / "evaluation.md").write_text(
-        (run_dir / "evaluation.md").read_text() + "\n" + report.anomaly_table(anomaly_result)
-    )
+    _write_evaluation_report(out_dir, run_dir, (run_dir / "evaluation.md").read_text(), anomaly_result)
+    return out_dir
+
+
+def _write_evaluation_report(out_dir: Path, run_dir: Path, tables: str, anomaly_result: dict[str, Any]) -> None:
+    """``report/evaluation.md`` (the denoising ``tables``, then the anomaly score's) and ``report/anomaly.png``."""
+    (out_dir / "report").mkdir(parents=True, exist_ok=True)
+    (out_dir / "report" / "evaluation.md").write_text(tables + "\n" + report.anomaly_table(anomaly_result))
     with np.load(run_dir / "anomaly_scores.npz") as scores:
         report.score_distributions(
             dict(scores), anomaly_result["threshold"], anomaly_result["against"], out_dir / "report" / "anomaly.png"
         )
+
+
+def rescore_bundle(
+    bundle: Path, out_dir: Path, version: str, cfg: TrainConfig, run_dir: Path, bm3d_subset: int
+) -> Path:
+    """A new ``version`` of ``bundle`` in ``out_dir`` whose anomaly score is trained, calibrated and measured again
+    (as :func:`anomaly` does, beside the methods on the bundle's own graphs), and whose evaluation gains the
+    upload rows; its autoencoder, encoder, decoder and int8 graphs are copied unchanged. ``cfg`` gives the
+    dataset, seeds and the anomaly score's settings."""
+
+    manifest = load_manifest(bundle)
+    encode = _onnx_graph(bundle / GRAPH_FILES["encoder"])
+    denoise = _images_out(_onnx_graph(bundle / GRAPH_FILES["autoencoder"]))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    anomaly_result = train_anomaly_score(cfg, run_dir, denoise, encode)
+    anomaly_result["details"]["graphs_from"] = f"{manifest.name} {manifest.version}"
+    if out_dir.resolve() != bundle.resolve():
+        shutil.copytree(bundle, out_dir, dirs_exist_ok=True)
+    test = load_data(cfg).test
+    clean = to_float(test.images)[..., 0]
+    scorer = keras.models.load_model(run_dir / f"{SCORER}.keras", compile=False)
+    spec, diff = export_graph(scorer, "scorer", out_dir, to_float(test.images[:64]))
+    upload_rows = uploads.uploads_table(clean, {OURS: denoise}, seed=cfg.seed, bm3d_subset=bm3d_subset)
+    evaluation = {
+        **manifest.evaluation,
+        "uploads": upload_rows,
+        "onnx_parity_max_abs_diff": {**manifest.evaluation.get("onnx_parity_max_abs_diff", {}), "scorer": diff},
+    }
+    write_manifest(
+        out_dir,
+        manifest.model_copy(
+            update={
+                "version": version,
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "graphs": {**manifest.graphs, "scorer": spec},
+                "anomaly": AnomalySpec.model_validate(anomaly_result),
+                "evaluation": evaluation,
+                "training": {**manifest.training, "version": version},
+            }
+        ),
+    )
+    tables = report.markdown_table(evaluation["denoising"]) + "\n" + uploads.markdown(upload_rows, [OURS])
+    _write_evaluation_report(out_dir, run_dir, tables, anomaly_result)
     return out_dir
 
 

@@ -27,6 +27,9 @@ from tests.images import digit, png
 from tests.load import Load
 from tests.server import MODELS, TEST_SETTINGS, free_port, poll, running_server
 
+#: The committed Fashion-MNIST bundle's version, which the tests drop in as it is.
+FASHION_VERSION = json.loads((MODELS / "fashion-mnist" / "manifest.json").read_text())["version"]
+
 pytestmark = pytest.mark.slow
 
 USER, ADMIN = "user-key", "admin-key"
@@ -236,7 +239,7 @@ def test_unload_and_load_through_tritonclient_over_http_and_grpc(folder: Folder,
             assert service.every_worker(lambda w: "fashion-mnist" in w["models"])
             # The index is read with an ordinary key.
             index = http_client.get_model_repository_index(headers=_auth(USER))
-            assert {"name": "fashion-mnist-encoder", "version": "2.1.0", "state": "READY"} in index
+            assert {"name": "fashion-mnist-encoder", "version": FASHION_VERSION, "state": "READY"} in index
             # Unload over HTTP, load over gRPC; then the other way round.
             for unload, load_again in ((http_client, grpc_client), (grpc_client, http_client)):
                 unload.unload_model("fashion-mnist", headers=_auth(ADMIN))
@@ -256,7 +259,7 @@ def test_unload_and_load_through_tritonclient_over_http_and_grpc(folder: Folder,
                 assert not http_client.is_model_ready("fashion-mnist", headers=_auth(USER))
                 load_again.load_model("fashion-mnist", headers=_auth(ADMIN))
                 poll(
-                    lambda: service.every_worker(lambda w: w["models"].get("fashion-mnist") == "2.1.0"),
+                    lambda: service.every_worker(lambda w: w["models"].get("fashion-mnist") == FASHION_VERSION),
                     10,
                     "every worker loaded it",
                 )

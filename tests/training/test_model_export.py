@@ -186,6 +186,27 @@ def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
     assert reexported.training["epochs"] == 2
     assert reexported.training["architecture"]["widths"] == [4, 8, 8]
 
+    # Its anomaly score trained again as a new version: the other graphs unchanged, the upload rows measured.
+    rescored = tmp_path / "rescored"
+    rescore = ["rescore", str(out), "--version", "0.0.1-quick", "--out", str(rescored), "--quick"]
+    rescore += ["--data-dir", str(data), "--outlier-dataset", "other", "--outlier-data-dir", str(other)]
+    assert main([*rescore, "--run-dir", str(tmp_path / "rescore-run")]) == 0
+    after = load_manifest(rescored)
+    verify_checksums(rescored, after)
+    assert after.version == "0.0.1-quick"
+    assert load_manifest(out).version == "0.0.0-quick"  # the bundle it came from is left as it was
+    for graph in ("autoencoder", "encoder", "decoder"):
+        assert after.graphs[graph].sha256 == manifest.graphs[graph].sha256
+    assert after.graphs["scorer"].sha256 != manifest.graphs["scorer"].sha256
+    assert set(after.anomaly.against) == set(anomaly.against)
+    assert after.anomaly.details["graphs_from"] == "tiny-quick 0.0.0-quick"
+    assert list(after.evaluation["uploads"]) == [upload.label for upload in UPLOADS]
+    assert after.evaluation["denoising"] == table
+    card = (rescored / "README.md").read_text()
+    assert "trained again for the autoencoder, encoder and decoder of `tiny-quick 0.0.0-quick`" in card
+    assert "| clean pass-through |" in card
+    assert (rescored / "report" / "anomaly.png").stat().st_size > 1000
+
     # Training continued from that run: the autoencoder starts from its weights, the reference from scratch for
     # the epochs of both.
     more = tmp_path / "more"

@@ -3,6 +3,7 @@ they make; and the command that scores a committed bundle on them."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -114,5 +115,6 @@ def test_uploads_command_as_the_training_readme_gives_it() -> None:
     assert "12 test images of mnist" in result.stdout
     for upload in UPLOADS:
         assert f"| {upload.label} |" in result.stdout
-    assert "mnist 2.2.0 float32" in result.stdout
-    assert "mnist 2.2.0 int8" in result.stdout
+    version = json.loads((REPO / "models" / "mnist" / "manifest.json").read_text())["version"]
+    assert f"mnist {version} float32" in result.stdout
+    assert f"mnist {version} int8" in result.stdout
