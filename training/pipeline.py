@@ -292,7 +292,7 @@ def export(cfg: TrainConfig, run_dir: Path) -> Path:
                 "blind": True,
                 "ranges": cfg.noise.ranges(),
                 "weights": list(cfg.noise.weights),
-                "uploads": config["uploads"],
+                "uploads": config.get("uploads"),
             },
             "training": {  # as trained (train's own options, e.g. --epochs), versioned as exported
                 **config,
@@ -333,7 +333,6 @@ def rescore_bundle(
     (as :func:`anomaly` does, beside the methods on the bundle's own graphs), and whose evaluation gains the
     upload rows; its autoencoder, encoder, decoder and int8 graphs are copied unchanged. ``cfg`` gives the
     dataset, seeds and the anomaly score's settings."""
-
     manifest = load_manifest(bundle)
     encode = _onnx_graph(bundle / GRAPH_FILES["encoder"])
     denoise = _images_out(_onnx_graph(bundle / GRAPH_FILES["autoencoder"]))

@@ -1,0 +1,27 @@
+"""The model card's training section for a run continued from another, with the upload mix and the PSNR loss."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from tests.server import MODELS
+from training.model_card import render
+from training.uploads import UploadMix
+
+
+def test_card_says_what_a_continued_run_trained_with() -> None:
+    manifest = json.loads((MODELS / "mnist" / "manifest.json").read_text())
+    earlier = {**manifest["training"], "loss": "mse", "uploads": asdict(UploadMix(0.35, 0.08, 0.08, 0.08))}
+    manifest["training"] |= {
+        "epochs": 15,
+        "loss": "psnr",
+        "uploads": asdict(UploadMix()),
+        "continued_from": {"run": "runs/mnist-mix", "config": earlier, "autoencoder": {"epochs_run": 30}},
+    }
+    card = render(manifest)
+    assert "15 epochs, batch 128" in card
+    assert "loss: each image's PSNR, averaged" in card
+    assert "- Continued from a run of 30 epochs (Adam at 0.002 on a cosine, mse loss, 35% moved" in card
+    assert "- Images like callers send among the inputs: 20% moved (shifted up to 4 px or rotated up to 20°" in card
+    assert "12% clean (the target is the input), 3% faded scans and 3% JPEGs at quality 10–60" in card
