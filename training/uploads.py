@@ -42,9 +42,8 @@ Pair = tuple[np.ndarray, np.ndarray]
 def shift_images(images: np.ndarray, rng: np.random.Generator, max_px: int = MAX_SHIFT_PX) -> np.ndarray:
     """Each image moved by whole pixels, up to ``max_px`` each way (zeros come in)."""
     moves = rng.integers(-max_px, max_px + 1, size=(len(images), 2))
-    return np.stack(
-        [ndimage.shift(image, move, order=0, mode="constant") for image, move in zip(images, moves, strict=True)]
-    ).astype(np.float32)
+    moved = [ndimage.shift(image, move, order=0, mode="constant") for image, move in zip(images, moves, strict=True)]
+    return np.asarray(moved, dtype=np.float32).reshape(images.shape)
 
 
 def rotate_images(images: np.ndarray, rng: np.random.Generator, max_deg: float = MAX_ROTATION_DEG) -> np.ndarray:
@@ -54,7 +53,7 @@ def rotate_images(images: np.ndarray, rng: np.random.Generator, max_deg: float =
         ndimage.rotate(image, angle, reshape=False, order=1, mode="constant")
         for image, angle in zip(images, angles, strict=True)
     ]
-    return np.asarray(np.clip(np.stack(turned), 0.0, 1.0), dtype=np.float32)
+    return np.asarray(np.clip(np.asarray(turned).reshape(images.shape), 0.0, 1.0), dtype=np.float32)
 
 
 def fade_images(

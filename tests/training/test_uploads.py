@@ -118,3 +118,29 @@ def test_uploads_command_as_the_training_readme_gives_it() -> None:
     version = json.loads((REPO / "models" / "mnist" / "manifest.json").read_text())["version"]
     assert f"mnist {version} float32" in result.stdout
     assert f"mnist {version} int8" in result.stdout
+
+
+def test_moving_no_image_returns_no_image() -> None:
+    none = np.zeros((0, 28, 28), dtype=np.float32)
+    rng = np.random.default_rng(0)
+    assert uploads.shift_images(none, rng).shape == (0, 28, 28)
+    assert uploads.rotate_images(none, rng).shape == (0, 28, 28)
+
+
+@pytest.mark.parametrize("moved", [0.0, 0.02, 0.5, 1.0])
+def test_the_mix_gives_every_share_its_images_whatever_the_draw(moved: float) -> None:
+    """Small shares leave a batch with no image to shift or to rotate now and then; that is not an error."""
+    from training.noise import BlindNoise
+
+    mix = uploads.UploadMix(moved=moved, clean=0.3, faded=0.1, jpeg=0.1)
+    clean = _digits(16)[..., np.newaxis]
+    for seed in range(20):
+        inputs, targets = mix.apply(clean, np.random.default_rng(seed), BlindNoise())
+        assert inputs.shape == targets.shape == clean.shape
+        assert inputs.dtype == targets.dtype == np.float32
+        assert inputs.min() >= 0.0
+        assert inputs.max() <= 1.0
+    unmoved = uploads.UploadMix(moved=0.0, clean=1.0, faded=0.0, jpeg=0.0)
+    inputs, targets = unmoved.apply(clean, np.random.default_rng(1), BlindNoise())
+    assert np.array_equal(inputs, clean)  # all clean pass-through, unmoved
+    assert np.array_equal(targets, clean)
