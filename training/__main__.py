@@ -14,6 +14,7 @@ from pathlib import Path
 
 from training.config import Architecture, TrainConfig
 from training.data import DATASETS, PROJECT, DataError, download
+from training.noise import NOISE_KINDS, BlindNoise
 from training.uploads import UploadMix
 
 QUICK = {"epochs": 2, "limit_train": 400, "limit_test": 200, "scorer_epochs": 1, "stroke_images": 200}
@@ -24,6 +25,13 @@ QUICK_VERSION = "0.0.0-quick"
 #: Runs (and quick bundles) go here: ``$DENOISE_RUNS_DIR``, else ``runs/`` in the project folder.
 RUNS = Path(os.environ.get("DENOISE_RUNS_DIR") or PROJECT / "runs")
 MODELS = PROJECT / "models"
+
+
+def _share(text: str) -> float:
+    share = float(text)
+    if not 0.0 <= share <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1")
+    return share
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,11 +89,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     train_opts.add_argument(
         "--mix",
-        type=float,
+        type=_share,
         nargs=4,
         default=(UploadMix.moved, UploadMix.clean, UploadMix.faded, UploadMix.jpeg),
         metavar=("MOVED", "CLEAN", "FADED", "JPEG"),
         help="shares of the training inputs shifted or rotated, clean, faded and JPEG-compressed",
+    )
+    train_opts.add_argument(
+        "--noise-weights",
+        type=_share,
+        nargs=len(NOISE_KINDS),
+        default=BlindNoise.weights,
+        metavar=tuple(kind.upper() for kind in NOISE_KINDS),
+        help="the blind noise's kinds, their shares among the noisy inputs (normalised to sum to 1)",
     )
     train_opts.add_argument(
         "--init-from", type=Path, help="continue from this run folder's autoencoder (same architecture)"
@@ -174,6 +190,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         learning_rate=getattr(args, "learning_rate", TrainConfig.learning_rate),
         architecture=arch,
         loss=getattr(args, "loss", TrainConfig.loss),
+        noise=BlindNoise(weights=tuple(getattr(args, "noise_weights", BlindNoise.weights))),
         uploads=UploadMix(*getattr(args, "mix", ())),
         init_from=getattr(args, "init_from", None),
         train_reference=not getattr(args, "no_reference", False),
@@ -218,6 +235,12 @@ def _timed(step: str) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if sum(getattr(args, "mix", ())) > 1:
+        print("error: --mix: the shares add up to more than 1", file=sys.stderr)
+        return 2
+    if not sum(getattr(args, "noise_weights", (1,))):
+        print("error: --noise-weights: at least one kind needs a share above 0", file=sys.stderr)
+        return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:

@@ -61,14 +61,21 @@ def _training(manifest: dict[str, Any]) -> list[str]:
         f"{training['epochs']} epochs, batch {training['batch_size']}, Adam at {training['learning_rate']:g} "
         f"on a cosine to {training['final_lr_fraction']:g} of it, {_loss(training['loss'])}, seed {training['seed']}.",
     ]
+    stages: list[str] = []
     earlier = training.get("continued_from")
-    if earlier:
+    while earlier:  # latest first in the manifest, told earliest first
         before = earlier["config"]
+        stages.insert(
+            0,
+            f"{earlier['autoencoder']['epochs_run']} epochs (Adam at {before['learning_rate']:g} on a cosine, "
+            f"{_loss(before['loss'])}" + (f", {_mix(before['uploads'])}" if before.get("uploads") else "") + ")",
+        )
+        earlier = earlier.get("init_from")
+    if stages:
         lines.append(
-            f"- Continued from a run of {earlier['autoencoder']['epochs_run']} epochs (Adam at "
-            f"{before['learning_rate']:g} on a cosine, {_loss(before['loss'])}"
-            + (f", {_mix(before['uploads'])}" if before.get("uploads") else "")
-            + "); its configuration and losses are in `manifest.json` under `training.continued_from`."
+            f"- Continued from {'a run' if len(stages) == 1 else 'runs'} of "
+            + ", then ".join(stages)
+            + "; their configurations and losses are in `manifest.json` under `training.continued_from`."
         )
     lines.append(f"- Noise, drawn afresh for every image in every epoch: {_noise(training['noise'])}.")
     if training.get("uploads"):

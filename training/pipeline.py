@@ -26,6 +26,7 @@ from training.data import Dataset, class_names, load_dataset
 from training.evaluate import Denoiser, bce_at, denoising_table, latent_probes, verdict
 from training.export import export_bundle, export_graph, write_manifest, write_samples
 from training.model import Autoencoder, build_autoencoder, build_reference
+from training.noise import BlindNoise
 from training.train import fit, split_validation, to_float
 
 OURS = "autoencoder"
@@ -64,12 +65,13 @@ def train(cfg: TrainConfig, run_dir: Path) -> None:
         models.autoencoder.set_weights(
             keras.models.load_model(cfg.init_from / f"{OURS}.keras", compile=False).get_weights()
         )
-        start = json.loads((cfg.init_from / "train_summary.json").read_text())[OURS]
-        earlier = int(start["epochs_run"])
-        summary["init_from"] = {
+        before = json.loads((cfg.init_from / "train_summary.json").read_text())
+        earlier = epochs_total(before)
+        summary["init_from"] = {  # the whole chain of earlier runs, latest first
             "run": str(cfg.init_from),
             "config": json.loads((cfg.init_from / "config.json").read_text()),
-            OURS: start,
+            OURS: before[OURS],
+            "init_from": before.get("init_from"),
         }
     result = fit(models.autoencoder, train_clean, val_clean, cfg, run_dir)
     models.autoencoder.save(run_dir / f"{OURS}.keras")
@@ -86,7 +88,16 @@ def train(cfg: TrainConfig, run_dir: Path) -> None:
         ref_result = fit(reference, train_clean, val_clean, ref_cfg, run_dir)
         reference.save(run_dir / f"{REFERENCE}.keras")
         summary[REFERENCE] = ref_result.__dict__
+    summary["epochs_total"] = earlier + result.epochs_run
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def epochs_total(summary: dict[str, Any]) -> int:
+    """The autoencoder's epochs in a run and in every run it continued from."""
+    if "epochs_total" in summary:
+        return int(summary["epochs_total"])
+    earlier = summary.get("init_from")
+    return int(summary[OURS]["epochs_run"]) + (epochs_total(earlier) if earlier else 0)
 
 
 SCORER = "scorer"
@@ -274,6 +285,7 @@ def export(cfg: TrainConfig, run_dir: Path) -> Path:
     summary = json.loads((run_dir / "train_summary.json").read_text())
     trained = {name: summary[name] for name in (OURS, REFERENCE) if name in summary}
     config = json.loads((run_dir / "config.json").read_text())
+    noise = BlindNoise(**{kind: tuple(value) for kind, value in config["noise"].items()})
     sample = to_float(data.test.images[:64])
     scorer = keras.models.load_model(run_dir / f"{SCORER}.keras", compile=False)
     anomaly_result = json.loads((run_dir / "anomaly.json").read_text())
@@ -288,10 +300,10 @@ def export(cfg: TrainConfig, run_dir: Path) -> Path:
         description=f"Blind convolutional denoising autoencoder for {cfg.dataset} (28x28, light on dark)",
         parity_sample=sample,
         extra={
-            "noise": {
+            "noise": {  # as trained
                 "blind": True,
-                "ranges": cfg.noise.ranges(),
-                "weights": list(cfg.noise.weights),
+                "ranges": noise.ranges(),
+                "weights": list(noise.weights),
                 "uploads": config.get("uploads"),
             },
             "training": {  # as trained (train's own options, e.g. --epochs), versioned as exported

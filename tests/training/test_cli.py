@@ -11,7 +11,8 @@ import pytest
 from tests.docs import blocks
 from tests.server import MODELS, REPO
 from tests.training.conftest import write_idx_dataset
-from training.__main__ import QUICK_VERSION, RUNS, _config, _parser
+from training.__main__ import QUICK_VERSION, RUNS, _config, _parser, main
+from training.noise import BlindNoise
 
 
 def test_quick_bundles_are_named_apart_and_kept_out_of_models() -> None:
@@ -27,6 +28,34 @@ def test_defaults_do_not_depend_on_the_working_directory(tmp_path: Path, monkeyp
     monkeypatch.chdir(tmp_path)
     cfg = _config(_parser().parse_args(["run"]))
     assert cfg.out_dir == REPO / "models" / "mnist"
+
+
+def test_noise_weights_and_upload_mix_are_taken_as_given() -> None:
+    cfg = _config(_parser().parse_args(["train", "--noise-weights", "0.5", "0.2", "0.1", "0.1", "0.1"]))
+    assert cfg.noise.weights == (0.5, 0.2, 0.1, 0.1, 0.1)
+    assert cfg.noise.ranges() == BlindNoise().ranges()
+    assert _config(_parser().parse_args(["train"])).noise == BlindNoise()
+    cfg = _config(_parser().parse_args(["train", "--mix", "0.1", "0", "0.05", "0"]))
+    assert (cfg.uploads.moved, cfg.uploads.clean, cfg.uploads.faded, cfg.uploads.jpeg) == (0.1, 0, 0.05, 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--mix", "1.5", "0", "0", "0"], "1.5 is not a share between 0 and 1"),
+        (["--mix", "0.5", "0.5", "0.2", "0"], "--mix: the shares add up to more than 1"),
+        (["--noise-weights", "0", "0", "0", "0", "-1"], "-1 is not a share between 0 and 1"),
+        (["--noise-weights", "0", "0", "0", "0", "0"], "--noise-weights: at least one kind needs a share above 0"),
+        (["--noise-weights", "0.5", "0.5"], "--noise-weights: expected 5 arguments"),
+    ],
+)
+def test_bad_shares_stop_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = main(["train", "--quick", *argv])
+    except SystemExit as exit_:  # argparse's own errors
+        code = int(exit_.code or 0)
+    assert code == 2
+    assert message in capsys.readouterr().err
 
 
 def readme_training_commands() -> list[list[str]]:

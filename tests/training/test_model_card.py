@@ -25,3 +25,22 @@ def test_card_says_what_a_continued_run_trained_with() -> None:
     assert "- Continued from a run of 30 epochs (Adam at 0.002 on a cosine, mse loss, 35% moved" in card
     assert "- Images like callers send among the inputs: 20% moved (shifted up to 4 px or rotated up to 20°" in card
     assert "12% clean (the target is the input), 3% faded scans and 3% JPEGs at quality 10–60" in card
+
+
+def test_card_tells_a_chain_of_continued_runs_earliest_first() -> None:
+    manifest = json.loads((MODELS / "mnist" / "manifest.json").read_text())
+    first = {**manifest["training"], "loss": "mse", "uploads": None}
+    second = {**manifest["training"], "loss": "psnr", "learning_rate": 0.001, "uploads": asdict(UploadMix())}
+    manifest["training"] |= {
+        "epochs": 8,
+        "continued_from": {
+            "run": "runs/b",
+            "config": second,
+            "autoencoder": {"epochs_run": 15},
+            "init_from": {"run": "runs/a", "config": first, "autoencoder": {"epochs_run": 30}, "init_from": None},
+        },
+    }
+    card = render(manifest)
+    assert "- Continued from runs of 30 epochs (Adam at 0.002 on a cosine, mse loss), then 15 epochs (Adam at" in card
+    assert "0.001 on a cosine, loss: each image's PSNR, averaged, 20% moved" in card
+    assert "their configurations and losses are in `manifest.json`" in card

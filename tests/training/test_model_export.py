@@ -139,8 +139,11 @@ def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "models" / "tiny"
     argv = ["run", "--quick", "--dataset", "tiny", "--data-dir", str(data), "--run-dir", str(tmp_path / "run")]
     argv += ["--outlier-dataset", "other", "--outlier-data-dir", str(other)]
+    argv += ["--noise-weights", "0.5", "0.1", "0.2", "0.1", "0.1"]
     assert main([*argv, "--out", str(out), "--widths", "4", "8", "8", "--latent-channels", "4"]) == 0
     manifest = load_manifest(out)
+    written = json.loads((out / "manifest.json").read_text())
+    assert written["noise"]["weights"] == written["training"]["noise"]["weights"] == [0.5, 0.1, 0.2, 0.1, 0.1]
     assert (manifest.name, manifest.version) == ("tiny-quick", "0.0.0-quick")  # never mistaken for a real one
     verify_checksums(out, manifest)
     table = manifest.evaluation["denoising"]
@@ -218,3 +221,12 @@ def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
     assert summary["init_from"]["config"]["epochs"] == 2
     assert summary["autoencoder"]["epochs_run"] == 2
     assert len(summary["reference"]["history"]["loss"]) == 2 + 2
+    assert summary["epochs_total"] == 2 + 2
+    # ... and from that one: the chain is kept, latest first, and its epochs counted in all.
+    again = tmp_path / "again"
+    train[train.index(str(more))] = str(again)
+    assert main([*train, "--init-from", str(more), "--no-reference"]) == 0
+    summary = json.loads((again / "train_summary.json").read_text())
+    assert [summary["init_from"]["run"], summary["init_from"]["init_from"]["run"]] == [str(more), str(tmp_path / "run")]
+    assert summary["init_from"]["init_from"]["init_from"] is None
+    assert summary["epochs_total"] == 2 + 2 + 2
