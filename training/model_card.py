@@ -34,6 +34,10 @@ def _noise(noise: dict[str, Any]) -> str:
     )
 
 
+def _shares(weights: list[float]) -> str:
+    return " / ".join(f"{round(100 * w)}%" for w in weights)
+
+
 def _loss(loss: str) -> str:
     return "loss: each image's PSNR, averaged" if loss == "psnr" else f"{loss} loss"
 
@@ -65,10 +69,14 @@ def _training(manifest: dict[str, Any]) -> list[str]:
     earlier = training.get("continued_from")
     while earlier:  # latest first in the manifest, told earliest first
         before = earlier["config"]
+        shares = before["noise"]["weights"]
         stages.insert(
             0,
             f"{earlier['autoencoder']['epochs_run']} epochs (Adam at {before['learning_rate']:g} on a cosine, "
-            f"{_loss(before['loss'])}" + (f", {_mix(before['uploads'])}" if before.get("uploads") else "") + ")",
+            f"{_loss(before['loss'])}"
+            + (f", {_mix(before['uploads'])}" if before.get("uploads") else "")
+            + ("" if shares == training["noise"]["weights"] else f", noise shares {_shares(shares)}")
+            + ")",
         )
         earlier = earlier.get("init_from")
     if stages:

@@ -31,6 +31,7 @@ def test_card_tells_a_chain_of_continued_runs_earliest_first() -> None:
     manifest = json.loads((MODELS / "mnist" / "manifest.json").read_text())
     first = {**manifest["training"], "loss": "mse", "uploads": None}
     second = {**manifest["training"], "loss": "psnr", "learning_rate": 0.001, "uploads": asdict(UploadMix())}
+    second["noise"] = {**second["noise"], "weights": [0.5, 0.2, 0.1, 0.1, 0.1]}
     manifest["training"] |= {
         "epochs": 8,
         "continued_from": {
@@ -43,4 +44,5 @@ def test_card_tells_a_chain_of_continued_runs_earliest_first() -> None:
     card = render(manifest)
     assert "- Continued from runs of 30 epochs (Adam at 0.002 on a cosine, mse loss), then 15 epochs (Adam at" in card
     assert "0.001 on a cosine, loss: each image's PSNR, averaged, 20% moved" in card
-    assert "their configurations and losses are in `manifest.json`" in card
+    assert "JPEGs at quality 10–60, noise shares 50% / 20% / 10% / 10% / 10%); their configurations" in card
+    assert "mse loss)" in card  # the first stage's noise shares are the run's own: not repeated
