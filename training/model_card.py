@@ -99,16 +99,32 @@ def _training(manifest: dict[str, Any]) -> list[str]:
     ]
 
 
+def _epochs(training: dict[str, Any]) -> str:
+    """The autoencoder's epochs: in every run it continued from, earliest first, and its own."""
+    epochs = [int(training["result"]["autoencoder"])]
+    earlier = training.get("continued_from")
+    while earlier:
+        epochs.insert(0, int(earlier["autoencoder"]["epochs_run"]))
+        earlier = earlier.get("init_from")
+    return str(epochs[0]) if len(epochs) == 1 else f"{' + '.join(map(str, epochs))} = {sum(epochs)}"
+
+
 def _evaluation(manifest: dict[str, Any]) -> list[str]:
     evaluation = manifest.get("evaluation") or {}
     rows = evaluation.get("denoising")
     if not rows:
         return []
+    epochs = manifest.get("training", {}).get("result", {})
+    reference = (
+        f"for {epochs['reference']} epochs (the autoencoder: {_epochs(manifest['training'])})"
+        if "reference" in epochs
+        else "for as many epochs"
+    )
     lines = [
         "## Evaluation",
         "",
         f"Mean PSNR (dB) / SSIM on the {evaluation['test_images']:,} test images, each noise drawn with a fixed "
-        "seed. `reference` is the seeds' network trained on the same data and epochs with its own recipe; "
+        f"seed. `reference` is the seeds' network trained on the same data {reference} with its own recipe; "
         "the classical denoisers are tuned blind from each image's estimated noise.",
         "",
         markdown_table(rows).rstrip(),

@@ -34,6 +34,7 @@ def test_card_tells_a_chain_of_continued_runs_earliest_first() -> None:
     second["noise"] = {**second["noise"], "weights": [0.5, 0.2, 0.1, 0.1, 0.1]}
     manifest["training"] |= {
         "epochs": 8,
+        "result": {"autoencoder": 8, "reference": 20},
         "continued_from": {
             "run": "runs/b",
             "config": second,
@@ -46,3 +47,4 @@ def test_card_tells_a_chain_of_continued_runs_earliest_first() -> None:
     assert "0.001 on a cosine, loss: each image's PSNR, averaged, 20% moved" in card
     assert "JPEGs at quality 10–60, noise shares 50% / 20% / 10% / 10% / 10%); their configurations" in card
     assert "mse loss)" in card  # the first stage's noise shares are the run's own: not repeated
+    assert "the seeds' network trained on the same data for 20 epochs (the autoencoder: 30 + 15 + 8 = 53)" in card
