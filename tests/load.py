@@ -58,6 +58,11 @@ class Load:
         with self._lock:
             return sum(n for outcome, n in self.outcomes.items() if outcome.isdigit())
 
+    def snapshot(self) -> Counter[str]:
+        """The outcomes so far, copied."""
+        with self._lock:
+            return Counter(self.outcomes)
+
     def wait_served(self, count: int, timeout: float = 120) -> None:
         """Block until ``count`` responses have come back in all."""
         deadline = time.monotonic() + timeout
