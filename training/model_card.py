@@ -34,6 +34,29 @@ def _noise(noise: dict[str, Any]) -> str:
     )
 
 
+def _earlier_runs(training: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs the autoencoder continued from, earliest first (``training.continued_from`` nests them latest
+    first)."""
+    runs: list[dict[str, Any]] = []
+    earlier = training.get("continued_from")
+    while earlier:
+        runs.insert(0, earlier)
+        earlier = earlier.get("init_from")
+    return runs
+
+
+def _stage(earlier: dict[str, Any], shares: list[float]) -> str:
+    """One earlier run: its epochs and recipe, its noise shares where they differ from ``shares``."""
+    config = earlier["config"]
+    return (
+        f"{earlier['autoencoder']['epochs_run']} epochs (Adam at {config['learning_rate']:g} on a cosine, "
+        f"{_loss(config['loss'])}"
+        + (f", {_mix(config['uploads'])}" if config.get("uploads") else "")
+        + ("" if config["noise"]["weights"] == shares else f", noise shares {_shares(config['noise']['weights'])}")
+        + ")"
+    )
+
+
 def _shares(weights: list[float]) -> str:
     return " / ".join(f"{round(100 * w)}%" for w in weights)
 
@@ -65,20 +88,7 @@ def _training(manifest: dict[str, Any]) -> list[str]:
         f"{training['epochs']} epochs, batch {training['batch_size']}, Adam at {training['learning_rate']:g} "
         f"on a cosine to {training['final_lr_fraction']:g} of it, {_loss(training['loss'])}, seed {training['seed']}.",
     ]
-    stages: list[str] = []
-    earlier = training.get("continued_from")
-    while earlier:  # latest first in the manifest, told earliest first
-        before = earlier["config"]
-        shares = before["noise"]["weights"]
-        stages.insert(
-            0,
-            f"{earlier['autoencoder']['epochs_run']} epochs (Adam at {before['learning_rate']:g} on a cosine, "
-            f"{_loss(before['loss'])}"
-            + (f", {_mix(before['uploads'])}" if before.get("uploads") else "")
-            + ("" if shares == training["noise"]["weights"] else f", noise shares {_shares(shares)}")
-            + ")",
-        )
-        earlier = earlier.get("init_from")
+    stages = [_stage(earlier, training["noise"]["weights"]) for earlier in _earlier_runs(training)]
     if stages:
         lines.append(
             f"- Continued from {'a run' if len(stages) == 1 else 'runs'} of "
@@ -101,11 +111,8 @@ def _training(manifest: dict[str, Any]) -> list[str]:
 
 def _epochs(training: dict[str, Any]) -> str:
     """The autoencoder's epochs: in every run it continued from, earliest first, and its own."""
-    epochs = [int(training["result"]["autoencoder"])]
-    earlier = training.get("continued_from")
-    while earlier:
-        epochs.insert(0, int(earlier["autoencoder"]["epochs_run"]))
-        earlier = earlier.get("init_from")
+    epochs = [int(earlier["autoencoder"]["epochs_run"]) for earlier in _earlier_runs(training)]
+    epochs.append(int(training["result"]["autoencoder"]))
     return str(epochs[0]) if len(epochs) == 1 else f"{' + '.join(map(str, epochs))} = {sum(epochs)}"
 
 
