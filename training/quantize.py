@@ -1,9 +1,12 @@
 """A static int8 (QDQ) copy of a bundle's autoencoder, shipped only if it keeps the PSNR.
 
-The float32 autoencoder is quantised with ONNX Runtime's tools (weights int8 per channel, activations
-uint8, ranges from the 99.999th percentile of each activation over blind-noise training images; the
-first convolution, which reads the pixels, stays float32), then both graphs denoise every row of the
-evaluation table on the whole test set. The int8 graph goes into the bundle only if its
+The float32 autoencoder is first rewritten without changing its output (:mod:`training.int8_prep`: batch
+normalisation folded into the transposed convolutions, activation ranges equalised across channels), then
+quantised with ONNX Runtime's tools (weights int8 per channel, activations uint8 over their full range on
+blind-noise training images). Kept float32: the first convolution, which reads the pixels; the
+convolutions around the bottleneck (the latent and its input); the last convolution and the sigmoid,
+whose logits an 8-bit grid would blur. Then both graphs denoise every row of the evaluation table on the
+whole test set. The int8 graph goes into the bundle only if its
 PSNR is within ``GATE_DB`` of float32 on every row; otherwise the bundle ships float32 alone.
 """
 
@@ -22,6 +25,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from denoise_bundle import INT8_AUTOENCODER_FILE, GraphSpec, Int8Spec, Manifest, file_sha256
 from training.evaluate import CONDITIONS, mean_psnr, noisy_test_set
+from training.int8_prep import CONVOLUTIONS, bottleneck_nodes, equalize_activations, fold_transposed_batchnorm
 from training.noise import BlindNoise
 from training.uploads import UPLOADS, upload_pair
 
@@ -31,30 +35,41 @@ log = logging.getLogger("training.quantize")
 GATE_DB = 0.05
 CALIBRATION_IMAGES = 1024
 CALIBRATION_BATCH = 64
+EQUALIZE_STRENGTH = 0.5
 METHOD = (
-    "static QDQ (onnxruntime.quantization): int8 weights per channel, uint8 activations ranged at their "
-    f"99.999th percentile over {CALIBRATION_IMAGES} blind-noise training images; the first convolution float32"
+    "static QDQ (onnxruntime.quantization) after folding batch normalisation into the transposed convolutions "
+    f"and equalising activation ranges (strength {EQUALIZE_STRENGTH}): int8 weights per channel, uint8 "
+    f"activations over their min-max range on {CALIBRATION_IMAGES} blind-noise training images; float32: the "
+    "first convolution, the convolutions around the latent, the last convolution and the sigmoid"
 )
 
 
 class _Batches(CalibrationDataReader):  # type: ignore[misc]
-    """Equal batches: the percentile calibrator stacks every batch's activations, so a ragged last batch is
-    dropped (fewer images than one batch make a single batch)."""
-
     def __init__(self, input_name: str, images: np.ndarray) -> None:
-        size = min(CALIBRATION_BATCH, len(images))
-        self._batches = iter([{input_name: images[i : i + size]} for i in range(0, len(images) - size + 1, size)])
+        starts = range(0, len(images), CALIBRATION_BATCH)
+        self._batches = iter([{input_name: images[i : i + CALIBRATION_BATCH]} for i in starts])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
 
 
+def float32_nodes(model: onnx.ModelProto) -> list[str]:
+    """The nodes an int8 graph keeps float32: the first convolution, those around the bottleneck, the last
+    convolution and everything after it."""
+    nodes = list(model.graph.node)
+    convolutions = [i for i, node in enumerate(nodes) if node.op_type in CONVOLUTIONS]
+    return [nodes[convolutions[0]].name, *bottleneck_nodes(model), *(node.name for node in nodes[convolutions[-1] :])]
+
+
 def quantize(source: Path, target: Path, input_name: str, calibration: np.ndarray) -> None:
     """Write the int8 QDQ version of ``source`` to ``target``, calibrated on ``calibration`` (n, 28, 28, 1)."""
-    first_conv = next(node.name for node in onnx.load(source).graph.node if node.op_type == "Conv")
+    rewritten = equalize_activations(
+        fold_transposed_batchnorm(onnx.load(source)), input_name, calibration, EQUALIZE_STRENGTH
+    )
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        onnx.save(rewritten, prepared)
+        quant_pre_process(str(prepared), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared),
             str(target),
@@ -63,8 +78,8 @@ def quantize(source: Path, target: Path, input_name: str, calibration: np.ndarra
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.Percentile,
-            nodes_to_exclude=[first_conv],
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=float32_nodes(onnx.load(prepared)),
         )
 
 
@@ -99,18 +114,12 @@ def quantize_bundle(
 ) -> Int8Spec | None:
     """Quantise the bundle's autoencoder and evaluate it; the spec to put in the manifest if it passes the gate.
 
-    ``train_clean`` and ``test_clean`` are float32 (n, 28, 28) in [0, 1]. A graph that fails is deleted; so is
-    one that cannot be calibrated (an untrained net's almost constant output).
+    ``train_clean`` and ``test_clean`` are float32 (n, 28, 28) in [0, 1]. A graph that fails is deleted.
     """
     spec = manifest.graphs["autoencoder"]
     calibration = BlindNoise().apply(train_clean[:CALIBRATION_IMAGES], np.random.default_rng([seed, 30_000]))
     target = bundle / INT8_AUTOENCODER_FILE
-    try:
-        quantize(bundle / spec.file, target, spec.input.name, calibration[..., np.newaxis].astype(np.float32))
-    except ValueError as exc:  # the calibrator cannot histogram an activation that (almost) never varies
-        log.warning("int8 autoencoder not shipped: calibration failed: %s", exc)
-        target.unlink(missing_ok=True)
-        return None
+    quantize(bundle / spec.file, target, spec.input.name, calibration[..., np.newaxis].astype(np.float32))
     rows = psnr_rows(bundle / spec.file, target, spec.input.name, test_clean, seed)
     worst = max(abs(row["delta"]) for row in rows.values())
     if worst > GATE_DB:

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import Any
 
 from tests.server import MODELS
 from training.model_card import render
 from training.uploads import UploadMix
 
 
+def _manifest() -> dict[str, Any]:
+    """The committed mnist manifest as a run of its own: trained at 0.002, continued from nothing."""
+    manifest: dict[str, Any] = json.loads((MODELS / "mnist" / "manifest.json").read_text())
+    manifest["training"] = {**manifest["training"], "learning_rate": 0.002}
+    manifest["training"].pop("continued_from", None)
+    return manifest
+
+
 def test_card_says_what_a_continued_run_trained_with() -> None:
-    manifest = json.loads((MODELS / "mnist" / "manifest.json").read_text())
+    manifest = _manifest()
     earlier = {**manifest["training"], "loss": "mse", "uploads": asdict(UploadMix(0.35, 0.08, 0.08, 0.08))}
     manifest["training"] |= {
         "epochs": 15,
@@ -28,7 +37,7 @@ def test_card_says_what_a_continued_run_trained_with() -> None:
 
 
 def test_card_tells_a_chain_of_continued_runs_earliest_first() -> None:
-    manifest = json.loads((MODELS / "mnist" / "manifest.json").read_text())
+    manifest = _manifest()
     first = {**manifest["training"], "loss": "mse", "uploads": None}
     second = {**manifest["training"], "loss": "psnr", "learning_rate": 0.001, "uploads": asdict(UploadMix())}
     second["noise"] = {**second["noise"], "weights": [0.5, 0.2, 0.1, 0.1, 0.1]}

@@ -58,14 +58,14 @@ def test_reference_network_shapes() -> None:
 ANOMALY = AnomalySpec(method="learned head", threshold=1.5, calibration_quantile=0.98, false_flags=0.02, against={})
 
 
-def _export_tiny(out: Path, output_spread: float = 100.0) -> Manifest:
-    """A tiny untrained bundle. Its output would be 0.5 give or take 1e-4, too flat for int8 calibration to
-    bin, so the last convolution's kernel is scaled by ``output_spread``."""
+def _export_tiny(out: Path) -> Manifest:
+    """A tiny untrained bundle. Its output would be 0.5 give or take 1e-4, too flat to tell an int8 graph's
+    output from float32's, so the last convolution's kernel is scaled up a hundredfold."""
     keras.utils.set_random_seed(0)
     models = build_autoencoder(TINY)
     last = models.decoder.layers[-1]
     kernel, bias = last.get_weights()
-    last.set_weights([kernel * output_spread, bias])
+    last.set_weights([kernel * 100.0, bias])
     return export_bundle(
         models,
         build_scorer((4, 4, 4)),
@@ -123,14 +123,6 @@ def test_int8_copy_ships_only_within_its_gate(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr("training.quantize.GATE_DB", 1e-12)
     assert quantize_bundle(tmp_path, manifest, train, test, seed=3) is None
     assert not graph.exists()
-
-
-def test_int8_copy_is_not_shipped_when_calibration_cannot_range_an_activation(tmp_path: Path) -> None:
-    manifest = _export_tiny(tmp_path, output_spread=0.01)  # every output 0.5 give or take 1e-6
-    rng = np.random.default_rng(2)
-    train, test = rng.random((128, 28, 28), dtype=np.float32), rng.random((24, 28, 28), dtype=np.float32)
-    assert quantize_bundle(tmp_path, manifest, train, test, seed=3) is None
-    assert not (tmp_path / INT8_AUTOENCODER_FILE).exists()
 
 
 def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
