@@ -32,11 +32,13 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     return readers
 
 
-def _initializer(graph: onnx.GraphProto, node: onnx.NodeProto) -> onnx.TensorProto | None:
-    """The one constant input of a ``Mul`` or ``Add``, if it has one."""
-    constants = {tensor.name: tensor for tensor in graph.initializer}
-    found = [constants[name] for name in node.input if name in constants]
-    return found[0] if len(found) == 1 else None
+def _per_channel(constants: dict[str, onnx.TensorProto], node: onnx.NodeProto, channels: int) -> np.ndarray | None:
+    """The one constant input of a ``Mul`` or ``Add``, if it has one and it holds one value per channel
+    of an NCHW tensor (shape ``(C, 1, 1)`` or ``(1, C, 1, 1)``)."""
+    found = [numpy_helper.to_array(constants[name]) for name in node.input if name in constants]
+    if len(found) != 1 or found[0].size != channels or found[0].ndim < 3 or found[0].shape[-3] != channels:
+        return None
+    return found[0].reshape(-1)
 
 
 def _group(node: onnx.NodeProto) -> int:
@@ -61,17 +63,14 @@ def fold_transposed_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
     for node in graph.node:
         if node.op_type != "ConvTranspose" or len(node.input) != 2 or node.input[1] not in constants:
             continue
-        mul = _only_reader(readers, node.output[0], ("Mul",))
-        add = mul and _only_reader(readers, mul.output[0], ("Add",))
-        scale_tensor = mul and _initializer(graph, mul)
-        shift_tensor = add and _initializer(graph, add)
-        if not (mul and add and scale_tensor and shift_tensor):
-            continue
         weight = numpy_helper.to_array(constants[node.input[1]])
-        scale, shift = numpy_helper.to_array(scale_tensor), numpy_helper.to_array(shift_tensor)
-        if _group(node) != 1 or scale.size != weight.shape[1] or shift.size != weight.shape[1]:
+        mul = _only_reader(readers, node.output[0], ("Mul",))
+        add = _only_reader(readers, mul.output[0], ("Add",)) if mul else None
+        if mul is None or add is None or _group(node) != 1:
             continue
-        scale, shift = scale.reshape(-1), shift.reshape(-1)
+        scale, shift = (_per_channel(constants, op, weight.shape[1]) for op in (mul, add))
+        if scale is None or shift is None:
+            continue
         constants[node.input[1]].CopyFrom(
             numpy_helper.from_array((weight * scale[None, :, None, None]).astype(np.float32), node.input[1])
         )
