@@ -117,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     score_opts.add_argument(
         "--scorer-epochs", type=int, default=TrainConfig.scorer_epochs, help="epochs of the anomaly score's head"
     )
+    score_opts.add_argument(
+        "--scorer-from",
+        type=Path,
+        help="keep this run folder's trained anomaly head (calibrated and measured again) instead of training one",
+    )
     eval_opts = argparse.ArgumentParser(add_help=False)
     eval_opts.add_argument("--limit-test", type=int, help="evaluate on the first N test images only")
     eval_opts.add_argument(
@@ -197,6 +202,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         limit_train=quick.get("limit_train", getattr(args, "limit_train", None)),
         limit_test=quick.get("limit_test", getattr(args, "limit_test", None)),
         scorer_epochs=quick.get("scorer_epochs", getattr(args, "scorer_epochs", TrainConfig.scorer_epochs)),
+        scorer_from=getattr(args, "scorer_from", None),
         stroke_images=quick.get("stroke_images", TrainConfig.stroke_images),
         outlier_dataset=getattr(args, "outlier_dataset", None),
         outlier_data_dir=getattr(args, "outlier_data_dir", None),
@@ -216,6 +222,7 @@ def _rescore(args: argparse.Namespace) -> Path:
         limit_train=quick.get("limit_train"),
         limit_test=quick.get("limit_test", args.limit_test),
         scorer_epochs=quick.get("scorer_epochs", args.scorer_epochs),
+        scorer_from=args.scorer_from,
         stroke_images=quick.get("stroke_images", TrainConfig.stroke_images),
         outlier_dataset=args.outlier_dataset,
         outlier_data_dir=args.outlier_data_dir,

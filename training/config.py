@@ -76,6 +76,9 @@ class TrainConfig:
     #: Its folder, if not where that dataset is looked for by default.
     outlier_data_dir: Path | None = None
     scorer_epochs: int = 12
+    #: A run folder whose trained anomaly head to keep instead of training one (the head reads the image
+    #: only, so it does not depend on the autoencoder); it is calibrated and measured again.
+    scorer_from: Path | None = None
     #: Random pen drawings among the score's training outliers.
     stroke_images: int = 20_000
 
@@ -91,6 +94,7 @@ class TrainConfig:
         data["out_dir"] = str(self.out_dir)
         data["outlier_data_dir"] = str(self.outlier_data_dir) if self.outlier_data_dir else None
         data["init_from"] = str(self.init_from) if self.init_from else None
+        data["scorer_from"] = str(self.scorer_from) if self.scorer_from else None
         return data
 
     def save(self, path: Path) -> None:

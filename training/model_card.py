@@ -202,6 +202,12 @@ def _anomaly(manifest: dict[str, Any]) -> list[str]:
         lines += [f"False flags by kind of test digit (all of them digits, none an anomaly): {shares}.", ""]
     if details.get("never_trained_on") and "photographs" in anomaly["against"]:
         lines += [f"Never trained on: {'; '.join(details['never_trained_on'])}.", ""]
+    if details.get("scorer_from"):
+        lines += [
+            f"The learned head is the one trained in `{details['scorer_from']}` (it reads the image only, so it "
+            "does not depend on the autoencoder), calibrated and measured again here.",
+            "",
+        ]
     if details.get("graphs_from"):
         lines += [
             f"The score was trained again for the autoencoder, encoder and decoder of `{details['graphs_from']}`, "

@@ -122,25 +122,29 @@ def train_anomaly_score(
     data, other = load_data(cfg), load_data(cfg, outliers=True)
     train_clean, val_clean = split_validation(to_float(data.train.images), cfg.validation_fraction, cfg.seed)
     trained_fonts, held_out_fonts = outliers.split_fonts(outliers.fonts())
-    exposure = np.concatenate(
-        [
-            to_float(other.train.images),
-            to_float(outliers.inverted(data.train.images)),
-            to_float(outliers.strokes(cfg.stroke_images, cfg.seed)),
-            to_float(outliers.glyphs(seed=cfg.seed + 1)),
-            to_float(outliers.letters(trained_fonts, seed=cfg.seed + 2)),
-        ]
-    )
-    keras.utils.set_random_seed(cfg.seed)
-    scorer = scoring.build_scorer()
-    history = scoring.fit_scorer(
-        scorer,
-        scoring.ScorerData(train_clean, exposure),
-        cfg.noise,
-        scoring.SCORER_UPLOADS,
-        epochs=cfg.scorer_epochs,
-        seed=cfg.seed,
-    )
+    if cfg.scorer_from is not None:  # the head reads the image only: another run's serves this autoencoder too
+        scorer = keras.models.load_model(cfg.scorer_from / f"{SCORER}.keras", compile=False)
+        history = json.loads((cfg.scorer_from / "anomaly.json").read_text())["details"]["history"]
+    else:
+        exposure = np.concatenate(
+            [
+                to_float(other.train.images),
+                to_float(outliers.inverted(data.train.images)),
+                to_float(outliers.strokes(cfg.stroke_images, cfg.seed)),
+                to_float(outliers.glyphs(seed=cfg.seed + 1)),
+                to_float(outliers.letters(trained_fonts, seed=cfg.seed + 2)),
+            ]
+        )
+        keras.utils.set_random_seed(cfg.seed)
+        scorer = scoring.build_scorer()
+        history = scoring.fit_scorer(
+            scorer,
+            scoring.ScorerData(train_clean, exposure),
+            cfg.noise,
+            scoring.SCORER_UPLOADS,
+            epochs=cfg.scorer_epochs,
+            seed=cfg.seed,
+        )
     scorer.save(run_dir / f"{SCORER}.keras")
 
     letter_sets = {
@@ -209,6 +213,7 @@ def train_anomaly_score(
             "test_images": {"typical": len(data.test.images), **{k: len(v) for k, v in out_sets.items()}},
             "methods": evaluation["methods"],
             "history": history,
+            **({"scorer_from": str(cfg.scorer_from)} if cfg.scorer_from is not None else {}),
         },
     }
     (run_dir / "anomaly.json").write_text(json.dumps(result, indent=2) + "\n")

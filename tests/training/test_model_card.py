@@ -57,3 +57,11 @@ def test_card_tells_a_chain_of_continued_runs_earliest_first() -> None:
     assert "JPEGs at quality 10–60, noise shares 50% / 20% / 10% / 10% / 10%); their configurations" in card
     assert "mse loss)" in card  # the first stage's noise shares are the run's own: not repeated
     assert "the seeds' network trained on the same data for 20 epochs (the autoencoder: 30 + 15 + 8 = 53)" in card
+
+
+def test_card_names_the_run_an_anomaly_head_was_kept_from() -> None:
+    manifest = _manifest()
+    manifest["anomaly"]["details"]["scorer_from"] = "runs/fashion-mnist-rescore"
+    card = render(manifest)
+    assert "The learned head is the one trained in `runs/fashion-mnist-rescore` (it reads the image only" in card
+    assert "The learned head is the one trained in" not in render(_manifest())

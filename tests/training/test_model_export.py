@@ -222,3 +222,12 @@ def test_quick_pipeline_end_to_end(tmp_path: Path) -> None:
     assert [summary["init_from"]["run"], summary["init_from"]["init_from"]["run"]] == [str(more), str(tmp_path / "run")]
     assert summary["init_from"]["init_from"]["init_from"] is None
     assert summary["epochs_total"] == 2 + 2 + 2
+
+    # A new autoencoder keeps an earlier run's anomaly head: calibrated and measured again, the same figures.
+    keep = ["anomaly", "--quick", "--dataset", "tiny", "--data-dir", str(data), "--run-dir", str(more)]
+    keep += ["--outlier-dataset", "other", "--outlier-data-dir", str(other), "--scorer-from", str(tmp_path / "run")]
+    assert main(keep) == 0
+    kept, first = (json.loads((run / "anomaly.json").read_text()) for run in (more, tmp_path / "run"))
+    assert kept["details"]["scorer_from"] == str(tmp_path / "run")
+    assert (kept["threshold"], kept["against"]) == (first["threshold"], first["against"])
+    assert kept["details"]["history"] == first["details"]["history"]  # not trained again
