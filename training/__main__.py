@@ -248,6 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     if not sum(getattr(args, "noise_weights", (1,))):
         print("error: --noise-weights: at least one kind needs a share above 0", file=sys.stderr)
         return 2
+    for flag, folder, needs in (
+        ("--init-from", getattr(args, "init_from", None), ("autoencoder.keras", "config.json", "train_summary.json")),
+        ("--scorer-from", getattr(args, "scorer_from", None), ("scorer.keras", "anomaly.json")),
+    ):
+        missing = [name for name in needs if folder is not None and not (folder / name).is_file()]
+        if missing:
+            print(f"error: {flag}: {folder} is not a finished run folder (no {', '.join(missing)})", file=sys.stderr)
+            return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:

@@ -58,6 +58,26 @@ def test_bad_shares_stop_with_one_line(argv: list[str], message: str, capsys: py
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["train", "--init-from", "nowhere"],
+            "--init-from: nowhere is not a finished run folder (no autoencoder.keras,",
+        ),
+        (
+            ["anomaly", "--scorer-from", "nowhere"],
+            "--scorer-from: nowhere is not a finished run folder (no scorer.keras",
+        ),
+    ],
+)
+def test_a_run_folder_that_is_not_one_stops_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*argv, "--quick"]) == 2
+    assert message in capsys.readouterr().err
+
+
 def readme_training_commands() -> list[list[str]]:
     lines = [line for block in blocks("training/README.md") for line in block.splitlines()]
     return [shlex.split(line.split("  #")[0]) for line in lines if line.strip()]
