@@ -72,7 +72,7 @@ def fold_transposed_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
         if scale is None or shift is None:
             continue
         constants[node.input[1]].CopyFrom(
-            numpy_helper.from_array((weight * scale[None, :, None, None]).astype(np.float32), node.input[1])
+            numpy_helper.from_array(_scale_channels(weight, node.op_type, scale, outputs=True), node.input[1])
         )
         bias_name = f"{node.name}/folded_bias"
         graph.initializer.append(numpy_helper.from_array(shift.astype(np.float32), bias_name))
@@ -84,14 +84,13 @@ def fold_transposed_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _scale_output_channels(weight: np.ndarray, op_type: str, scale: np.ndarray) -> np.ndarray:
-    # Conv weights are (out, in, kh, kw); ConvTranspose weights are (in, out, kh, kw).
-    scaled: np.ndarray = weight * (scale[:, None, None, None] if op_type == "Conv" else scale[None, :, None, None])
-    return scaled
-
-
-def _scale_input_channels(weight: np.ndarray, op_type: str, scale: np.ndarray) -> np.ndarray:
-    scaled: np.ndarray = weight * (scale[None, :, None, None] if op_type == "Conv" else scale[:, None, None, None])
+def _scale_channels(weight: np.ndarray, op_type: str, scale: np.ndarray, *, outputs: bool) -> np.ndarray:
+    """``weight`` with its output (or input) channel ``c`` multiplied by ``scale[c]``. Conv weights are
+    (out, in, kh, kw); ConvTranspose weights are (in, out, kh, kw)."""
+    axis = 0 if outputs == (op_type == "Conv") else 1
+    shape = [1, 1, 1, 1]
+    shape[axis] = -1
+    scaled: np.ndarray = (weight * scale.reshape(shape)).astype(np.float32)
     return scaled
 
 
@@ -127,10 +126,12 @@ def equalize_activations(
         scale = np.ones_like(peaks)
         scale[live] = (peaks.max() / peaks[live]) ** strength
         updates = {
-            node.input[1]: _scale_output_channels(numpy_helper.to_array(constants[node.input[1]]), node.op_type, scale),
+            node.input[1]: _scale_channels(
+                numpy_helper.to_array(constants[node.input[1]]), node.op_type, scale, outputs=True
+            ),
             node.input[2]: numpy_helper.to_array(constants[node.input[2]]) * scale,
-            following.input[1]: _scale_input_channels(
-                numpy_helper.to_array(constants[following.input[1]]), following.op_type, 1 / scale
+            following.input[1]: _scale_channels(
+                numpy_helper.to_array(constants[following.input[1]]), following.op_type, 1 / scale, outputs=False
             ),
         }
         for name, array in updates.items():
