@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     """Image and latent requests in progress per worker; beyond it new ones get 503 with Retry-After at once."""
     header_timeout_s: float = Field(default=10.0, gt=0)
     """Seconds a client has to send its request line and headers."""
+    max_header_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+    """Largest request line and headers together, in bytes; beyond it the connection gets 431 and is closed (Envoy's
+    default is 60 KiB, nginx's 32 KiB)."""
+    max_headers: int = Field(default=100, ge=8, le=10_000)
+    """Most request header fields; beyond it the connection gets 431 and is closed (Envoy's default is 100)."""
     body_timeout_s: float = Field(default=30.0, gt=0)
     """Seconds a client has to send the whole body, from the start of the request."""
 

@@ -37,8 +37,8 @@ ModelName = Annotated[str | None, Query(description="model name (default: DENOIS
 
 
 def resolve_model(request: Request, registry: Registry, name: str | None) -> LoadedModel:
-    if not registry.models:
-        raise NotReady("no model is loaded; see /health/ready for why", headers={"Retry-After": "5"})
+    if not registry.models and not registry.unloaded:
+        raise NotReady(f"no model is loaded: {registry.not_ready_reason()}", headers={"Retry-After": "5"})
     loaded = registry.get(name)
     context = request_context(request)
     context.model, context.version = loaded.manifest.name, loaded.manifest.version

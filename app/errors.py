@@ -96,6 +96,26 @@ def error_body(
     return {"error": error}
 
 
+#: Characters of what a client sent (a name, a path) that an error message or a log line quotes.
+CLIP_CHARS = 80
+
+
+def clip(text: str, limit: int = CLIP_CHARS) -> str:
+    """``text`` as an error message may quote it: at most ``limit`` characters (then an ellipsis and the
+    length), control characters escaped, so that no answer or log line echoes a client's payload whole."""
+    shown = text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    return shown.encode("unicode_escape").decode("ascii") if not shown.isprintable() else shown
+
+
+#: The longest error message sent (gRPC carries it in a trailer, whose default limit is 8 KiB).
+MAX_MESSAGE_CHARS = 1000
+
+
+def bounded(message: str) -> str:
+    """An error message cut to :data:`MAX_MESSAGE_CHARS`: the last guard against echoing a client's payload."""
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 1] + "\u2026"
+
+
 V2_PREFIX = "/v2"
 
 
@@ -123,6 +143,7 @@ def render(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """An error response in the shape of the protocol ``path`` belongs to."""
+    message = bounded(message)
     if is_v2(path):
         where = f"image {index}: " if index is not None else ""
         status = 400 if status in V2_AS_BAD_REQUEST else status
@@ -163,9 +184,9 @@ def install_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404:
-            message = f"no endpoint at {request.url.path}; see /docs for the API"
+            message = f"no endpoint at {clip(request.url.path)}; see /docs for the API"
         if exc.status_code == 405:
-            message = f"method {request.method} not allowed on {request.url.path}"
+            message = f"method {clip(request.method)} not allowed on {clip(request.url.path)}"
         return _respond(request, exc.status_code, code, message, headers=exc.headers)
 
     @app.exception_handler(ClientDisconnect)

@@ -6,6 +6,7 @@ Every upload is normalised by :data:`NORMALISATION`, which the API documentation
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -43,6 +44,18 @@ class DecodeOptions:
     max_pixels: int = 4_000_000
     resize: bool = False
     invert: bool = False
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def declared_pixels(data: bytes) -> int | None:
+    """The pixels a PNG declares in its header (what decoding it will cost), read without Pillow; None for
+    anything else (another format, a truncated header)."""
+    if len(data) < 24 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width) * int(height)
 
 
 def _sniff_format(data: bytes) -> str | None:

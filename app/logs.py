@@ -22,6 +22,19 @@ _RENAMED = {"levelname": "level", "name": "logger", "process": "pid"}
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+#: Control characters (C0, DEL, C1) as text logs show them: escaped, so that what a client sent (a path, a
+#: header) cannot end a line, forge the next one or colour a terminal. JSON lines escape them already.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, with control characters in the message escaped (a traceback keeps its lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = record.message.translate(_ESCAPES)
+        return super().formatMessage(record)
+
+
 def log_config(level: str, fmt: LogFormat) -> dict[str, Any]:
     """The dictConfig dictionary for ``level`` (a logging level name, any case) and ``fmt``."""
     formatter: dict[str, Any]
@@ -35,7 +48,7 @@ def log_config(level: str, fmt: LogFormat) -> dict[str, Any]:
             "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
         }
     else:
-        formatter = {"format": _TEXT_FORMAT}
+        formatter = {"()": "app.logs.TextFormatter", "format": _TEXT_FORMAT}
     # uvicorn's own loggers keep their handlers unless told otherwise; route them to ours.
     uvicorn_loggers = {name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error")}
     return {

@@ -117,6 +117,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         registry.start_batchers(metrics, alone=lambda: services.work.count <= 1)
         catalog.refresh(registry)
         repository.started(tried)
+        await repository.sync(scan=False)  # unloads decided before this worker started
         grpc_server = await v2_grpc.start(
             registry, catalog, repository, settings, services, tracing.grpc_interceptors(tracer_provider)
         )

@@ -5,7 +5,9 @@ uploaded image bytes and get the graph's outputs back, and hand it output pixels
 Work that takes long runs off the event loop or between its turns, so that the loop keeps
 answering probes and handing inference threads their next batches:
 
-- large uploads (resizing) are decoded in a worker thread;
+- uploads to resize are decoded in a worker thread when what they declare (their pixels, read from
+  the PNG header; any other format counts as large) passes :data:`THREAD_DECODE_PIXELS`: a few
+  hundred bytes of PNG can declare millions of pixels, so bytes on the wire do not tell;
 - a request larger than one batch is decoded a batch at a time, each batch running on an inference
   thread while the next is decoded;
 - many outputs are PNG-encoded :data:`ENCODE_SLICE` at a time, between turns of the loop.
@@ -23,14 +25,14 @@ from starlette.concurrency import run_in_threadpool
 
 from app import tracing
 from app.config import Settings
-from app.imaging import DecodeOptions, decode, encode_png, to_model_input
+from app.imaging import DecodeOptions, declared_pixels, decode, encode_png, to_model_input
 from app.runtime.batcher import ALWAYS, Until
 from app.runtime.registry import Inference, LoadedModel
 from denoise_bundle.manifest import GraphName
 
-#: Bytes of uploads to resize above which decoding moves to a worker thread (small images decode
-#: in microseconds, less than the hand-over costs).
-THREAD_DECODE_BYTES = 64 * 1024
+#: Declared pixels of uploads to resize above which decoding moves to a worker thread (about 5 ms of
+#: decoding and resampling; small images decode in microseconds, less than the hand-over costs).
+THREAD_DECODE_PIXELS = 1_000_000
 #: Images PNG-encoded between two turns of the event loop (about 2 ms of work).
 ENCODE_SLICE = 64
 
@@ -59,9 +61,21 @@ async def decode_images(
         )
 
     with tracing.span("decode", images=len(uploads)):
-        if options.resize and sum(len(data) for data in uploads) > THREAD_DECODE_BYTES:
+        if options.resize and _decode_cost(uploads) > THREAD_DECODE_PIXELS:
             return await run_in_threadpool(run)
         return run()
+
+
+def _decode_cost(uploads: Sequence[bytes]) -> int:
+    """The pixels decoding ``uploads`` will touch, by their headers; an upload that declares none counts as
+    over the threshold (decoding it may cost anything)."""
+    total = 0
+    for data in uploads:
+        pixels = declared_pixels(data)
+        total += THREAD_DECODE_PIXELS + 1 if pixels is None else pixels
+        if total > THREAD_DECODE_PIXELS:
+            break
+    return total
 
 
 async def infer_images(

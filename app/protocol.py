@@ -4,6 +4,11 @@
   request line and headers a byte at a time. This protocol closes a connection whose headers are
   not complete ``header_timeout`` seconds after the connection opened or the request began.
   (Body deadlines are enforced in :mod:`app.middleware`.)
+- A request's line and headers are limited in total bytes (``DENOISE_MAX_HEADER_BYTES``) and in
+  fields (``DENOISE_MAX_HEADERS``), counted while they stream in (httptools has no limit of its
+  own and buffers a header line whole): beyond either the client gets ``431 Request Header Fields
+  Too Large`` in the error shape of the path it asked for and the connection is closed, so memory
+  stays bounded whatever a client sends before it is identified.
 - ``GET /health/live`` is answered here, as soon as the request is parsed, without starting an
   ASGI task: under overload the event loop has hundreds of tasks ready, and a probe that waited
   for its own task's turn would wait behind all of them. The answer is the same as the route's
@@ -27,6 +32,7 @@ from uvicorn.server import ServerState
 
 from app.config import get_settings
 from app.context import request_id
+from app.errors import clip, render
 from app.middleware import CLIENT_GONE, REQUEST_ID_HEADER
 from app.schemas import Liveness
 
@@ -36,12 +42,23 @@ LIVENESS_BODY = Liveness().model_dump_json().encode()
 IDLE_DRAIN_S = 1.0
 
 
+class HeadersTooLarge(Exception):
+    """Raised from a parser callback: the request's headers passed a limit."""
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """Named to uvicorn by import path, so that every worker process builds its own."""
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(config, server_state, app_state, **kwargs)
-        self.header_timeout = get_settings().header_timeout_s
+        settings = get_settings()
+        self.header_timeout = settings.header_timeout_s
+        self.max_header_bytes = settings.max_header_bytes
+        self.max_headers = settings.max_headers
+        self._header_bytes = 0  # of the request line and the header fields parsed so far
+        self._unparsed = 0  # bytes fed while a header line was still incomplete
+        self._began = False  # a request began in the data being fed
+        self._too_large: str | None = None  # why a parser callback stopped the request
         self._header_timer: asyncio.TimerHandle | None = None
         self._liveness_probe = False
         self._receiving = False  # a request has begun and its headers are not complete yet
@@ -69,11 +86,73 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._receiving = True
+        self._began = True
+        self._header_bytes = self._unparsed = 0
         self._arm_header_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        if len(self.headers) >= self.max_headers:
+            self._stop(f"more than {self.max_headers} header fields (DENOISE_MAX_HEADERS)")
+        super().on_header(name, value)
+
+    def _count(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > self.max_header_bytes:
+            self._stop(f"request line and headers exceed {self.max_header_bytes} bytes (DENOISE_MAX_HEADER_BYTES)")
+
+    def _stop(self, why: str) -> None:
+        """Stop parsing from a callback: httptools turns the exception into a parser error, for which
+        uvicorn calls :meth:`send_400_response`, answered here with 431."""
+        self._too_large = why
+        raise HeadersTooLarge(why)
+
+    def send_400_response(self, msg: str) -> None:
+        if self._too_large is None:
+            super().send_400_response(msg)
+        else:
+            self._reject_headers(self._too_large)
+
+    def data_received(self, data: bytes) -> None:
+        self._began = False
+        try:
+            super().data_received(data)
+            if self._receiving and not self._began:
+                # httptools holds an incomplete header line until it ends: count what it holds.
+                self._unparsed += len(data)
+                if self._header_bytes + self._unparsed > self.max_header_bytes:
+                    raise HeadersTooLarge(
+                        f"request line and headers exceed {self.max_header_bytes} bytes (DENOISE_MAX_HEADER_BYTES)"
+                    )
+        except HeadersTooLarge as exc:
+            self._reject_headers(str(exc))
+
+    def _reject_headers(self, message: str) -> None:
+        """431, in the error shape of the path asked for, and the connection closed."""
+        self._disarm_header_timer()
+        self._receiving = False
+        path = clip(self.url.split(b"?", 1)[0].decode("latin-1"))
+        self.logger.info("closing a connection whose request headers were too large (%s)", message)
+        response = render(path, 431, "headers_too_large", f"{message}; send fewer or smaller headers", None)
+        head = [
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+            *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(response.body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        if not self.transport.is_closing():
+            self.transport.write(b"".join(head) + bytes(response.body))
+            self.transport.close()
 
     def on_headers_complete(self) -> None:
         self._disarm_header_timer()
         self._receiving = False
+        self._unparsed = 0
         # Only when no earlier request on this connection is still being answered, so that
         # pipelined responses keep their order.
         self._liveness_probe = (

@@ -6,6 +6,10 @@ unload, and swapping versions under load with nothing lost.
   so a swapped symlink counts, and its files' sizes, times and inodes). A new or changed bundle is
   verified (checksums of every graph, shapes, the int8 gate), loaded and warmed in a worker thread
   beside the version in service, then swapped in; a bundle gone from disk is taken out of service.
+  A scan loads a changed bundle once two looks in a row found its files the same, so that a copy
+  still being written is not loaded half-way (and again when it is complete). A name still in the
+  folder whose files cannot be loaded (a dangling or swapped-in broken symlink, a folder without a
+  manifest) is a refused version, not a bundle gone: the version in service serves on.
 - The version replaced keeps its batchers until every request admitted before the swap has finished
   (:meth:`~app.context.WorkInProgress.drained`): requests already queued or running end on it; then
   its sessions are closed and freed.
@@ -38,7 +42,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from app.context import WorkInProgress
-from app.errors import ApiError, ModelNotFound
+from app.errors import ApiError, ModelNotFound, clip
 from app.metrics import Metrics
 from app.runtime.registry import LoadedModel, Registry, Signature, bundle_signature, discover
 from app.v2.catalog import GRAPH_KINDS, Catalog
@@ -172,6 +176,8 @@ class ModelRepository:
         self.refused: dict[str, Refusal] = {}
         #: The files of each bundle's last attempt, so that files already refused are not tried again.
         self._tried: dict[str, Signature | None] = {}
+        #: The files each bundle had at the last scan: a change is loaded once it holds still for a scan.
+        self._seen: dict[str, Signature | None] = {}
         self._unloaded: set[str] = set()
         self._loads: dict[str, int] = {}
         self._lock = asyncio.Lock()
@@ -179,7 +185,18 @@ class ModelRepository:
     # What is on disk
 
     def _on_disk(self) -> dict[str, Path]:
-        return {path.name: path for path in discover(self.settings) if path.is_dir()}
+        """Bundle folders by name: those :func:`discover` finds, and any name served or refused whose entry
+        is still in the folder, loadable or not (so that a broken rollout is refused, not taken as removal)."""
+        found = {path.name: path for path in discover(self.settings) if path.is_dir()}
+        for name in {*self.registry.models, *self.refused} - set(found):
+            path = self.settings.model_dir / name
+            if os.path.lexists(path):
+                found[name] = path
+        return found
+
+    def _set_unloaded(self, names: set[str]) -> None:
+        self._unloaded = names
+        self.registry.set_unloaded(names)
 
     def bundle(self, name: str) -> tuple[str, Path | None]:
         """The bundle a V2 name belongs to (``mnist`` and ``mnist-encoder`` are both bundle ``mnist``) and its
@@ -194,7 +211,7 @@ class ModelRepository:
                     break
             else:
                 names = ", ".join(sorted(known)) or "none"
-                raise ModelNotFound(f"no bundle named {name!r} in {self.settings.model_dir}; bundles: {names}")
+                raise ModelNotFound(f"no bundle named {clip(name)!r} in the model folder; bundles: {names}")
         return name, on_disk.get(name)
 
     # Start-up, and the scans
@@ -202,6 +219,7 @@ class ModelRepository:
     def started(self, tried: dict[str, Signature | None]) -> None:
         """Record the files the start-up load tried (so that a scan tries only what changed since), and publish."""
         self._tried.update(tried)
+        self._seen.update(tried)
         if self.shared is not None:
             control = self.shared.control()
             self._loads = {name: int(count) for name, count in control["loads"].items()}
@@ -234,12 +252,12 @@ class ModelRepository:
         """Bring this worker in line with the shared decisions and (``scan``) the model folder."""
         async with self._lock:
             if self.shared is not None:
-                control = self.shared.control()
-                self._unloaded = set(control["unloaded"])
+                control = await run_in_threadpool(self.shared.control)
+                self._set_unloaded(set(control["unloaded"]))
                 wanted = {name: int(count) for name, count in control["loads"].items()}
             else:
                 wanted = dict(self._loads)
-            on_disk = self._on_disk()
+            on_disk = await run_in_threadpool(self._on_disk)
             changed = False
             for name in sorted(set(on_disk) | set(self.registry.models) | set(self.refused)):
                 asked = wanted.get(name, 0) > self._loads.get(name, 0)
@@ -247,20 +265,33 @@ class ModelRepository:
                 if name in self._unloaded:
                     changed |= await self._take_out(name, "unloaded through the repository API")
                 elif path is None:
-                    changed |= await self._take_out(name, f"its folder left {self.settings.model_dir}")
+                    changed |= await self._take_out(name, "its folder left the model folder")
                     self.refused.pop(name, None)
                     self._tried.pop(name, None)
-                elif asked or (scan and bundle_signature(path) != self._tried.get(name)):
+                    self._seen.pop(name, None)
+                elif asked or (scan and await self._settled_change(name, path)):
                     await self._put_in(name, path)
                     changed = True
                 self._loads[name] = max(self._loads.get(name, 0), wanted.get(name, 0))
             if changed:
                 self.publish()
 
+    async def _settled_change(self, name: str, path: Path) -> bool:
+        """Whether the bundle's files differ from those last tried and are as the previous scan saw them."""
+        signature = await run_in_threadpool(bundle_signature, path)
+        seen, self._seen[name] = self._seen.get(name), signature
+        if signature == self._tried.get(name):
+            return False
+        if signature != seen:
+            log.info("model %s: files changed; loading them once they hold still until the next scan", name)
+            return False
+        return True
+
     # The repository API
 
-    async def load(self, name: str) -> None:
-        """(Re)load a bundle from disk now, in every worker; :class:`LoadRefused` if it does not load."""
+    async def load(self, name: str) -> str:
+        """(Re)load a bundle from disk now, in every worker; :class:`LoadRefused` if it does not load; the
+        bundle's name."""
         name, path = self.bundle(name)
         if path is None:
             raise ModelNotFound(f"bundle {name!r} is not in {self.settings.model_dir}; nothing to load")
@@ -274,15 +305,16 @@ class ModelRepository:
                 count = int(self.shared.change(decide)["loads"][name])
             else:
                 count = self._loads.get(name, 0) + 1
-            self._unloaded.discard(name)
+            self._set_unloaded(self._unloaded - {name})
             self._loads[name] = count
             loaded = await self._put_in(name, path)
             self.publish()
         if not loaded:
             raise LoadRefused(f"bundle {name!r} did not load: {self.refused[name].reason}")
+        return name
 
-    async def unload(self, name: str) -> None:
-        """Take a bundle out of service in every worker until it is loaded again."""
+    async def unload(self, name: str) -> str:
+        """Take a bundle out of service in every worker until it is loaded again; the bundle's name."""
         name, _ = self.bundle(name)
 
         def decide(control: dict[str, Any]) -> None:
@@ -291,9 +323,10 @@ class ModelRepository:
         async with self._lock:
             if self.shared is not None:
                 self.shared.change(decide)
-            self._unloaded.add(name)
+            self._set_unloaded(self._unloaded | {name})
             await self._take_out(name, "unloaded through the repository API")
             self.publish()
+        return name
 
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
         """Triton's repository index: every V2 model of every bundle on disk or in service, with its state."""
@@ -348,8 +381,8 @@ class ModelRepository:
 
     async def _put_in(self, name: str, path: Path) -> bool:
         """Load, verify and warm ``path`` beside the version in service, then swap it in; whether it loaded."""
-        signature = bundle_signature(path)
-        self._tried[name] = signature
+        signature = await run_in_threadpool(bundle_signature, path)
+        self._tried[name] = self._seen[name] = signature
         started = time.perf_counter()
         try:
             model = await run_in_threadpool(self.registry.load, path)

@@ -116,8 +116,13 @@ class Liveness(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
-    models: list[str]
-    failed: dict[str, str]
+    models: list[str] = Field(description="bundles in service")
+    failed: dict[str, str] = Field(description="bundles that did not load, with why")
+    unloaded: list[str] = Field(
+        default_factory=list,
+        description="bundles taken out of service on purpose (they do not count against readiness)",
+    )
+    reason: str | None = Field(default=None, description="why the service is not ready (null when it is)")
 
 
 class Sample(BaseModel):

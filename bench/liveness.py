@@ -6,6 +6,9 @@ once to ``/v2/models/mnist/infer`` (JSON, base64 PNGs, ``resize`` parameter) and
 that decodes on the event loop holds the probe's answer for as long as one batch takes to decode.
 Prints the probe's latency percentiles for each front door; one worker, as the event loop is per
 worker.
+
+``--blank`` sends instead 256 one-bit blank PNGs of 2000x2000 per request (about 570 bytes each,
+4 million pixels declared): cheap on the wire, seconds of decoding per request.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import numpy as np
 from PIL import Image
 
 from bench.load import LivenessProbe
-from tests.server import running_server
+from tests.server import REPO, running_server
 
 CLIENTS = 3
 IMAGES = 64
@@ -45,6 +49,13 @@ def scans(count: int, side: int, seed: int = 0) -> list[bytes]:
         Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
         images.append(buffer.getvalue())
     return images
+
+
+def blanks(count: int, side: int = 2000) -> list[bytes]:
+    """One-bit all-black PNGs: a few hundred bytes that declare ``side`` squared pixels."""
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, format="PNG")
+    return [buffer.getvalue()] * count
 
 
 def v2_sender(url: str, pngs: list[bytes]) -> Callable[[httpx.Client], int]:
@@ -113,11 +124,14 @@ def measure(url: str, send: Callable[[httpx.Client], int], seconds: float) -> di
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="probe time per front door")
+    parser.add_argument("--blank", action="store_true", help="256 one-bit blank 2000x2000 PNGs per request")
+    parser.add_argument("--source", type=Path, default=REPO, help="the checkout whose service to run (an A/B)")
     args = parser.parse_args()
-    pngs = scans(IMAGES, SIDE)
-    print(f"{CLIENTS} clients x {IMAGES} PNGs of {SIDE}x{SIDE} ({sum(map(len, pngs)) / 1e6:.1f} MB a request)")
+    pngs = blanks(256) if args.blank else scans(IMAGES, SIDE)
+    side = 2000 if args.blank else SIDE
+    print(f"{CLIENTS} clients x {len(pngs)} PNGs of {side}x{side} ({sum(map(len, pngs)) / 1e6:.2f} MB a request)")
     env = {"DENOISE_WORKERS": "1", "DENOISE_LOG_LEVEL": "warning", "DENOISE_GRPC_PORT": "0"}
-    with running_server(env) as (url, _):
+    with running_server(env, source=args.source) as (url, _):
         for name, sender in (("/v2/models/mnist/infer", v2_sender), ("/denoise?resize=true", denoise_sender)):
             result = measure(url, sender(url, pngs), args.seconds)
             print(

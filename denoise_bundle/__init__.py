@@ -13,6 +13,7 @@ from denoise_bundle.manifest import (
     IMAGE_SHAPE,
     INT8_AUTOENCODER_FILE,
     MANIFEST_FILE,
+    MAX_SAMPLE_BYTES,
     SAMPLES_INDEX,
     SCORE_SHAPE,
     TENSOR_NAMES,
@@ -24,6 +25,9 @@ from denoise_bundle.manifest import (
     TensorSpec,
     file_sha256,
     load_manifest,
+    read_bounded,
+    read_graph,
+    shown,
     verify_checksums,
 )
 
@@ -33,6 +37,7 @@ __all__ = [
     "IMAGE_SHAPE",
     "INT8_AUTOENCODER_FILE",
     "MANIFEST_FILE",
+    "MAX_SAMPLE_BYTES",
     "SAMPLES_INDEX",
     "SCORE_SHAPE",
     "TENSOR_NAMES",
@@ -44,5 +49,8 @@ __all__ = [
     "TensorSpec",
     "file_sha256",
     "load_manifest",
+    "read_bounded",
+    "read_graph",
+    "shown",
     "verify_checksums",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -189,43 +191,81 @@ class Manifest(_Strict):
         }
 
 
+#: The largest manifest read: a real one is a few tens of kilobytes.
+MAX_MANIFEST_BYTES = 1 << 20
+#: The largest graph file read (and hashed).
+MAX_GRAPH_BYTES = 512 << 20
+#: The largest sample index, and sample image, read.
+MAX_SAMPLE_BYTES = 1 << 20
+
+
+def shown(path: Path) -> str:
+    """A bundle's file as messages name it: relative to the model folder (``mnist/decoder.onnx``), so that an
+    answer does not tell a caller where the service keeps its files."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file (a symlink to one included) of at most ``limit`` bytes;
+    :class:`BundleError` naming the file otherwise. Never blocks on a FIFO or reads a device: the file is
+    opened non-blocking and checked with ``fstat`` before anything is read, and at most ``limit + 1`` bytes
+    are read whatever the file grows to meanwhile."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise BundleError(f"{shown(path)}: not found" + (" (a dangling symlink)" if path.is_symlink() else "")) from exc
+    except OSError as exc:
+        raise BundleError(f"{shown(path)}: cannot open: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise BundleError(f"{shown(path)}: not a regular file; a bundle holds regular files (or links to them)")
+        if status.st_size > limit:
+            raise BundleError(f"{shown(path)}: {status.st_size} bytes, over the limit of {limit}")
+        try:
+            data = handle.read(limit + 1)
+        except OSError as exc:
+            raise BundleError(f"{shown(path)}: cannot read: {exc.strerror}") from exc
+    if len(data) > limit:
+        raise BundleError(f"{shown(path)}: grew past {limit} bytes while being read")
+    return data
+
+
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return hashlib.sha256(read_bounded(path, MAX_GRAPH_BYTES)).hexdigest()
 
 
 def load_manifest(bundle_dir: Path) -> Manifest:
     """Read and validate ``manifest.json``; raise :class:`BundleError` naming the file."""
     path = bundle_dir / MANIFEST_FILE
+    data = read_bounded(path, MAX_MANIFEST_BYTES)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise BundleError(f"{path}: manifest not found") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path}: unreadable manifest: {exc}") from exc
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BundleError(f"{shown(path)}: unreadable manifest: {exc}") from exc
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
         )
-        raise BundleError(f"{path}: malformed manifest: {problems}") from exc
+        raise BundleError(f"{shown(path)}: malformed manifest: {problems}") from exc
+
+
+def read_graph(bundle_dir: Path, spec: GraphSpec) -> bytes:
+    """A graph file's bytes, checked against the SHA-256 in the manifest (read once: what is checked is
+    what is loaded)."""
+    path = bundle_dir / spec.file
+    data = read_bounded(path, MAX_GRAPH_BYTES)
+    if hashlib.sha256(data).hexdigest() != spec.sha256:
+        raise BundleError(
+            f"{shown(path)}: SHA-256 differs from the manifest's; the file was modified or corrupted: "
+            "re-export the bundle"
+        )
+    return data
 
 
 def verify_checksums(bundle_dir: Path, manifest: Manifest) -> None:
     """Check every graph file against the SHA-256 in the manifest."""
-    specs = [*manifest.graphs.values(), *([manifest.int8.graph] if manifest.int8 else [])]
-    for spec in specs:
-        path = bundle_dir / spec.file
-        try:
-            actual = file_sha256(path)
-        except OSError as exc:
-            raise BundleError(f"{path}: cannot read graph file: {exc}") from exc
-        if actual != spec.sha256:
-            raise BundleError(
-                f"{path}: SHA-256 mismatch (manifest says {spec.sha256}, file is {actual}); "
-                "the file was modified or corrupted: re-export the bundle"
-            )
+    for spec in [*manifest.graphs.values(), *([manifest.int8.graph] if manifest.int8 else [])]:
+        read_graph(bundle_dir, spec)

@@ -19,10 +19,10 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.datasets import need_data
 from tests.docs import blocks, first_screen, read
 from tests.images import decode_png
 from tests.server import REPO, free_port, running_server, stop_tree, wait_ready
-from training.data import DATASETS
 
 
 def run_block(block: str, url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -85,8 +85,7 @@ def test_training_download_without_internet_fails_in_one_line(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_training_quick_run_as_written_from_another_directory(tmp_path: Path) -> None:
-    if not DATASETS["mnist"].location().is_dir() and not os.environ.get("CI"):  # CI has ../shared beside it
-        pytest.skip(f"no MNIST files at {DATASETS['mnist'].location()}")
+    need_data("mnist", "fashion-mnist")  # the anomaly score's outlier exposure reads the other dataset
     line = next(line for line in _training_lines() if "--quick" in line)
     argv = [sys.executable, *shlex.split(line)[1:]]
     runs = tmp_path / "runs"  # not the repository's runs/ folder
@@ -110,18 +109,23 @@ def test_v2_examples_run_as_written(tmp_path: Path) -> None:
         "DENOISE_LOG_LEVEL": "warning",
         "DENOISE_ADMIN_API_KEYS": "my-admin-key",
     }
-    with running_server({**env, "DENOISE_GRPC_PORT": str(grpc_port)}) as (url, _):
-        http_example, grpc_example, repository_example = blocks("docs/v2.md", "python")
-        outputs = []
-        for block in (http_example, grpc_example, repository_example):
-            code = block.replace("127.0.0.1:8000", url.removeprefix("http://")).replace(
-                "127.0.0.1:8001", f"127.0.0.1:{grpc_port}"
-            )
-            result = subprocess.run(
-                [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False, timeout=60
-            )
-            assert result.returncode == 0, result.stderr
-            outputs.append(result.stdout)
+    http_example, grpc_example, repository_example = blocks("docs/v2.md", "python")
+    outputs = []
+    # The repository example runs with ordinary keys set too, as a service that has admin keys would.
+    for keys, examples in (
+        ({}, (http_example, grpc_example)),
+        ({"DENOISE_API_KEYS": "my-api-key"}, (repository_example,)),
+    ):
+        with running_server({**env, **keys, "DENOISE_GRPC_PORT": str(grpc_port)}) as (url, _):
+            for block in examples:
+                code = block.replace("127.0.0.1:8000", url.removeprefix("http://")).replace(
+                    "127.0.0.1:8001", f"127.0.0.1:{grpc_port}"
+                )
+                result = subprocess.run(
+                    [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False, timeout=60
+                )
+                assert result.returncode == 0, result.stderr
+                outputs.append(result.stdout)
     assert outputs[0].splitlines()[0] == "True"
     assert "(2, 7, 7, 8)" in outputs[0]
     assert outputs[1].splitlines()[0] == "True latent"

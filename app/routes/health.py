@@ -29,6 +29,8 @@ async def ready(registry: RegistryDep) -> JSONResponse:
         status="ready" if registry.ready else "not ready",
         models=sorted(registry.models),
         failed=registry.failures,
+        unloaded=sorted(registry.unloaded),
+        reason=registry.not_ready_reason(),
     )
     headers = None if registry.ready else {"Retry-After": "5"}
     return JSONResponse(body.model_dump(), status_code=200 if registry.ready else 503, headers=headers)

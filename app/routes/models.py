@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.dependencies import RegistryDep, SettingsDep, resolve_model
+from app.errors import ModelNotFound
 from app.metrics import Metrics
 from app.policy import KEYED, METRICS
 from app.repository import ModelRepository
@@ -46,8 +47,10 @@ async def list_models(request: Request, registry: RegistryDep, settings: Setting
 )
 async def samples(name: str, request: Request, registry: RegistryDep) -> SamplesResponse:
     model = resolve_model(request, registry, name)
+    if model.samples_problem is not None:
+        raise ModelNotFound(f"model {model.manifest.name!r} {model.samples_problem}")
     return SamplesResponse(
-        model=model.manifest.name, version=model.manifest.version, samples=[Sample(**item) for item in model.samples()]
+        model=model.manifest.name, version=model.manifest.version, samples=[Sample(**item) for item in model.samples]
     )
 
 

@@ -28,19 +28,22 @@ import numpy as np
 import onnxruntime as ort
 
 from app.config import Settings
-from app.errors import ModelNotFound
+from app.errors import ModelNotFound, clip
 from app.runtime.batcher import ALWAYS, Batcher, Outputs, Until
 from app.runtime.providers import CPU, available_providers, check_active, requested_providers
 from denoise_bundle import (
     GRAPHS,
     MANIFEST_FILE,
+    MAX_SAMPLE_BYTES,
     SAMPLES_INDEX,
     SCORE_SHAPE,
     BundleError,
     GraphSpec,
     Manifest,
     load_manifest,
-    verify_checksums,
+    read_bounded,
+    read_graph,
+    shown,
 )
 from denoise_bundle.manifest import GraphName
 
@@ -111,7 +114,9 @@ class LoadedModel:
     warmup_ms: float = 0.0
     #: The bundle's files as they were when it was loaded (:func:`bundle_signature`).
     signature: Signature | None = None
-    _samples: list[dict[str, str]] | None = field(default=None, repr=False)
+    #: The sample images (``label`` and base64 ``png``), read with the bundle; why there are none, if so.
+    samples: list[dict[str, str]] = field(default_factory=list, repr=False)
+    samples_problem: str | None = None
 
     @property
     def version(self) -> str:
@@ -155,20 +160,6 @@ class LoadedModel:
             return lambda inputs: (main.run(inputs),)
         scorer = self.graphs["scorer"]
         return lambda inputs: (main.run(inputs), scorer.run(inputs))
-
-    def samples(self) -> list[dict[str, str]]:
-        """The bundle's sample images (``label`` and base64 ``png``); read once, then kept."""
-        if self._samples is None:
-            index_file = self.path / SAMPLES_INDEX
-            if not index_file.is_file():
-                raise ModelNotFound(f"model {self.manifest.name!r} ships no sample images")
-            folder = index_file.parent
-            self._samples = [
-                {"label": str(item["label"]), "png": base64.b64encode((folder / item["file"]).read_bytes()).decode()}
-                for item in json.loads(index_file.read_text())
-                if Path(item["file"]).name == item["file"]  # no path leaves the folder
-            ]
-        return self._samples
 
     def summary(self) -> dict[str, object]:
         return {
@@ -224,7 +215,7 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     return options
 
 
-def _check_shape(path: Path, what: str, actual: list[object], expected: tuple[int | None, ...]) -> None:
+def _check_shape(path: str, what: str, actual: list[object], expected: tuple[int | None, ...]) -> None:
     """Compare a session's tensor shape with the manifest, dynamic dimensions matching anything."""
     fixed = [dim if isinstance(dim, int) else None for dim in actual]
     if len(fixed) != len(expected) or any(
@@ -233,9 +224,12 @@ def _check_shape(path: Path, what: str, actual: list[object], expected: tuple[in
         raise BundleError(f"{path}: {what} shape is {actual} but the manifest says {list(expected)}")
 
 
-def _open_graph(path: Path, spec: GraphSpec, settings: Settings, providers: list[str]) -> ort.InferenceSession:
+def _open_graph(bundle: Path, spec: GraphSpec, settings: Settings, providers: list[str]) -> ort.InferenceSession:
+    """A session on the graph's bytes, read once (bounded, regular files only) and checked against the manifest."""
+    path = shown(bundle / spec.file)
+    data = read_graph(bundle, spec)
     try:
-        session = ort.InferenceSession(str(path), session_options(settings), providers=providers)
+        session = ort.InferenceSession(data, session_options(settings), providers=providers)
     except Exception as exc:
         raise BundleError(f"{path}: onnxruntime cannot load the graph: {exc}") from exc
     inputs, outputs = session.get_inputs(), session.get_outputs()
@@ -264,7 +258,7 @@ def _check_consistent(bundle: Path, manifest: Manifest) -> None:
         spec = manifest.graphs[name]
         if spec.input.shape != inp or spec.output.shape != out:
             raise BundleError(
-                f"{bundle / MANIFEST_FILE}: graph {name!r} maps {list(spec.input.shape)} -> "
+                f"{shown(bundle / MANIFEST_FILE)}: graph {name!r} maps {list(spec.input.shape)} -> "
                 f"{list(spec.output.shape)}, expected {list(inp)} -> {list(out)}"
             )
 
@@ -277,7 +271,6 @@ def warmup_sizes(settings: Settings) -> list[int]:
 def load_bundle(bundle: Path, settings: Settings) -> LoadedModel:
     """Verify and open one bundle; raise BundleError naming the file at fault."""
     manifest = load_manifest(bundle)
-    verify_checksums(bundle, manifest)
     _check_consistent(bundle, manifest)
     requested = requested_providers(settings.providers, available_providers())
     graphs: dict[GraphName, Graph] = {}
@@ -289,17 +282,45 @@ def load_bundle(bundle: Path, settings: Settings) -> LoadedModel:
         spec = manifest.graphs[name]
         if name == "autoencoder" and settings.int8 and manifest.int8 is not None and provider == CPU:
             spec = manifest.int8.graph
-        session = _open_graph(bundle / spec.file, spec, settings, requested)
-        provider = check_active(settings.providers, requested, session.get_providers(), str(bundle / spec.file))
+        session = _open_graph(bundle, spec, settings, requested)
+        provider = check_active(settings.providers, requested, session.get_providers(), shown(bundle / spec.file))
         graphs[name] = Graph(session, session.get_inputs()[0].name, session.get_outputs()[0].name)
         files[name] = spec.file
+    samples, samples_problem = read_samples(bundle)
     return LoadedModel(
         manifest=manifest,
         path=bundle,
         provider=provider,
         graphs={name: graphs[name] for name in GRAPHS},
         files={name: files[name] for name in GRAPHS},
+        samples=samples,
+        samples_problem=samples_problem,
     )
+
+
+def read_samples(bundle: Path) -> tuple[list[dict[str, str]], str | None]:
+    """The bundle's sample images (``label`` and base64 ``png``), read when it loads; none, with why, when the
+    bundle ships none or its index is broken (samples are optional: the bundle still serves)."""
+    index_file = bundle / SAMPLES_INDEX
+    if not index_file.exists():
+        return [], "ships no sample images"
+    try:
+        index = json.loads(read_bounded(index_file, MAX_SAMPLE_BYTES))
+        if not isinstance(index, list) or not all(
+            isinstance(item, dict) and isinstance(item.get("file"), str) and "label" in item for item in index
+        ):
+            raise BundleError(f"{shown(index_file)}: not a list of {{'file', 'label'}} objects")
+        samples = []
+        for item in index:
+            if Path(item["file"]).name != item["file"]:  # no path leaves the folder
+                raise BundleError(f"{shown(index_file)}: names {item['file'][:80]!r}, outside the samples folder")
+            data = read_bounded(index_file.parent / item["file"], MAX_SAMPLE_BYTES)
+            samples.append({"label": str(item["label"])[:80], "png": base64.b64encode(data).decode()})
+    except (BundleError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = f"sample images unusable: {exc}"
+        log.warning("model %s: %s", bundle.name, reason)
+        return [], reason
+    return samples, None
 
 
 def warm_up(model: LoadedModel, sizes: list[int]) -> None:
@@ -337,6 +358,9 @@ class Registry:
     #: Bundles that failed to load at start (and have not loaded since), by folder name, with the reason;
     #: while there are any, the service is not ready.
     failures: dict[str, str] = field(default_factory=dict)
+    #: Bundles taken out of service on purpose (the V2 repository API's unload): they do not count
+    #: against readiness, as in Triton with explicit model control.
+    unloaded: set[str] = field(default_factory=set)
     ready: bool = False
     observer: Observer = field(default_factory=_Unobserved)
     #: Whether the caller is the worker's only request in progress (see :mod:`app.runtime.batcher`).
@@ -347,10 +371,13 @@ class Registry:
         """Verify, open and warm one bundle (blocking: call it from a worker thread); BundleError names
         the file at fault."""
         signature = bundle_signature(bundle)
+        if not bundle.is_dir():
+            what = "a symlink to nothing" if bundle.is_symlink() else "not a folder"
+            raise BundleError(f"{bundle.name}: {what}; a bundle is a folder (or a symlink to one)")
         model = load_bundle(bundle, self.settings)
         if model.manifest.name != bundle.name:
             raise BundleError(
-                f"{bundle / MANIFEST_FILE}: names model {model.manifest.name!r}, folder is {bundle.name!r}"
+                f"{shown(bundle / MANIFEST_FILE)}: names model {model.manifest.name!r}, folder is {bundle.name!r}"
             )
         sizes = warmup_sizes(self.settings)
         warm_up(model, sizes)
@@ -429,17 +456,33 @@ class Registry:
         self._update()
         return removed
 
+    def set_unloaded(self, names: set[str]) -> None:
+        """The bundles unloaded on purpose, as the repository decided them."""
+        self.unloaded = set(names)
+        self._update()
+
     def _update(self) -> None:
-        """Readiness: every bundle found at start loaded (or gone since), and the default model among them."""
+        """Readiness: every bundle found at start loaded (or gone since, or unloaded on purpose), and the
+        default model among them unless it was unloaded on purpose."""
         default = self.settings.default_model
         missing = f"default model {default!r} is not loaded (DENOISE_DEFAULT_MODEL)"
-        if self.models and default not in self.models:
+        if self.models and default not in self.models and default not in self.unloaded:
             self.failures.setdefault(default, missing)
         elif self.failures.get(default) == missing:
             del self.failures[default]
-        if self.models:
+        if self.models or self.unloaded:
             self.failures.pop("*", None)
-        self.ready = self._started and bool(self.models) and not self.failures
+        self.ready = self._started and bool(self.models or self.unloaded) and not self.failures
+
+    def not_ready_reason(self) -> str | None:
+        """Why the service is not ready, in one sentence; None when it is."""
+        if self.ready:
+            return None
+        if not self._started:
+            return "starting: the models are loading and warming up"
+        if self.failures:
+            return "; ".join(f"{name}: {why}" for name, why in sorted(self.failures.items()))
+        return "no model is in service"
 
     def work(self) -> list[tuple[str, str, int, int]]:
         """Each served graph's batcher now: model, graph, batches of work waiting, waiting or running."""
@@ -458,9 +501,14 @@ class Registry:
     def get(self, name: str | None) -> LoadedModel:
         key = name or self.settings.default_model
         model = self.models.get(key)
+        if model is None and key in self.unloaded:
+            raise ModelNotFound(
+                f"model {key!r} was unloaded through the repository API; an admin loads it again with "
+                f"POST /v2/repository/models/{key}/load"
+            )
         if model is None:
             loaded = ", ".join(sorted(self.models)) or "none"
-            raise ModelNotFound(f"no model named {key!r}; loaded models: {loaded} (GET /models lists them)")
+            raise ModelNotFound(f"no model named {clip(key)!r}; loaded models: {loaded} (GET /models lists them)")
         return model
 
     def __iter__(self) -> Iterator[LoadedModel]:

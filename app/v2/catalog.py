@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from app.errors import clip
 from app.runtime.registry import SCORED, LoadedModel, Registry
 from app.v2.tensors import V2Error
 from denoise_bundle import SCORE_SHAPE, TENSOR_NAMES
@@ -155,6 +156,6 @@ class Catalog:
         model = self.get(name, version)
         if model is None:
             known = ", ".join(sorted(self.models)) or "none"
-            what = f"model {name!r}" + (f" version {version!r}" if version else "")
+            what = f"model {clip(name)!r}" + (f" version {clip(version)!r}" if version else "")
             raise V2Error(f"unknown {what}; models: {known}", 404)
         return model

@@ -20,12 +20,13 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from starlette.concurrency import run_in_threadpool
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from app import __version__
 from app.config import Settings
 from app.context import RequestContext, Services, request_id
-from app.errors import ApiError, described
+from app.errors import ApiError, bounded, described
 from app.policy import ADMIN, INFERENCE, KEYED, PUBLIC
 from app.repository import ModelRepository, check_load_parameters
 from app.runtime.registry import Registry
@@ -207,7 +208,7 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mis
             finally:
                 _CURRENT.reset(token)
                 call.finish(status.name, error=status != grpc.StatusCode.OK)
-            await context.abort(status, message)
+            await context.abort(status, bounded(message))
 
         return handler._replace(request_deserializer=_tolerant(handler.request_deserializer), unary_unary=served)
 
@@ -249,19 +250,18 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         return service_pb2.ModelConfigResponse(config=json_format.ParseDict(described, model_config_pb2.ModelConfig()))
 
     async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        models = [
-            service_pb2.RepositoryIndexResponse.ModelIndex(**entry) for entry in self.repository.index(request.ready)
-        ]
+        entries = await run_in_threadpool(self.repository.index, request.ready)
+        models = [service_pb2.RepositoryIndexResponse.ModelIndex(**entry) for entry in entries]
         return service_pb2.RepositoryIndexResponse(models=models)
 
     async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         check_load_parameters(_parameters(request.parameters))
-        current().model = request.model_name
+        current().model, _ = self.repository.bundle(request.model_name)  # a label only once it names a bundle
         await self.repository.load(request.model_name)
         return service_pb2.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        current().model = request.model_name
+        current().model, _ = self.repository.bundle(request.model_name)
         await self.repository.unload(request.model_name)
         return service_pb2.RepositoryModelUnloadResponse()
 

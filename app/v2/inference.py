@@ -13,6 +13,7 @@ import binascii
 import numpy as np
 
 from app.config import Settings
+from app.errors import clip
 from app.imaging import to_pixels
 from app.pipeline import decode_options, encode_pngs, infer_images
 from app.runtime.batcher import ALWAYS, Until
@@ -20,6 +21,8 @@ from app.v2.catalog import PNG_OUTPUT, SCORE_OUTPUT, V2Model
 from app.v2.tensors import InferRequest, Tensor, V2Error
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The largest ``timeout`` parameter: Triton's is an unsigned 64-bit count of microseconds.
+MAX_TIMEOUT_US = 2**64 - 1
 
 
 def _flag(request: InferRequest, name: str) -> bool:
@@ -87,8 +90,11 @@ def deadline(request: InferRequest, received: float, front_door: float | None) -
     timeout = request.parameters.get("timeout")
     if timeout is None:
         return front_door
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
-        raise V2Error(f"parameter 'timeout' must be whole microseconds (an integer >= 0), got {timeout!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 <= timeout <= MAX_TIMEOUT_US:
+        raise V2Error(
+            f"parameter 'timeout' must be whole microseconds (an integer from 0 to {MAX_TIMEOUT_US}), "
+            f"got {clip(repr(timeout))}"
+        )
     if timeout == 0:
         return front_door
     own = received + timeout / 1e6

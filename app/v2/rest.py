@@ -13,7 +13,9 @@ from enum import Enum
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from app import __version__
 from app.dependencies import RegistryDep, SettingsDep
@@ -35,9 +37,27 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody} for status in statuses}
 
 
-#: The health routes answer with a status and no body, as the protocol says.
-_NO_BODY: dict[str, Any] = {"response_class": Response, "responses": {200: {"description": "yes (no body)"}}}
 _MODEL_ERRORS = _errors(401, 404)
+
+
+class ServerLive(BaseModel):
+    """The Open Inference Protocol's server liveness response."""
+
+    live: bool
+
+
+class ServerReady(BaseModel):
+    """The Open Inference Protocol's server readiness response (503 when not ready)."""
+
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    """The Open Inference Protocol's model readiness response (a 4xx, 404, when the model is not ready)."""
+
+    name: str
+    ready: bool
+
 
 _TAGS: list[str | Enum] = ["open inference protocol (v2)"]
 #: The protocol's probes, public; everything else needs a key where keys are set; inference is limited.
@@ -89,19 +109,18 @@ async def metadata() -> dict[str, Any]:
     return server_metadata()
 
 
-@health_router.get("/health/live", summary="Server liveness", **_NO_BODY)
-async def live() -> Response:
-    return Response(status_code=200)
+@health_router.get("/health/live", summary="Server liveness")
+async def live() -> ServerLive:
+    return ServerLive(live=True)
 
 
 @health_router.get(
     "/health/ready",
     summary="Server readiness",
-    response_class=Response,
-    responses={200: {"description": "ready (no body)"}, 503: {"description": "not ready (no body)"}},
+    responses={503: {"model": ServerReady, "description": "not ready (GET /health/ready says why)"}},
 )
-async def ready(registry: RegistryDep) -> Response:
-    return Response(status_code=200 if registry.ready else 503)
+async def ready(registry: RegistryDep) -> JSONResponse:
+    return JSONResponse({"ready": registry.ready}, status_code=200 if registry.ready else 503)
 
 
 def repository(request: Request) -> ModelRepository:
@@ -130,7 +149,7 @@ async def repository_index(request: Request) -> list[dict[str, str]]:
     ready = (await _parameters(request)).get("ready", False)
     if not isinstance(ready, bool):
         raise V2Error("'ready' must be true or false")
-    return repository(request).index(ready_only=ready)
+    return await run_in_threadpool(repository(request).index, ready)
 
 
 @admin_router.post(
@@ -141,7 +160,7 @@ async def repository_index(request: Request) -> list[dict[str, str]]:
 )
 async def repository_load(request: Request, model: str) -> Response:
     check_load_parameters(await _parameters(request))
-    request_context(request).model = model
+    request_context(request).model, _ = repository(request).bundle(model)  # a label only once it names a bundle
     await repository(request).load(model)
     return Response(status_code=200)
 
@@ -154,7 +173,7 @@ async def repository_load(request: Request, model: str) -> Response:
 )
 async def repository_unload(request: Request, model: str) -> Response:
     await _parameters(request)  # unload_dependents: a bundle's models come and go together anyway
-    request_context(request).model = model
+    request_context(request).model, _ = repository(request).bundle(model)
     await repository(request).unload(model)
     return Response(status_code=200)
 
@@ -165,21 +184,10 @@ async def model_metadata(request: Request, model: str, version: str | None = Non
     return find(request, model, version).metadata()
 
 
-@router.get(
-    "/models/{model}/ready",
-    summary="Model readiness",
-    response_class=Response,
-    responses={200: {"description": "ready (no body)"}, **_MODEL_ERRORS},
-)
-@router.get(
-    "/models/{model}/versions/{version}/ready",
-    summary="Model readiness of a version",
-    response_class=Response,
-    responses={200: {"description": "ready (no body)"}, **_MODEL_ERRORS},
-)
-async def model_ready(request: Request, model: str, version: str | None = None) -> Response:
-    find(request, model, version)
-    return Response(status_code=200)
+@router.get("/models/{model}/ready", summary="Model readiness", responses=_MODEL_ERRORS)
+@router.get("/models/{model}/versions/{version}/ready", summary="Model readiness of a version", responses=_MODEL_ERRORS)
+async def model_ready(request: Request, model: str, version: str | None = None) -> ModelReady:
+    return ModelReady(name=find(request, model, version).name, ready=True)
 
 
 @router.get(

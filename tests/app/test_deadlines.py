@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -85,10 +86,19 @@ def test_v2_timeout_parameter_in_microseconds(slow_batches: TestClient) -> None:
     assert "not run" in response.json()["error"]
     assert _metric(slow_batches, 'denoise_deadline_expired_total{protocol="v2"}') == 1
     assert slow_batches.post(f"/v2/models/{MODEL}/infer", json=_v2_body(10_000_000)).status_code == 200
-    for bad in ("1000", -1, 1.5, True):
+    # 2**64 and beyond: past Triton's unsigned 64 bits; a 401-digit integer once overflowed into a 500.
+    for bad in ("1000", -1, 1.5, True, 2**64, 10**400):
         response = slow_batches.post(f"/v2/models/{MODEL}/infer", json=_v2_body(bad))
         assert response.status_code == 400, bad
         assert "timeout" in response.json()["error"]
+        assert len(response.json()["error"]) < 300  # what was sent is quoted clipped
+
+
+def test_v2_integer_too_long_to_parse_is_400(slow_batches: TestClient) -> None:
+    body = json.dumps(_v2_body(0)).replace('"timeout": 0', '"timeout": 1' + "0" * 5000)
+    response = slow_batches.post(f"/v2/models/{MODEL}/infer", content=body)
+    assert response.status_code == 400
+    assert "JSON" in response.json()["error"]
 
 
 @pytest.fixture(scope="module")

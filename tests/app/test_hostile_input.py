@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.app.test_errors import assert_error, declared_png
-from tests.conftest import decode_png, digit, png
+from tests.conftest import REPO, decode_png, digit, png
 
 PNG = {"content-type": "image/png"}
 
@@ -73,6 +73,17 @@ def test_png_with_wrong_crc_is_400(client: TestClient) -> None:
 
 def test_decompression_bomb_without_resize_is_413_before_decoding(client: TestClient) -> None:
     assert_error(client.post("/denoise", content=declared_png(60000, 60000), headers=PNG), 413, "payload_too_large")
+
+
+@pytest.mark.parametrize("query", ["", "?resize=true"])
+def test_pillows_guard_answers_413_above_64_million_pixels_as_docs_api_says(client: TestClient, query: str) -> None:
+    """docs/api.md: above 64 M pixels 413 either way; 60 M without resize is 422, with resize 413 (our limit)."""
+    assert "more than 64 M pixels gets 413" in (REPO / "docs" / "api.md").read_text()
+    assert_error(
+        client.post(f"/denoise{query}", content=declared_png(7000, 10000), headers=PNG), 413, "payload_too_large"
+    )
+    below = client.post(f"/denoise{query}", content=declared_png(6000, 10000), headers=PNG)
+    assert below.status_code == (413 if query else 422)
 
 
 def test_large_declared_size_without_resize_is_422(client: TestClient) -> None:

@@ -74,6 +74,21 @@ def test_text_format_for_a_terminal(tmp_path: Path) -> None:
     assert not text.lstrip().startswith("{")
 
 
+def test_text_logs_escape_what_a_client_sends(tmp_path: Path) -> None:
+    """A path with an encoded newline, a raw CR or an ANSI escape cannot forge or colour a text log line."""
+    log_file = tmp_path / "stderr.log"
+    env = {**TEST_SETTINGS, "DENOISE_LOG_LEVEL": "info", "DENOISE_LOG_FORMAT": "text"}
+    forged = "2026-12-02 00:00:00,000 INFO    denoise.access: FORGED"
+    with log_file.open("wb") as stderr, running_server(env, stderr=stderr) as (url, _):
+        assert httpx.get(f"{url}/nothing%0a{forged.replace(' ', '%20')}").status_code == 404
+        assert httpx.get(f"{url}/nothing%0d%1b[31mred").status_code == 404
+        assert httpx.get(f"{url}/x", headers={"X-Request-ID": "id\x1b[31m"}).status_code in (400, 404)
+    lines = log_file.read_text().splitlines()
+    assert not any(line.startswith("2026-12-02 00:00:00") for line in lines)
+    assert not any("\x1b" in line or "\r" in line for line in lines)
+    assert any("FORGED" in line and "\\x0a" in line for line in lines)
+
+
 def test_library_warnings_become_json_lines() -> None:
     """In a process of its own: configuring logging here would replace pytest's handlers."""
     code = (

@@ -57,9 +57,11 @@ def test_unload_then_load_back(keyed: TestClient, caplog: pytest.LogCaptureFixtu
     caplog.set_level(logging.INFO, logger="denoise.access")
     assert keyed.post(f"/v2/repository/models/{MODEL}-encoder/unload", headers=_auth(ADMIN)).status_code == 200
     gone = keyed.post("/denoise", content=png(digit(2)), headers={**PNG, **_auth(USER)})
-    assert gone.status_code == 503  # no model at all in service: not ready, retry later
-    assert gone.json()["error"]["code"] == "not_ready"
-    assert keyed.get("/health/ready").status_code == 503
+    assert gone.status_code == 404  # unloaded on purpose: says how to load it back
+    assert "was unloaded through the repository API" in gone.json()["error"]["message"]
+    ready = keyed.get("/health/ready")  # an intended unload is not unreadiness (Triton's explicit mode)
+    assert ready.status_code == 200
+    assert ready.json()["unloaded"] == [MODEL]
     v2_gone = keyed.get(f"/v2/models/{MODEL}-decoder", headers=_auth(USER))
     assert v2_gone.status_code == 404
     assert "error" in v2_gone.json()

@@ -6,7 +6,10 @@ import asyncio
 import base64
 import json
 import logging
+import os
+import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from app.errors import InvalidInput, Overloaded
 from app.main import create_app
 from app.runtime.batcher import INLINE_MAX_IMAGES, Batcher
 from app.runtime.providers import CPU, CUDA, ProviderError, check_active, requested_providers
+from denoise_bundle.manifest import MAX_MANIFEST_BYTES
 from tests.conftest import MODEL, decode_png, digit, png, service_settings
 from tests.images import assert_int8_close
 
@@ -130,13 +134,13 @@ def test_checksum_mismatch_refuses_the_model(bundle_copy: Path) -> None:
     data = bytearray(graph.read_bytes())
     data[-1] ^= 0xFF
     graph.write_bytes(bytes(data))
-    _assert_refused(bundle_copy, "encoder.onnx: SHA-256 mismatch")
+    _assert_refused(bundle_copy, "encoder.onnx: SHA-256 differs")
 
 
 def test_tampered_int8_graph_refuses_the_model(bundle_copy: Path) -> None:
     graph = bundle_copy / "autoencoder.int8.onnx"
     graph.write_bytes(graph.read_bytes()[:-1] + b"\x00")
-    _assert_refused(bundle_copy, "autoencoder.int8.onnx: SHA-256 mismatch")
+    _assert_refused(bundle_copy, "autoencoder.int8.onnx: SHA-256 differs")
 
 
 def test_int8_graph_outside_its_gate_refuses_the_model(bundle_copy: Path) -> None:
@@ -153,6 +157,70 @@ def test_int8_graph_not_evaluated_on_every_row_refuses_the_model(bundle_copy: Pa
     del manifest["int8"]["psnr"]["poisson 5"]
     (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
     _assert_refused(bundle_copy, "not evaluated on poisson 5")
+
+
+def test_reasons_name_files_relative_to_the_model_folder_without_digests(bundle_copy: Path) -> None:
+    graph = bundle_copy / "encoder.onnx"
+    graph.write_bytes(graph.read_bytes()[:-1] + b"\x00")
+    client, ready = _start(bundle_copy)
+    try:
+        reason = ready["failed"][MODEL]
+        assert reason.startswith(f"{MODEL}/encoder.onnx: ")
+        assert str(bundle_copy.parent) not in reason
+        assert not re.search("[0-9a-f]{64}", reason)
+    finally:
+        client.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_graph_linked_to_an_endless_device_is_refused_at_once(bundle_copy: Path, device: str) -> None:
+    """Only regular files are read: a device would be hashed for ever (and hold the repository's lock)."""
+    (bundle_copy / "decoder.onnx").unlink()
+    (bundle_copy / "decoder.onnx").symlink_to(device)
+    started = time.monotonic()
+    _assert_refused(bundle_copy, "decoder.onnx: not a regular file")
+    assert time.monotonic() - started < 30
+
+
+def test_graph_that_is_a_fifo_is_refused_without_blocking(bundle_copy: Path) -> None:
+    (bundle_copy / "decoder.onnx").unlink()
+    os.mkfifo(bundle_copy / "decoder.onnx")
+    _assert_refused(bundle_copy, "decoder.onnx: not a regular file")
+
+
+def test_manifest_over_its_size_limit_is_refused_unread(bundle_copy: Path) -> None:
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["description"] = "x" * (MAX_MANIFEST_BYTES + 1)
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    _assert_refused(bundle_copy, f"over the limit of {MAX_MANIFEST_BYTES}")
+
+
+def test_dangling_manifest_link_is_refused_with_its_reason(bundle_copy: Path) -> None:
+    (bundle_copy / "manifest.json").unlink()
+    (bundle_copy / "manifest.json").symlink_to(bundle_copy / "gone.json")
+    _assert_refused(bundle_copy, "manifest.json: not found (a dangling symlink)")
+
+
+@pytest.mark.parametrize(
+    ("index", "fragment"),
+    [
+        ('[{"file": "00.png", "label": "7"', "unusable"),  # truncated JSON
+        ('[{"file": "missing.png", "label": "7"}]', "missing.png: not found"),
+        ('[{"file": "../manifest.json", "label": "7"}]', "outside the samples folder"),
+        ('{"file": "00.png"}', "not a list"),
+    ],
+)
+def test_broken_samples_leave_the_model_serving_and_answer_404(bundle_copy: Path, index: str, fragment: str) -> None:
+    (bundle_copy / "samples" / "index.json").write_text(index)
+    client, ready = _start(bundle_copy)
+    try:
+        assert ready["status"] == "ready"
+        response = client.get(f"/models/{MODEL}/samples")
+        assert response.status_code == 404
+        assert fragment in response.json()["error"]["message"]
+        assert client.post("/denoise", content=png(digit(1)), headers={"content-type": "image/png"}).status_code == 200
+    finally:
+        client.__exit__(None, None, None)
 
 
 def test_malformed_manifest_refuses_the_model(bundle_copy: Path) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from tests.datasets import need_data
 from tests.docs import blocks
 from tests.server import REPO
 from training import uploads
@@ -101,6 +102,7 @@ def test_table_scores_every_method_on_every_condition() -> None:
 @pytest.mark.slow
 def test_uploads_command_as_the_training_readme_gives_it() -> None:
     """training/README.md's ``uploads`` line, with fewer test images (its last flags win)."""
+    need_data("mnist")
     (line,) = [line for block in blocks("training/README.md") for line in block.splitlines() if " uploads " in line]
     command = shlex.split(line.split("#", 1)[0])
     result = subprocess.run(
