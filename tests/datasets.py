@@ -1,5 +1,5 @@
-"""Tests that read the real MNIST (or Fashion-MNIST) files: they run where the files are (and always in CI, which has them
-beside the project), and skip with the reason elsewhere, as on a fresh clone with nothing beside it."""
+"""Tests that read the real MNIST (or Fashion-MNIST) files: they run where the files are (and always in
+CI, which has them), and skip with the reason elsewhere, as on a fresh clone with nothing beside it."""
 
 from __future__ import annotations
 
