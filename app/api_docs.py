@@ -15,10 +15,13 @@ import re
 from pathlib import Path
 
 import fastapi_offline
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
+
+from app.policy import PUBLIC
+from app.routing import policy_route
 
 ASSETS = Path(fastapi_offline.__file__).parent / "static"
 STATIC_PATH = "/static/docs"
@@ -78,14 +81,18 @@ def install_api_docs(app: FastAPI) -> None:
     def page(html: HTMLResponse) -> HTMLResponse:
         return HTMLResponse(bytes(html.body), headers=dict(html.headers))
 
-    @app.get(DOCS_PATH, include_in_schema=False)
+    router = APIRouter(route_class=policy_route(PUBLIC), include_in_schema=False)
+
+    @router.get(DOCS_PATH)
     async def swagger_ui() -> HTMLResponse:
         return page(swagger)
 
-    @app.get(oauth2_redirect, include_in_schema=False)
+    @router.get(oauth2_redirect)
     async def swagger_ui_redirect() -> HTMLResponse:
         return page(redirect)
 
-    @app.get(REDOC_PATH, include_in_schema=False)
+    @router.get(REDOC_PATH)
     async def redoc_ui() -> HTMLResponse:
         return page(redoc)
+
+    app.include_router(router)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.policy import PUBLIC
+from app.routing import policy_route
 
 DEMO_FILES = Path(__file__).parent / "static" / "demo"
 DEMO_PATH = "/demo"
@@ -43,6 +46,10 @@ def install_demo(app: FastAPI) -> None:
     """Serve the page at ``/demo/`` and redirect ``/`` to it."""
     app.mount(DEMO_PATH, _WithHeaders(StaticFiles(directory=DEMO_FILES, html=True)), name="demo")
 
-    @app.get("/", include_in_schema=False)
+    router = APIRouter(route_class=policy_route(PUBLIC), include_in_schema=False)
+
+    @router.get("/")
     async def home() -> RedirectResponse:
         return RedirectResponse(f"{DEMO_PATH}/")
+
+    app.include_router(router)

@@ -135,12 +135,29 @@ def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 
 #: Each method's policy (:mod:`app.policy`); methods not named need a key where keys are set.
+#: Every method of ``inference.GRPCInferenceService`` with its policy (a test checks the table against the
+#: service descriptor); a method missing from it would be served as an admin's (fail closed).
 POLICIES = {
     "ServerLive": PUBLIC,
     "ServerReady": PUBLIC,
+    "ModelReady": KEYED,
+    "ServerMetadata": KEYED,
+    "ModelMetadata": KEYED,
     "ModelInfer": INFERENCE,
+    "ModelStreamInfer": INFERENCE,
+    "ModelConfig": KEYED,
+    "ModelStatistics": KEYED,
+    "RepositoryIndex": KEYED,
     "RepositoryModelLoad": ADMIN,
     "RepositoryModelUnload": ADMIN,
+    "SystemSharedMemoryStatus": KEYED,
+    "SystemSharedMemoryRegister": ADMIN,
+    "SystemSharedMemoryUnregister": ADMIN,
+    "CudaSharedMemoryStatus": KEYED,
+    "CudaSharedMemoryRegister": ADMIN,
+    "CudaSharedMemoryUnregister": ADMIN,
+    "TraceSetting": ADMIN,
+    "LogSettings": ADMIN,
 }
 _CURRENT: ContextVar[RequestContext] = ContextVar("grpc_request_context")
 
@@ -171,7 +188,7 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mis
         behaviour = handler.unary_unary
         path: str = handler_call_details.method
         name = path.rsplit("/", 1)[-1]
-        policy = POLICIES.get(name, KEYED)
+        policy = POLICIES.get(name, ADMIN)
 
         async def served(request: Any, context: grpc.aio.ServicerContext) -> Any:
             metadata = {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}

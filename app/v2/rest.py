@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import zlib
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -24,7 +24,7 @@ from app.repository import ModelRepository, check_load_parameters
 from app.routing import policy_route, request_context
 from app.v2 import inference
 from app.v2.catalog import Catalog, V2Model
-from app.v2.tensors import V2Error, parse_infer_request, parse_json, response_body, split_body
+from app.v2.tensors import DTYPES, V2Error, parse_infer_request, parse_json, response_body, split_body
 
 
 class ErrorBody(BaseModel):
@@ -38,6 +38,10 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _MODEL_ERRORS = _errors(401, 404)
+#: A V2 model name, with the examples the docs (and schema-driven fuzzers) start from.
+ModelPath = Annotated[
+    str, Path(description="a V2 model: a bundle, or one of its graphs", examples=["mnist", "mnist-encoder"])
+]
 
 
 class ServerLive(BaseModel):
@@ -180,13 +184,13 @@ async def repository_unload(request: Request, model: str) -> Response:
 
 @router.get("/models/{model}", summary="Model metadata", responses=_MODEL_ERRORS)
 @router.get("/models/{model}/versions/{version}", summary="Model metadata of a version", responses=_MODEL_ERRORS)
-async def model_metadata(request: Request, model: str, version: str | None = None) -> dict[str, Any]:
+async def model_metadata(request: Request, model: ModelPath, version: str | None = None) -> dict[str, Any]:
     return find(request, model, version).metadata()
 
 
 @router.get("/models/{model}/ready", summary="Model readiness", responses=_MODEL_ERRORS)
 @router.get("/models/{model}/versions/{version}/ready", summary="Model readiness of a version", responses=_MODEL_ERRORS)
-async def model_ready(request: Request, model: str, version: str | None = None) -> ModelReady:
+async def model_ready(request: Request, model: ModelPath, version: str | None = None) -> ModelReady:
     return ModelReady(name=find(request, model, version).name, ready=True)
 
 
@@ -199,10 +203,61 @@ async def model_ready(request: Request, model: str, version: str | None = None) 
     "/models/{model}/versions/{version}/config", summary="Model configuration of a version", responses=_MODEL_ERRORS
 )
 async def model_config(
-    request: Request, settings: SettingsDep, model: str, version: str | None = None
+    request: Request, settings: SettingsDep, model: ModelPath, version: str | None = None
 ) -> dict[str, Any]:
     return find(request, model, version).config(settings.max_batch_images)
 
+
+_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "timeout": {"type": "integer", "minimum": 0, "description": "deadline in microseconds (0: none)"},
+        "resize": {"type": "boolean"},
+        "invert": {"type": "boolean"},
+        "reinvert": {"type": "boolean"},
+        "binary_data_output": {"type": "boolean"},
+    },
+}
+#: The inference request's JSON (the Open Inference Protocol's ``$inference_request``), for the docs and for
+#: schema-driven clients and fuzzers; the body is read by :func:`app.v2.tensors.parse_infer_request`, which
+#: answers 400 for what this allows but a model cannot take.
+INFER_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": _PARAMETERS,
+        "inputs": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["name", "shape", "datatype"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "datatype": {"type": "string", "enum": sorted(DTYPES)},
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                    },
+                    "data": {"type": "array"},
+                },
+            },
+        },
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}},
+                },
+            },
+        },
+    },
+}
 
 _INFER: dict[str, Any] = {
     "response_class": Response,
@@ -218,7 +273,7 @@ _INFER: dict[str, Any] = {
             "required": True,
             "description": "The V2 inference request as JSON, optionally followed by binary tensor data "
             "(Inference-Header-Content-Length gives the JSON's length); any Content-Type; gzip or deflate.",
-            "content": {"application/json": {"schema": {"type": "object"}}},
+            "content": {"application/json": {"schema": INFER_REQUEST_SCHEMA}},
         }
     },
 }
@@ -226,7 +281,7 @@ _INFER: dict[str, Any] = {
 
 @infer_router.post("/models/{model}/infer", summary="Inference (JSON or binary tensor data)", **_INFER)
 @infer_router.post("/models/{model}/versions/{version}/infer", summary="Inference on a version", **_INFER)
-async def infer(request: Request, settings: SettingsDep, model: str, version: str | None = None) -> Response:
+async def infer(request: Request, settings: SettingsDep, model: ModelPath, version: str | None = None) -> Response:
     found = find(request, model, version)
     body = _inflate(
         await request.body(), request.headers.get("content-encoding", "").strip().lower(), settings.max_body_bytes

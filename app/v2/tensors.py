@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import ApiError
+from app.errors import ApiError, clip
 
 #: V2 datatypes and their numpy types (``BYTES`` elements are ``bytes`` in an object array).
 DTYPES: dict[str, Any] = {
@@ -215,8 +215,9 @@ def parse_infer_request(payload: dict[str, Any], binary: bytes) -> InferRequest:
         datatype = spec.get("datatype")
         if not isinstance(name, str):
             raise V2Error("each input needs a 'name' string")
-        if datatype not in DTYPES:
-            raise V2Error(f"input {name!r}: datatype {datatype!r} is not a V2 datatype ({', '.join(DTYPES)})")
+        name = clip(name)
+        if not isinstance(datatype, str) or datatype not in DTYPES:
+            raise V2Error(f"input {name!r}: datatype {clip(repr(datatype))} is not a V2 datatype ({', '.join(DTYPES)})")
         shape = check_shape(name, spec.get("shape"))
         parameters = _object(spec.get("parameters", {}), f"input {name!r}: parameters")
         size = parameters.get("binary_data_size")
@@ -237,7 +238,10 @@ def parse_infer_request(payload: dict[str, Any], binary: bytes) -> InferRequest:
     if offset != len(binary):
         raise V2Error(f"binary data is {len(binary)} bytes but the inputs' binary_data_size add up to {offset}")
     outputs = []
-    for item in payload.get("outputs") or []:
+    requested = payload.get("outputs") or []
+    if not isinstance(requested, list):
+        raise V2Error("'outputs' must be a list of {\"name\": ...} objects")
+    for item in requested:
         spec = _object(item, "each requested output")
         name = spec.get("name")
         if not isinstance(name, str):

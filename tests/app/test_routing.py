@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -33,6 +36,38 @@ def test_every_api_route_declares_its_policy() -> None:
         (method.upper(), path) for path, operations in app.openapi()["paths"].items() for method in operations
     }
     assert documented == set(_policies())  # nothing the API documents escapes a policy
+
+
+def test_every_route_of_the_app_goes_through_a_policy_route() -> None:
+    """Routes outside the API's routers too (the docs pages, the demo's redirect): any route FastAPI
+    dispatches is a PolicyRoute; only the OpenAPI document and static mounts are Starlette's own."""
+    from fastapi.routing import APIRoute
+    from starlette.routing import Mount, Route
+
+    def walk(routes: list[Any]) -> Iterator[Any]:
+        for route in routes:
+            included = getattr(route, "original_router", None)  # FastAPI's wrapper of an included router
+            yield from walk(included.routes) if included is not None else (route,)
+
+    app = create_app(service_settings())
+    seen = list(walk(app.routes))
+    assert {"/docs", "/redoc", "/"} <= {getattr(route, "path", "") for route in seen}
+    for route in seen:
+        if isinstance(route, APIRoute):
+            assert isinstance(route, PolicyRoute), route.path
+        else:
+            assert isinstance(route, Mount) or (isinstance(route, Route) and route.path == app.openapi_url), route
+
+
+def test_every_grpc_method_of_the_service_declares_its_policy() -> None:
+    from tritonclient.grpc import service_pb2
+
+    from app.v2.grpc import POLICIES
+
+    service = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    assert set(POLICIES) == {method.name for method in service.methods}
+    assert POLICIES["ModelInfer"] == INFERENCE
+    assert sorted(name for name, policy in POLICIES.items() if policy == PUBLIC) == ["ServerLive", "ServerReady"]
 
 
 def test_only_inference_is_limited_and_only_probes_are_public() -> None:

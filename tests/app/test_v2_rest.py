@@ -283,6 +283,15 @@ def bad_requests() -> list[tuple[str, str, Callable[[], tuple[bytes, dict[str, s
             "no output 'x'",
         ),
         ("missing inputs", INFER, lambda: (b'{"inputs": []}', {}), 400, "no 'inputs'"),
+        # Found by the schema fuzz (schemathesis): each once a 500.
+        (
+            "datatype not a string",
+            INFER,
+            lambda: (json.dumps(infer_json(datatype={"a": 1})).encode(), {}),
+            400,
+            "not a V2 datatype",
+        ),
+        ("outputs not a list", INFER, lambda: (json.dumps({**infer_json(), "outputs": 5}).encode(), {}), 400, "list"),
         ("binary size past body", INFER, lambda: binary_request(binary_header, blob[:-4]), 400, "runs past"),
         ("binary bytes left over", INFER, lambda: binary_request(binary_header, blob + b"xx"), 400, "add up to"),
         ("header length negative", INFER, lambda: binary_request(binary_header, blob, "-5"), 400, "not a non-negative"),
