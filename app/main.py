@@ -31,6 +31,7 @@ from app.runtime.registry import Registry
 from app.v2 import grpc as v2_grpc
 from app.v2 import rest as v2_rest
 from app.v2.catalog import Catalog
+from app.v2.dataplane import DataPlane
 
 log = logging.getLogger("denoise")
 
@@ -109,18 +110,17 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     keys = ApiKeys(settings.api_key_list, protect_metrics=settings.metrics_need_key, admin=settings.admin_api_key_list)
     services = Services(metrics, keys, WorkInProgress(settings.max_inflight))
     catalog = Catalog({})  # one catalog for both V2 front doors, filled once the bundles are loaded
-    repository = ModelRepository(registry, catalog, services.work, metrics, settings.shutdown_grace_s)
+    registry.listeners.append(lambda: catalog.refresh(registry))
+    repository = ModelRepository(registry, services.work, metrics, settings.shutdown_grace_s)
+    plane = DataPlane(registry, catalog, repository, settings)  # the V2 answers, for REST and gRPC alike
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tried = await run_in_threadpool(registry.load_all)
         registry.start_batchers(metrics, alone=lambda: services.work.count <= 1)
-        catalog.refresh(registry)
         repository.started(tried)
         await repository.sync(scan=False)  # unloads decided before this worker started
-        grpc_server = await v2_grpc.start(
-            registry, catalog, repository, settings, services, tracing.grpc_interceptors(tracer_provider)
-        )
+        grpc_server = await v2_grpc.start(plane, settings, services, tracing.grpc_interceptors(tracer_provider))
         watcher = asyncio.get_running_loop().create_task(repository.watch(), name="watch-models")
 
         async def sample_work() -> None:
@@ -158,7 +158,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.registry = registry
-    app.state.v2_catalog = catalog
+    app.state.v2 = plane
     app.state.repository = repository
     install_handlers(app)
 

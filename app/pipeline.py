@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import tracing
 from app.config import Settings
-from app.imaging import DecodeOptions, declared_pixels, decode, encode_png, to_model_input
+from app.imaging import DecodeOptions, declared_pixels, decode, encode_png, to_model_input, to_pixels
 from app.runtime.batcher import ALWAYS, Until
 from app.runtime.registry import Inference, LoadedModel
 from denoise_bundle.manifest import GraphName
@@ -99,6 +99,13 @@ async def infer_images(
             yield to_model_input(await decode_images(part, options, offset=offset, numbered=True))
 
     return await model.infer_batches(graph, batches(), until)
+
+
+async def output_pngs(outputs: np.ndarray, reinvert: bool) -> list[bytes]:
+    """A graph's images (float (n, 28, 28, 1) in [0, 1]) as PNGs, light on black or, with ``reinvert``,
+    inverted back to dark on light: the one output encoding of every front door."""
+    pixels = to_pixels(outputs)
+    return await encode_pngs(255 - pixels if reinvert else pixels)
 
 
 async def encode_pngs(pixels: np.ndarray) -> list[bytes]:

@@ -44,8 +44,7 @@ from starlette.concurrency import run_in_threadpool
 from app.context import WorkInProgress
 from app.errors import ApiError, ModelNotFound, clip
 from app.metrics import Metrics
-from app.runtime.registry import LoadedModel, Registry, Signature, bundle_signature, discover
-from app.v2.catalog import GRAPH_KINDS, Catalog
+from app.runtime.registry import SERVED, LoadedModel, Registry, Signature, bundle_signature, discover
 from denoise_bundle import BundleError, load_manifest
 
 log = logging.getLogger("denoise.models")
@@ -162,11 +161,10 @@ class SharedState:
 
 class ModelRepository:
     def __init__(
-        self, registry: Registry, catalog: Catalog, work: WorkInProgress, metrics: Metrics, grace_s: float
+        self, registry: Registry, work: WorkInProgress, metrics: Metrics, grace_s: float
     ) -> None:
         self.registry = registry
         self.settings = registry.settings
-        self.catalog = catalog
         self.work = work
         self.metrics = metrics
         self.grace_s = grace_s
@@ -204,7 +202,7 @@ class ModelRepository:
         on_disk = self._on_disk()
         known = set(on_disk) | set(self.registry.models)
         if name not in known:
-            for graph in GRAPH_KINDS:
+            for graph in SERVED:
                 base = name.removesuffix(f"-{graph}")
                 if base != name and base in known:
                     name = base
@@ -334,7 +332,7 @@ class ModelRepository:
         on_disk = self._on_disk()
         for name in sorted(set(on_disk) | set(self.registry.models)):
             serving = self.registry.models.get(name)
-            names = [name, *(f"{name}-{graph}" for graph in GRAPH_KINDS)]
+            names = [name, *(f"{name}-{graph}" for graph in SERVED)]
             if serving is not None:
                 entries += [{"name": v2, "version": serving.version, "state": READY} for v2 in names]
             if ready_only:
@@ -404,7 +402,6 @@ class ModelRepository:
         loaded_ms = (time.perf_counter() - started) * 1000
         self.registry.start(model)
         replaced = self.registry.install(model)
-        self.catalog.refresh(self.registry)
         self.refused.pop(name, None)
         self.metrics.model_changes.labels(name, "loaded").inc()
         log.info(
@@ -422,7 +419,6 @@ class ModelRepository:
         removed = self.registry.remove(name)
         if removed is None:
             return False
-        self.catalog.refresh(self.registry)
         self.metrics.model_changes.labels(name, "unloaded").inc()
         log.info("model %s %s out of service: %s", name, removed.version, why)
         await self._retire(removed)

@@ -21,9 +21,8 @@ from app.dependencies import (
     read_uploads,
     resolve_model,
 )
-from app.imaging import to_pixels
 from app.latents import check_latents, parse_latents
-from app.pipeline import decode_options, encode_pngs, infer_images
+from app.pipeline import decode_options, infer_images, output_pngs
 from app.policy import INFERENCE
 from app.routing import policy_route, request_context
 from app.runtime.registry import Inference, LoadedModel
@@ -105,18 +104,16 @@ def _anomaly_fields(result: Inference) -> dict[str, Any]:
 
 
 async def _image_response(request: Request, model: LoadedModel, result: Inference, reinvert: bool) -> Response:
-    pixels = to_pixels(result.outputs)
-    if reinvert:
-        pixels = 255 - pixels
     headers = _headers(model, result)
-    if not _wants_json(request, len(pixels)):
-        (png,) = await encode_pngs(pixels[:1])
+    count = len(result.outputs)
+    if not _wants_json(request, count):
+        (png,) = await output_pngs(result.outputs[:1], reinvert)
         return Response(png, media_type="image/png", headers=headers)
     body = DenoiseBatchResponse(
         model=model.manifest.name,
         version=model.manifest.version,
-        count=len(pixels),
-        images=[base64.b64encode(image).decode("ascii") for image in await encode_pngs(pixels)],
+        count=count,
+        images=[base64.b64encode(image).decode("ascii") for image in await output_pngs(result.outputs, reinvert)],
         **_anomaly_fields(result),
     )
     return JSONResponse(body.model_dump(exclude_none=True), headers=headers)

@@ -365,6 +365,8 @@ class Registry:
     observer: Observer = field(default_factory=_Unobserved)
     #: Whether the caller is the worker's only request in progress (see :mod:`app.runtime.batcher`).
     alone: Callable[[], bool] = _never_alone
+    #: Called whenever the models in service change (the V2 catalog follows them).
+    listeners: list[Callable[[], None]] = field(default_factory=list)
     _started: bool = False
 
     def load(self, bundle: Path) -> LoadedModel:
@@ -473,6 +475,8 @@ class Registry:
         if self.models or self.unloaded:
             self.failures.pop("*", None)
         self.ready = self._started and bool(self.models or self.unloaded) and not self.failures
+        for listener in self.listeners:
+            listener()
 
     def not_ready_reason(self) -> str | None:
         """Why the service is not ready, in one sentence; None when it is."""

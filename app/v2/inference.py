@@ -14,8 +14,7 @@ import numpy as np
 
 from app.config import Settings
 from app.errors import clip
-from app.imaging import to_pixels
-from app.pipeline import decode_options, encode_pngs, infer_images
+from app.pipeline import decode_options, infer_images, output_pngs
 from app.runtime.batcher import ALWAYS, Until
 from app.v2.catalog import PNG_OUTPUT, SCORE_OUTPUT, V2Model
 from app.v2.tensors import InferRequest, Tensor, V2Error
@@ -120,10 +119,7 @@ async def run(
     produced: dict[str, Tensor] = {}
     main = model.outputs[0]
     if model.kind == "png":
-        pixels = to_pixels(result.outputs)
-        if reinvert:
-            pixels = 255 - pixels
-        pngs = np.array(await encode_pngs(pixels), dtype=np.object_)
+        pngs = np.array(await output_pngs(result.outputs, reinvert), dtype=np.object_)
         produced[PNG_OUTPUT] = Tensor(PNG_OUTPUT, "BYTES", (count,), pngs)
     else:
         produced[main.name] = Tensor(main.name, "FP32", (count, *main.shape[1:]), result.outputs)

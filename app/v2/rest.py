@@ -12,18 +12,15 @@ import zlib
 from enum import Enum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
-from app import __version__
-from app.dependencies import RegistryDep, SettingsDep
+from app.context import RequestContext
+from app.dependencies import SettingsDep
 from app.policy import ADMIN, INFERENCE, KEYED, PUBLIC
-from app.repository import ModelRepository, check_load_parameters
 from app.routing import policy_route, request_context
-from app.v2 import inference
-from app.v2.catalog import Catalog, V2Model
+from app.v2.dataplane import DataPlane
 from app.v2.tensors import DTYPES, V2Error, parse_infer_request, parse_json, response_body, split_body
 
 
@@ -71,26 +68,20 @@ infer_router = APIRouter(prefix="/v2", tags=_TAGS, responses=_errors(401), route
 admin_router = APIRouter(prefix="/v2", tags=_TAGS, route_class=policy_route(ADMIN))
 routers = (health_router, router, infer_router, admin_router)
 
-SERVER_NAME = "denoise"
-EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository")
 HEADER_LENGTH = "inference-header-content-length"
 
 
-def server_metadata() -> dict[str, Any]:
-    return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+async def get_dataplane(request: Request) -> DataPlane:
+    plane: DataPlane = request.app.state.v2
+    return plane
 
 
-def catalog(request: Request) -> Catalog:
-    """The V2 models of the loaded bundles (built once, when the app starts)."""
-    built: Catalog = request.app.state.v2_catalog
-    return built
+async def get_context(request: Request) -> RequestContext:
+    return request_context(request)
 
 
-def find(request: Request, name: str, version: str | None = None) -> V2Model:
-    model = catalog(request).find(name, version)
-    context = request_context(request)
-    context.model, context.version = model.bundle.manifest.name, model.version
-    return model
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
+ContextDep = Annotated[RequestContext, Depends(get_context)]
 
 
 def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
@@ -109,13 +100,13 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
 
 
 @router.get("", summary="Server metadata")
-async def metadata() -> dict[str, Any]:
-    return server_metadata()
+async def metadata(plane: DataPlaneDep) -> dict[str, Any]:
+    return plane.metadata()
 
 
 @health_router.get("/health/live", summary="Server liveness")
-async def live() -> ServerLive:
-    return ServerLive(live=True)
+async def live(plane: DataPlaneDep) -> ServerLive:
+    return ServerLive(live=plane.live())
 
 
 @health_router.get(
@@ -123,13 +114,9 @@ async def live() -> ServerLive:
     summary="Server readiness",
     responses={503: {"model": ServerReady, "description": "not ready (GET /health/ready says why)"}},
 )
-async def ready(registry: RegistryDep) -> JSONResponse:
-    return JSONResponse({"ready": registry.ready}, status_code=200 if registry.ready else 503)
-
-
-def repository(request: Request) -> ModelRepository:
-    found: ModelRepository = request.app.state.repository
-    return found
+async def ready(plane: DataPlaneDep) -> JSONResponse:
+    ready = plane.ready()
+    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
 async def _parameters(request: Request) -> dict[str, Any]:
@@ -149,11 +136,11 @@ async def _parameters(request: Request) -> dict[str, Any]:
     summary="Every model of every bundle, with its state and why it is not ready (Triton's model repository extension)",
     responses=_errors(400),
 )
-async def repository_index(request: Request) -> list[dict[str, str]]:
+async def repository_index(request: Request, plane: DataPlaneDep) -> list[dict[str, str]]:
     ready = (await _parameters(request)).get("ready", False)
     if not isinstance(ready, bool):
         raise V2Error("'ready' must be true or false")
-    return await run_in_threadpool(repository(request).index, ready)
+    return await plane.index(ready)
 
 
 @admin_router.post(
@@ -162,10 +149,8 @@ async def repository_index(request: Request) -> list[dict[str, str]]:
     response_class=Response,
     responses={200: {"description": "in service (no body)"}, **_errors(400, 401, 403, 404)},
 )
-async def repository_load(request: Request, model: str) -> Response:
-    check_load_parameters(await _parameters(request))
-    request_context(request).model, _ = repository(request).bundle(model)  # a label only once it names a bundle
-    await repository(request).load(model)
+async def repository_load(request: Request, plane: DataPlaneDep, context: ContextDep, model: str) -> Response:
+    await plane.load(model, await _parameters(request), context)
     return Response(status_code=200)
 
 
@@ -175,23 +160,27 @@ async def repository_load(request: Request, model: str) -> Response:
     response_class=Response,
     responses={200: {"description": "out of service (no body)"}, **_errors(400, 401, 403, 404)},
 )
-async def repository_unload(request: Request, model: str) -> Response:
+async def repository_unload(request: Request, plane: DataPlaneDep, context: ContextDep, model: str) -> Response:
     await _parameters(request)  # unload_dependents: a bundle's models come and go together anyway
-    request_context(request).model, _ = repository(request).bundle(model)
-    await repository(request).unload(model)
+    await plane.unload(model, context)
     return Response(status_code=200)
 
 
 @router.get("/models/{model}", summary="Model metadata", responses=_MODEL_ERRORS)
 @router.get("/models/{model}/versions/{version}", summary="Model metadata of a version", responses=_MODEL_ERRORS)
-async def model_metadata(request: Request, model: ModelPath, version: str | None = None) -> dict[str, Any]:
-    return find(request, model, version).metadata()
+async def model_metadata(
+    plane: DataPlaneDep, context: ContextDep, model: ModelPath, version: str | None = None
+) -> dict[str, Any]:
+    return plane.model_metadata(model, version, context)
 
 
 @router.get("/models/{model}/ready", summary="Model readiness", responses=_MODEL_ERRORS)
 @router.get("/models/{model}/versions/{version}/ready", summary="Model readiness of a version", responses=_MODEL_ERRORS)
-async def model_ready(request: Request, model: ModelPath, version: str | None = None) -> ModelReady:
-    return ModelReady(name=find(request, model, version).name, ready=True)
+async def model_ready(
+    plane: DataPlaneDep, context: ContextDep, model: ModelPath, version: str | None = None
+) -> ModelReady:
+    # Not in service is the protocol's 4xx: the data plane's 404 naming the models there are.
+    return ModelReady(name=plane.model(model, version, context).name, ready=True)
 
 
 @router.get(
@@ -203,9 +192,9 @@ async def model_ready(request: Request, model: ModelPath, version: str | None = 
     "/models/{model}/versions/{version}/config", summary="Model configuration of a version", responses=_MODEL_ERRORS
 )
 async def model_config(
-    request: Request, settings: SettingsDep, model: ModelPath, version: str | None = None
+    plane: DataPlaneDep, context: ContextDep, model: ModelPath, version: str | None = None
 ) -> dict[str, Any]:
-    return find(request, model, version).config(settings.max_batch_images)
+    return plane.model_config(model, version, context)
 
 
 _PARAMETERS: dict[str, Any] = {
@@ -281,18 +270,22 @@ _INFER: dict[str, Any] = {
 
 @infer_router.post("/models/{model}/infer", summary="Inference (JSON or binary tensor data)", **_INFER)
 @infer_router.post("/models/{model}/versions/{version}/infer", summary="Inference on a version", **_INFER)
-async def infer(request: Request, settings: SettingsDep, model: ModelPath, version: str | None = None) -> Response:
-    found = find(request, model, version)
+async def infer(
+    request: Request,
+    plane: DataPlaneDep,
+    context: ContextDep,
+    settings: SettingsDep,
+    model: ModelPath,
+    version: str | None = None,
+) -> Response:
+    found = plane.model(model, version, context)
     body = _inflate(
         await request.body(), request.headers.get("content-encoding", "").strip().lower(), settings.max_body_bytes
     )
     header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
     parsed = parse_infer_request(parse_json(header), binary)
-    context = request_context(request)
-    context.images = parsed.inputs[0].shape[0] if parsed.inputs[0].shape else 0
-    context.deadline = inference.deadline(parsed, context.received, context.deadline)
-    outputs = await inference.run(found, parsed, settings, context.until())
-    content, header_length = response_body(found.name, found.version, parsed, outputs)
+    answer = await plane.infer(found, parsed, context)
+    content, header_length = response_body(found.name, found.version, parsed, answer.outputs)
     if header_length is None:
         return Response(content, media_type="application/json")
     return Response(

@@ -62,7 +62,7 @@ def test_every_route_of_the_app_goes_through_a_policy_route() -> None:
 def test_every_grpc_method_of_the_service_declares_its_policy() -> None:
     from tritonclient.grpc import service_pb2
 
-    from app.v2.grpc import POLICIES
+    from app.v2.grpc_interceptor import POLICIES
 
     service = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     assert set(POLICIES) == {method.name for method in service.methods}
