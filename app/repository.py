@@ -160,9 +160,7 @@ class SharedState:
 
 
 class ModelRepository:
-    def __init__(
-        self, registry: Registry, work: WorkInProgress, metrics: Metrics, grace_s: float
-    ) -> None:
+    def __init__(self, registry: Registry, work: WorkInProgress, metrics: Metrics, grace_s: float) -> None:
         self.registry = registry
         self.settings = registry.settings
         self.work = work
