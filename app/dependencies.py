@@ -13,7 +13,8 @@ from app.imaging import DecodeOptions
 from app.multipart import read_parts
 from app.pipeline import decode_options
 from app.routing import request_context
-from app.runtime.registry import LoadedModel, Registry
+from app.runtime.model import LoadedModel
+from app.runtime.registry import Registry
 
 MULTIPART = "multipart/form-data"
 FILE_FIELD = "file"

@@ -6,7 +6,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from app.errors import BadRequestBody, InvalidInput, PayloadTooLarge
-from app.runtime.registry import LoadedModel
+from app.runtime.model import LoadedModel
 from app.schemas import Latents
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -27,7 +27,7 @@ from app import tracing
 from app.config import Settings
 from app.imaging import DecodeOptions, declared_pixels, decode, encode_png, to_model_input, to_pixels
 from app.runtime.batcher import ALWAYS, Until
-from app.runtime.registry import Inference, LoadedModel
+from app.runtime.model import Inference, LoadedModel
 from denoise_bundle.manifest import GraphName
 
 #: Declared pixels of uploads to resize above which decoding moves to a worker thread (about 5 ms of

@@ -2,7 +2,7 @@
 unload, and swapping versions under load with nothing lost.
 
 - Every ``DENOISE_MODEL_POLL_S`` each worker compares the bundle folders in ``DENOISE_MODEL_DIR``
-  with what it serves (:func:`~app.runtime.registry.bundle_signature`: where a folder resolves to,
+  with what it serves (:func:`~app.runtime.bundles.bundle_signature`: where a folder resolves to,
   so a swapped symlink counts, and its files' sizes, times and inodes). A new or changed bundle is
   verified (checksums of every graph, shapes, the int8 gate), loaded and warmed in a worker thread
   beside the version in service, then swapped in; a bundle gone from disk is taken out of service.
@@ -44,7 +44,9 @@ from starlette.concurrency import run_in_threadpool
 from app.context import WorkInProgress
 from app.errors import ApiError, ModelNotFound, clip
 from app.metrics import Metrics
-from app.runtime.registry import SERVED, LoadedModel, Registry, Signature, bundle_signature, discover
+from app.runtime.bundles import bundle_signature, discover
+from app.runtime.model import SERVED, LoadedModel, Signature
+from app.runtime.registry import Registry
 from denoise_bundle import BundleError, load_manifest
 
 log = logging.getLogger("denoise.models")

@@ -25,7 +25,7 @@ from app.latents import check_latents, parse_latents
 from app.pipeline import decode_options, infer_images, output_pngs
 from app.policy import INFERENCE
 from app.routing import policy_route, request_context
-from app.runtime.registry import Inference, LoadedModel
+from app.runtime.model import Inference, LoadedModel
 from app.schemas import DenoiseBatchResponse, ErrorResponse, Latents
 from denoise_bundle.manifest import GraphName
 

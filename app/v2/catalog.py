@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from app.errors import clip
-from app.runtime.registry import SCORED, LoadedModel, Registry
+from app.runtime.model import SCORED, LoadedModel
+from app.runtime.registry import Registry
 from app.v2.tensors import V2Error
 from denoise_bundle import SCORE_SHAPE, TENSOR_NAMES
 from denoise_bundle.manifest import GraphName

@@ -213,6 +213,32 @@ def test_upload_of_another_size_in_rgb_with_resize(visit: Visit, url: str, tmp_p
     assert np.array_equal(pixels_of(page, "denoised"), decode_png(response.content))
 
 
+def test_an_upload_says_it_has_no_clean_image_and_shows_the_apis_verdict(
+    visit: Visit, url: str, tmp_path: Path
+) -> None:
+    page = open_page(visit, url)
+    upload = tmp_path / "digit.png"
+    upload.write_bytes((MODELS / "mnist" / "samples" / "00.png").read_bytes())
+    before = runs(page)
+    page.locator("#file").set_input_files(str(upload))
+    wait_run(page, before)
+    assert page.locator("#clean").is_hidden()  # not a black square: there is no clean reference
+    assert "none for an upload" in (page.locator("#clean-caption").text_content() or "")
+    response = httpx.post(f"{url}/denoise", content=upload.read_bytes(), headers={"content-type": "image/png"})
+    threshold = json.loads((MODELS / "mnist" / "manifest.json").read_text())["anomaly"]["threshold"]
+    said = page.locator("#anomaly").text_content() or ""
+    word = "unusual" if response.headers["x-anomaly"] == "true" else "typical"
+    assert said.startswith(f"Input {word} for mnist")
+    assert f"{float(response.headers['x-anomaly-score']):.2f}" in said
+    assert f"threshold {threshold:.2f}" in said
+    # Back to a sample: the clean image is shown again.
+    before = runs(page)
+    page.locator("#samples button").first.click()
+    wait_run(page, before)
+    assert page.locator("#clean").is_visible()
+    assert page.locator("#clean-caption").text_content() == "clean"
+
+
 def test_a_bad_upload_shows_the_api_message_beside_it(visit: Visit, url: str, tmp_path: Path) -> None:
     page = open_page(visit, url)
     visit.expect_status(400)

@@ -205,9 +205,27 @@ function clearErrors() {
 function servedBy(response) {
   const model = response.headers.get("X-Model"), version = response.headers.get("X-Model-Version");
   if (model) $("served-by").textContent = `served by ${model} ${version}`;
+  $("anomaly").textContent = verdict(response, model);
+}
+
+// The API's verdict on the input (X-Anomaly), with the score and the model's threshold (GET /models).
+function verdict(response, model) {
   const score = response.headers.get("X-Anomaly-Score");
-  $("anomaly").textContent = score === null ? "" :
-    `anomaly score ${Number(score).toFixed(3)}${response.headers.get("X-Anomaly") === "true" ? ": unlike the training data" : ""}`;
+  if (score === null) return "";
+  const unusual = response.headers.get("X-Anomaly") === "true";
+  const info = (state.models || []).find((m) => m.name === model);
+  const threshold = info && info.anomaly ? Number(info.anomaly.threshold) : null;
+  const said = unusual ? `unusual for ${model}: unlike the images it was trained on` : `typical for ${model}`;
+  const figures = threshold === null ? `anomaly score ${Number(score).toFixed(2)}` :
+    `anomaly score ${Number(score).toFixed(2)}, ${unusual ? "above" : "not above"} its threshold ${threshold.toFixed(2)}`;
+  return `Input ${said} (${figures})`;
+}
+
+// The clean panel: the clean image where one is known (a drawing, a sample), else why there is none.
+function showClean(pixels) {
+  $("clean").hidden = !pixels;
+  $("clean-caption").textContent = pixels ? "clean" : "clean: none for an upload (nothing to compare with)";
+  if (pixels) show("clean", pixels);
 }
 
 async function run() {
@@ -225,12 +243,12 @@ async function runOnce() {
     if (!state.upload) return;
     body = state.upload;
     options = { resize: $("resize").checked, invert: $("invert").checked };
-    show("clean", null);
+    showClean(null);
     await showBlob("noisy", state.upload).catch(() => show("noisy", null));
   } else {
     if (!state.clean) return;
     const noisy = addNoise(state.clean, $("noise-kind").value, Number($("noise-level").value), Number($("seed").value));
-    show("clean", state.clean);
+    showClean(state.clean);
     show("noisy", noisy);
     body = await toPng(noisy);
   }
