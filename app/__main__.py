@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from types import FrameType
@@ -49,6 +50,26 @@ def serve(config: uvicorn.Config) -> None:
         sys.exit(STARTUP_FAILURE)
 
 
+def _check_grpc_port(settings: Settings) -> None:
+    """Exit with one line when another process holds the gRPC port. The workers bind it with
+    ``SO_REUSEPORT`` (to share it), which would let a second service bind it too and split the calls
+    with the first; a bind without that option fails while anyone holds the port, as the HTTP port's does."""
+    if settings.grpc_port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET) as probe:
+        try:
+            probe.bind((settings.host, settings.grpc_port))
+        except OSError as exc:
+            log.error(
+                "cannot serve gRPC on %s:%d (DENOISE_GRPC_PORT): %s; another process holds it: stop it, or set "
+                "another port (0 turns gRPC off)",
+                settings.host,
+                settings.grpc_port,
+                exc.strerror,
+            )
+            sys.exit(STARTUP_FAILURE)
+
+
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     sys.exit(0)
 
@@ -78,6 +99,7 @@ def _settings_or_exit() -> Settings:
 
 def main() -> None:
     settings = _settings_or_exit()
+    _check_grpc_port(settings)
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: exit 0 then.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     made: list[str] = []

@@ -16,7 +16,7 @@ from typing import Any, Self
 
 import httpx
 
-from denoise_client.errors import TransportFailure, from_response
+from denoise_client.errors import ProtocolViolation, TransportFailure, from_response
 from denoise_client.images import Kind, from_png, to_png
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -95,7 +95,9 @@ def _image_call(path: str, images: Any, model: str | None, resize: bool, invert:
 
 
 def _latents_call(latents: dict[str, Any], model: str | None, reinvert: bool, kind: Kind) -> _Call:
-    count = len(latents.get("latents", []))
+    if not isinstance(latents.get("latents"), list) or not latents["latents"]:
+        raise ValueError("not latents as encode returns them: a JSON object with a non-empty 'latents' list")
+    count = len(latents["latents"])
     params = {"model": model, "reinvert": _flag(reinvert)}
     call = _Call("POST", "/reconstruct", params=params, kinds=[kind] * count, single=count == 1)
     call.content = httpx.Request("POST", "/", json=latents).content
@@ -113,20 +115,51 @@ class Scored:
     anomalous: list[bool]
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _violation(response: httpx.Response, what: str) -> ProtocolViolation:
+    kind = response.headers.get("content-type", "no content type")
+    return ProtocolViolation(
+        f"{response.request.url} answered {response.status_code} with {what} ({kind}, {len(response.content)} bytes); "
+        "is that the denoise service, and not a proxy or another server?",
+        url=str(response.request.url),
+    )
+
+
 def _scored_from(response: httpx.Response, call: _Call) -> Scored:
+    """The images and scores of an answer, checked: PNGs, as many as were sent; else :class:`ProtocolViolation`."""
     scores: list[float]
     flags: list[bool]
     if response.headers.get("content-type", "").startswith("image/png"):
         images = [response.content]
         score = response.headers.get("x-anomaly-score")
-        scores = [] if score is None else [float(score)]
+        try:
+            scores = [] if score is None else [float(score)]
+        except ValueError:
+            raise _violation(response, f"an X-Anomaly-Score of {score[:40]!r}") from None
         flags = [] if score is None else [response.headers.get("x-anomaly") == "true"]
     else:
-        body = response.json()
-        images = [base64.b64decode(item) for item in body["images"]]
+        try:
+            body = response.json()
+            images = [base64.b64decode(item, validate=True) for item in body["images"]]
+        except (ValueError, KeyError, TypeError):
+            raise _violation(response, "no 'images' list of base64 PNGs") from None
         scores, flags = body.get("anomaly_scores", []), body.get("anomalous", [])
+    if len(images) != len(call.kinds) or not all(image.startswith(PNG_SIGNATURE) for image in images):
+        raise _violation(response, f"{len(images)} answers that are not all PNGs, for {len(call.kinds)} inputs")
     results = [from_png(data, kind) for data, kind in zip(images, call.kinds, strict=True)]
     return Scored(results[0] if call.single else results, scores, flags)
+
+
+def _json_from(response: httpx.Response, *required: str) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        raise _violation(response, "a body that is not JSON") from None
+    if not isinstance(body, dict) or any(key not in body for key in required):
+        raise _violation(response, f"JSON without {', '.join(repr(key) for key in required)}")
+    return body
 
 
 def _images_from(response: httpx.Response, call: _Call, with_scores: bool) -> Any:
@@ -144,9 +177,20 @@ def _retry_wait(retry: Retry, attempt: int, outcome: httpx.Response | Exception)
     return retry.wait(attempt, None) if retryable else None
 
 
-def _finish(outcome: httpx.Response | Exception, url: httpx.URL) -> httpx.Response:
+def _url(base: httpx.URL, path: str) -> str:
+    """The URL a call goes to, the base URL's path prefix kept (as httpx sends it)."""
+    return str(base).rstrip("/") + path
+
+
+def _finish(outcome: httpx.Response | Exception, url: str) -> httpx.Response:
+    if isinstance(outcome, httpx.TimeoutException) and not isinstance(outcome, httpx.ConnectTimeout):
+        raise TransportFailure(
+            f"{url} did not answer within the timeout ({type(outcome).__name__}); a large batch may need a "
+            "longer one",
+            url=url,
+        ) from outcome
     if isinstance(outcome, Exception):
-        raise TransportFailure(f"no answer from {url}: {type(outcome).__name__}: {outcome}", url=str(url)) from outcome
+        raise TransportFailure(f"no answer from {url}: {type(outcome).__name__}: {outcome}", url=url) from outcome
     if outcome.is_error:
         raise from_response(outcome)
     return outcome
@@ -210,7 +254,7 @@ class Client(_Api):
                 outcome = exc
             wait = _retry_wait(self.retry, attempt, outcome)
             if wait is None:
-                return _finish(outcome, self._http.base_url.join(call.path))
+                return _finish(outcome, _url(self._http.base_url, call.path))
             time.sleep(wait)
             attempt += 1
 
@@ -236,8 +280,7 @@ class Client(_Api):
     ) -> dict[str, Any]:
         """Latents of one image or a list: ``{"model", "version", "latent_shape", "latents", "anomaly_scores",
         "anomalous"}``."""
-        result: dict[str, Any] = self._send(self.encode_call(images, model, resize, invert)).json()
-        return result
+        return _json_from(self._send(self.encode_call(images, model, resize, invert)), "latents")
 
     def reconstruct(
         self,
@@ -256,13 +299,11 @@ class Client(_Api):
         return _images_from(self._send(call), call, with_scores)
 
     def models(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._send(_Call("GET", "/models")).json()
-        return result
+        return _json_from(self._send(_Call("GET", "/models")), "models")
 
     def health(self) -> dict[str, Any]:
         """Readiness; raises :class:`ServiceUnavailable` while the service is not ready."""
-        result: dict[str, Any] = self._send(_Call("GET", "/health/ready")).json()
-        return result
+        return _json_from(self._send(_Call("GET", "/health/ready")), "status")
 
 
 class AsyncClient(_Api):
@@ -301,7 +342,7 @@ class AsyncClient(_Api):
                 outcome = exc
             wait = _retry_wait(self.retry, attempt, outcome)
             if wait is None:
-                return _finish(outcome, self._http.base_url.join(call.path))
+                return _finish(outcome, _url(self._http.base_url, call.path))
             await asyncio.sleep(wait)
             attempt += 1
 
@@ -321,8 +362,7 @@ class AsyncClient(_Api):
     async def encode(
         self, images: Any, *, model: str | None = None, resize: bool = False, invert: bool = False
     ) -> dict[str, Any]:
-        result: dict[str, Any] = (await self._send(self.encode_call(images, model, resize, invert))).json()
-        return result
+        return _json_from(await self._send(self.encode_call(images, model, resize, invert)), "latents")
 
     async def reconstruct(
         self,
@@ -339,12 +379,10 @@ class AsyncClient(_Api):
         return _images_from(await self._send(call), call, with_scores)
 
     async def models(self) -> dict[str, Any]:
-        result: dict[str, Any] = (await self._send(_Call("GET", "/models"))).json()
-        return result
+        return _json_from(await self._send(_Call("GET", "/models")), "models")
 
     async def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = (await self._send(_Call("GET", "/health/ready"))).json()
-        return result
+        return _json_from(await self._send(_Call("GET", "/health/ready")), "status")
 
 
 __all__ = ["AsyncClient", "Client", "Retry"]

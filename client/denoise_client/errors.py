@@ -72,10 +72,26 @@ _BY_STATUS: dict[int, type[DenoiseError]] = {
 }
 
 
+class ProtocolViolation(Exception):
+    """An answer that is not what the service's API says (not a PNG, JSON without the fields it must have),
+    such as a proxy's page answered with 200; ``url`` is what was asked."""
+
+    def __init__(self, message: str, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+
+
 def from_response(response: httpx.Response) -> DenoiseError:
+    error: dict[str, Any]
     try:
-        error: dict[str, Any] = response.json()["error"]
+        found = response.json()["error"]
     except (ValueError, KeyError, TypeError):
+        found = None
+    if isinstance(found, dict):
+        error = found
+    elif isinstance(found, str):  # the Open Inference Protocol's shape, {"error": "message"} (a /v2 URL)
+        error = {"code": "v2_error", "message": found}
+    else:
         error = {"code": "http_error", "message": response.text[:500] or response.reason_phrase}
     cls = _BY_STATUS.get(response.status_code, ServerError)
     return cls(

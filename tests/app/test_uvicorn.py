@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 
 from tests.conftest import decode_png, digit, png
 from tests.load import Load, access_lines
-from tests.server import TEST_SETTINGS, poll, running_server
+from tests.server import TEST_SETTINGS, free_port, poll, running_server
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +122,29 @@ def _refused(url: str) -> bool:
     except httpx.TransportError:  # taken into a queue but not answered
         return False
     return False
+
+
+@pytest.mark.parametrize("port", ["DENOISE_PORT", "DENOISE_GRPC_PORT"])
+def test_a_port_another_server_holds_stops_the_start_with_one_line(port: str) -> None:
+    """A second service on the first one's HTTP or gRPC port exits at once with status 3 and one line;
+    gRPC's port sharing between a service's own workers does not let another service in."""
+    grpc_port = free_port()
+    with running_server({**TEST_SETTINGS, "DENOISE_GRPC_PORT": str(grpc_port)}) as (url, _):
+        taken = {"DENOISE_PORT": url.rsplit(":", 1)[1], "DENOISE_GRPC_PORT": str(grpc_port)}[port]
+        env = {
+            **os.environ,
+            **TEST_SETTINGS,
+            "DENOISE_MODELS": "mnist",
+            "DENOISE_PORT": str(free_port()),
+            "DENOISE_GRPC_PORT": str(free_port()),
+            port: taken,
+        }
+        second = subprocess.run(
+            [sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert second.returncode == 3
+        assert "Traceback" not in second.stderr
+        errors = [line for line in second.stderr.splitlines() if '"level":"ERROR"' in line]
+        assert len(errors) == 1, second.stderr
+        assert (port if port == "DENOISE_GRPC_PORT" else "address already in use") in errors[0]
+        assert httpx.get(f"{url}/health/live").status_code == 200  # the first one serves on
