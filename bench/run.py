@@ -177,7 +177,7 @@ PEERS = (
 
 
 def measure_ceilings(bench: Bench, served: Path) -> None:
-    """In-process images/s of the graphs; the model's cost against the seeds' network is measured in
+    """In-process images/s of the graphs; the model's cost against the reference network is measured in
     turn with it, three times, and averaged."""
     threads = bench.threads
     bench.ceiling.update(

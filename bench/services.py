@@ -25,7 +25,7 @@ ACCESS_LOGGER = '"denoise.access"'
 
 
 def reference_onnx() -> bytes:
-    """The seeds' reference network as ONNX (its speed does not depend on the weights' values)."""
+    """The reference network as ONNX (its speed does not depend on the weights' values)."""
     from training.export import to_onnx
     from training.model import build_reference
 

@@ -66,8 +66,8 @@ class TrainConfig:
     #: Use only this many training / test images (quick mode); ``None`` uses all.
     limit_train: int | None = None
     limit_test: int | None = None
-    #: Also train the seeds' reference network on the same data and epochs,
-    #: with the seeds' own recipe (Adam at 1e-3, binary cross-entropy).
+    #: Also train the reference network on the same data and epochs,
+    #: with the example's own recipe (Adam at 1e-3, binary cross-entropy).
     train_reference: bool = True
     reference_loss: Literal["mse", "binary_crossentropy"] = "binary_crossentropy"
     reference_learning_rate: float = 1e-3

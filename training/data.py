@@ -148,6 +148,33 @@ def _check_sha256(path: Path, sums: dict[str, str]) -> None:
         raise DataError(f"{path}: SHA-256 mismatch with SHA256SUMS (expected {expected}, got {actual})")
 
 
+#: Pixel values (of 255) counted as background, and the share of them below which images do not look
+#: MNIST-like (light shapes on black: MNIST has about 80%, Fashion-MNIST about 50%).
+BACKGROUND_LEVEL = 25
+MIN_BACKGROUND_SHARE = 0.3
+
+
+def check_images(images: np.ndarray, what: str) -> list[str]:
+    """Warnings, with figures, for training images that do not look like MNIST-like data (random values, dark
+    on light); :class:`DataError` for images nothing can be learned from (none, or every pixel the same)."""
+    if images.size == 0:
+        raise DataError(f"{what}: no images")
+    low, high = int(images.min()), int(images.max())
+    if low == high:
+        raise DataError(f"{what}: every pixel of the {len(images)} images is {low}: nothing to learn from")
+    warnings = []
+    background = float(np.mean(images <= BACKGROUND_LEVEL))
+    if background < MIN_BACKGROUND_SHARE:
+        warnings.append(
+            f"{what}: only {background:.0%} of pixels are dark background (MNIST has about 80%, Fashion-MNIST about "
+            f"50%); random values, or dark shapes on light? (invert such images before training)"
+        )
+    flat = float(np.mean(images.reshape(len(images), -1).std(axis=1) == 0))
+    if flat > 0.01:
+        warnings.append(f"{what}: {flat:.1%} of the images hold a single value (blank images)")
+    return warnings
+
+
 def load_idx_dir(directory: Path, name: str = "custom") -> Dataset:
     if not directory.is_dir():
         raise DataError(f"{directory}: data directory not found")

@@ -1,7 +1,7 @@
 """Honest evaluation: PSNR and SSIM of every denoiser on the same noisy test images.
 
 Rows are the noisy input, classical denoisers (Gaussian blur, median 3x3,
-non-local means, BM3D on a subset), the seeds' reference network and our model.
+non-local means, BM3D on a subset), the reference network and our model.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("gaussian", 0.7),
     Condition("salt-pepper", 0.1),
     Condition("speckle", 0.5),
-    Condition("shifted-gaussian", 0.5),  # seed 002: clip(x + N(0.5, 0.5), 0, 1)
+    Condition("shifted-gaussian", 0.5),  # the mean-shifted Gaussian: clip(x + N(0.5, 0.5), 0, 1)
     Condition("poisson", 5),
 )
 CLASSICAL = ("gaussian blur", "median 3x3", "non-local means", "bm3d")

@@ -1,4 +1,4 @@
-"""The convolutional denoising autoencoder and the seeds' reference network.
+"""The convolutional denoising autoencoder and the reference network.
 
 The autoencoder is built as two named models, ``encoder`` (image -> latent) and
 ``decoder`` (latent -> image), composed into ``autoencoder``. Nothing crosses the

@@ -7,6 +7,7 @@ evaluation; ``export`` turns it into the bundle under ``models/<dataset>/``.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -22,12 +23,14 @@ from training import anomaly as scoring
 from training import outliers, report, uploads
 from training import quantize as int8
 from training.config import TrainConfig
-from training.data import Dataset, class_names, load_dataset
+from training.data import Dataset, check_images, class_names, load_dataset
 from training.evaluate import Denoiser, bce_at, denoising_table, latent_probes, verdict
 from training.export import export_bundle, export_graph, write_manifest, write_samples
 from training.model import Autoencoder, build_autoencoder, build_reference
 from training.noise import BlindNoise
 from training.train import fit, split_validation, to_float
+
+log = logging.getLogger(__name__)
 
 OURS = "autoencoder"
 REFERENCE = "reference"
@@ -54,6 +57,8 @@ def load_data(cfg: TrainConfig, *, outliers: bool = False) -> Dataset:
 
 def train(cfg: TrainConfig, run_dir: Path) -> None:
     data = load_data(cfg)
+    for warning in check_images(data.train.images, f"{cfg.dataset} training images"):
+        log.warning("%s", warning)
     train_clean, val_clean = split_validation(to_float(data.train.images), cfg.validation_fraction, cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.json")
@@ -79,7 +84,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> None:
     if cfg.train_reference:
         keras.utils.set_random_seed(cfg.seed)
         reference = build_reference()
-        ref_cfg = replace(  # the same data and number of epochs in all, the seeds' loss and learning rate
+        ref_cfg = replace(  # the same data and number of epochs in all, the example's loss and learning rate
             cfg,
             epochs=earlier + result.epochs_run,
             loss=cfg.reference_loss,

@@ -1,5 +1,5 @@
 """Images like the ones callers send, beyond the training noise: clean images passed through, digits off
-centre or rotated under the seeds' noise, faded scans, JPEG artefacts on noise.
+centre or rotated under Gaussian noise σ 0.5, faded scans, JPEG artefacts on noise.
 
 Each condition turns clean test images into a (target, input) pair: the target is what a perfect
 denoiser returns (the shifted or rotated digit itself, light on black, for the geometric ones; the
@@ -23,7 +23,7 @@ from scipy import ndimage
 from training.evaluate import CLASSICAL, Denoiser, row_summary, scores_row
 from training.noise import BlindNoise, gaussian
 
-#: The seeds' noise, under which shifted and rotated digits are measured (against the centred
+#: Gaussian noise σ 0.5, under which shifted and rotated digits are measured (against the centred
 #: ``gaussian 0.5`` row of the evaluation table).
 SEEDS_SIGMA = 0.5
 MAX_SHIFT_PX = 4
@@ -85,13 +85,13 @@ def clean_pass_through(images: np.ndarray, rng: np.random.Generator) -> Pair:
 
 
 def shifted(images: np.ndarray, rng: np.random.Generator) -> Pair:
-    """Each digit moved by up to :data:`MAX_SHIFT_PX` each way, then the seeds' noise."""
+    """Each digit moved by up to :data:`MAX_SHIFT_PX` each way, then Gaussian noise σ 0.5."""
     target = shift_images(images, rng)
     return target, gaussian(target, SEEDS_SIGMA, rng)
 
 
 def rotated(images: np.ndarray, rng: np.random.Generator) -> Pair:
-    """Each digit turned by up to :data:`MAX_ROTATION_DEG` either way, then the seeds' noise."""
+    """Each digit turned by up to :data:`MAX_ROTATION_DEG` either way, then Gaussian noise σ 0.5."""
     target = rotate_images(images, rng)
     return target, gaussian(target, SEEDS_SIGMA, rng)
 

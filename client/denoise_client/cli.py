@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import httpx
 
@@ -46,6 +46,13 @@ EXIT_CODES = {
 
 class UsageError(Exception):
     """A command line that cannot run: one line saying what is wrong and what to do."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (the usage is a ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive(text: str) -> float:
@@ -102,7 +109,7 @@ def _add_connection_options(parser: argparse.ArgumentParser, *, defaults: bool) 
 
 def _parser() -> argparse.ArgumentParser:
     codes = "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="denoise-client", description="Call a denoise service.", epilog=f"Exit status: {codes}."
     )
     _add_connection_options(parser, defaults=True)
@@ -177,13 +184,13 @@ def _writable(output: Path, inputs: list[Path], force: bool) -> Path:
 def _write(path: Path, data: bytes) -> None:
     """Write ``data`` whole or not at all (a temporary file renamed over ``path``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with handle:
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.replace(handle.name, path)
+        os.replace(name, path)
     except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
+        Path(name).unlink(missing_ok=True)
         raise
 
 
@@ -303,8 +310,7 @@ def denoise_folder(client: Client, source: Path, target: Path, args: argparse.Na
         return EXIT_NO_ANSWER if isinstance(exc, TransportFailure) else EXIT_BAD_ANSWER
     sys.stderr.write("\n")
     print(
-        f"{written} denoised into {target}, {done_before} already there, {len(failures)} failed, "
-        f"{len(skipped)} skipped"
+        f"{written} denoised into {target}, {done_before} already there, {len(failures)} failed, {len(skipped)} skipped"
     )
     for path, reason in failures.items():
         print(f"  failed  {path.relative_to(source)}: {reason}")
@@ -337,8 +343,8 @@ def run(args: argparse.Namespace) -> int:
                 print(text)
         elif args.command == "reconstruct":
             path = _readable(args.input, args.max_bytes)
-            source: Any = _latents(path, args.max_bytes) if path.suffix.lower() == ".json" else path
-            count = len(source["latents"]) if isinstance(source, dict) else 1
+            latents: Any = _latents(path, args.max_bytes) if path.suffix.lower() == ".json" else path
+            count = len(latents["latents"]) if isinstance(latents, dict) else 1
             outputs = (
                 [args.output]
                 if count == 1
@@ -346,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
             )
             for output in outputs:
                 _writable(output, [path], args.force)
-            result = client.reconstruct(source, reinvert=args.reinvert, **options)
+            result = client.reconstruct(latents, reinvert=args.reinvert, **options)
             for output, data in zip(outputs, result if isinstance(result, list) else [result], strict=True):
                 _write(output, data)
     return EXIT_OK

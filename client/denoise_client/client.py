@@ -185,8 +185,7 @@ def _url(base: httpx.URL, path: str) -> str:
 def _finish(outcome: httpx.Response | Exception, url: str) -> httpx.Response:
     if isinstance(outcome, httpx.TimeoutException) and not isinstance(outcome, httpx.ConnectTimeout):
         raise TransportFailure(
-            f"{url} did not answer within the timeout ({type(outcome).__name__}); a large batch may need a "
-            "longer one",
+            f"{url} did not answer within the timeout ({type(outcome).__name__}); a large batch may need a longer one",
             url=url,
         ) from outcome
     if isinstance(outcome, Exception):

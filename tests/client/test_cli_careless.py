@@ -242,7 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
     body = b""
     delay = 0.0
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         _REQUESTS[self.server.url] = _REQUESTS.get(self.server.url, 0) + 1  # type: ignore[attr-defined]
         self.rfile.read(int(self.headers.get("content-length", 0)))
         time.sleep(self.delay)
@@ -252,7 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(self.body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

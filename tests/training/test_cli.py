@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.docs import blocks
 from tests.server import MODELS, REPO
 from tests.training.conftest import write_idx_dataset
-from training.__main__ import QUICK_VERSION, RUNS, _config, _parser, main
+from training.__main__ import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    QUICK_VERSION,
+    RUNS,
+    _config,
+    _parser,
+    default_version,
+    main,
+)
+from training.data import DataError, check_images
 from training.noise import BlindNoise
 
 
@@ -21,13 +37,14 @@ def test_quick_bundles_are_named_apart_and_kept_out_of_models() -> None:
     assert cfg.out_dir == RUNS / "quick" / "mnist-quick"
     assert MODELS not in cfg.out_dir.parents
     full = _config(_parser().parse_args(["run", "--dataset", "fashion-mnist"]))
-    assert (full.name, full.out_dir) == ("fashion-mnist", MODELS / "fashion-mnist")
+    assert (full.name, full.out_dir) == ("fashion-mnist", RUNS / "bundles" / "fashion-mnist")  # models/: the gate
 
 
 def test_defaults_do_not_depend_on_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = _config(_parser().parse_args(["run"]))
-    assert cfg.out_dir == REPO / "models" / "mnist"
+    assert cfg.out_dir == RUNS / "bundles" / "mnist"
+    assert RUNS.is_absolute()
 
 
 def test_noise_weights_and_upload_mix_are_taken_as_given() -> None:
@@ -103,3 +120,100 @@ def test_report_redraws_figures_from_a_bundle(tmp_path: Path) -> None:
     figures = report_from_bundle(bundle, data)
     assert (figures / "denoising.png").stat().st_size > 1000
     assert (figures / "latents.png").stat().st_size > 1000
+
+
+def _training(*argv: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """``python -m training ...`` as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "training", *argv], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def _one_line(result: subprocess.CompletedProcess[str], says: str, status: int = 2) -> None:
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("usage:")]
+    assert len(lines) == 1, result.stderr
+    assert says in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["train", "--epochs", "-3"], "--epochs: -3 is below 1"),
+        (["train", "--epochs", "0"], "--epochs: 0 is below 1"),
+        (["train", "--batch-size", "0"], "--batch-size: 0 is below 1"),
+        (["train", "--widths", "0", "0", "0"], "--widths: 0 is below 1"),
+        (["train", "--learning-rate", "-1"], "--learning-rate: -1 is not a learning rate between 0 and 1"),
+        (["train", "--limit-train", "0"], "--limit-train: 0 is below 100"),
+        (["train", "--quick", "--epochs", "5"], "--quick sets --epochs 2 itself; drop --quick to choose them"),
+        (["run", "--quick", "--limit-test", "50"], "--quick sets --limit-test 200 itself"),
+        (["evaluate", "--run-dir", "/nonexistent/run"], "--run-dir /nonexistent/run is not a run folder"),
+        (["export", "--run-dir", "/nonexistent/run"], "is not a run folder export can read"),
+        (["quantize", "--out", "/nonexistent/bundle"], "is not an exported bundle"),
+        (["report", "/tmp"], "/tmp is not a model bundle (no manifest.json)"),
+        (["uploads", "/tmp"], "/tmp is not a model bundle"),
+        (["gate", "/tmp"], "/tmp is not a model bundle"),
+        (["export", "--out", "models/mnist"], "bundles go there only through the release gate"),
+        (["run", "--out", "models/somewhere"], "only through the release gate"),
+        (["rescore", "models/mnist", "--version", "9.9.9"], "rescore writes over"),
+    ],
+)
+def test_bad_commands_stop_before_any_work_with_one_line(argv: list[str], says: str) -> None:
+    _one_line(_training(*argv), says)
+
+
+def test_an_export_never_writes_over_a_folder_that_holds_files(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("autoencoder.keras", "config.json", "train_summary.json", "evaluation.json", "scorer.keras"):
+        (run / name).write_text("{}")
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    _one_line(_training("export", "--run-dir", str(run), "--out", str(out)), "already holds files; add --force")
+    assert (out / "mine.txt").read_text() == "keep"
+
+
+def test_the_version_is_the_replaced_bundles_bumped_never_a_stale_default() -> None:
+    shipped = json.loads((MODELS / "mnist" / "manifest.json").read_text())["version"]
+    major, minor = (int(part) for part in shipped.split(".")[:2])
+    assert _config(_parser().parse_args(["export"])).version == f"{major}.{minor + 1}.0"
+    assert _config(_parser().parse_args(["export", "--version", "7.0.0"])).version == "7.0.0"
+    assert default_version("no-such-bundle") == "1.0.0"
+
+
+@pytest.mark.parametrize(
+    ("pixels", "refused", "warned"),
+    [
+        (np.zeros((50, 28, 28), dtype=np.uint8), "every pixel of the 50 images is 0", None),
+        (np.full((50, 28, 28), 255, dtype=np.uint8), "every pixel of the 50 images is 255", None),
+        (np.random.default_rng(0).integers(0, 256, (50, 28, 28), dtype=np.uint8), None, "dark background"),
+        (255 - np.pad(np.full((50, 10, 10), 255, np.uint8), ((0, 0), (9, 9), (9, 9))), None, "dark background"),
+    ],
+)
+def test_degenerate_training_images_are_refused_or_warned_with_figures(
+    pixels: np.ndarray, refused: str | None, warned: str | None
+) -> None:
+    if refused:
+        with pytest.raises(DataError, match=refused):
+            check_images(pixels, "these")
+    else:
+        (warning,) = check_images(pixels, "these")
+        assert warned is not None
+        assert warned in warning
+        assert "%" in warning
+
+
+def test_mnist_like_images_pass_without_a_warning() -> None:
+    digits = np.zeros((50, 28, 28), dtype=np.uint8)
+    digits[:, 8:20, 12:16] = 250
+    assert check_images(digits, "digits") == []
+
+
+def test_exit_codes_are_in_help_and_readme() -> None:
+    helped = _training("--help").stdout
+    readme = (REPO / "training" / "README.md").read_text()
+    for status in (EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_INTERRUPTED):
+        assert f"{status} " in helped
+        assert f"| {status} |" in readme

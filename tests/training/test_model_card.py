@@ -56,7 +56,8 @@ def test_card_tells_a_chain_of_continued_runs_earliest_first() -> None:
     assert "0.001 on a cosine, loss: each image's PSNR, averaged, 20% moved" in card
     assert "JPEGs at quality 10–60, noise shares 50% / 20% / 10% / 10% / 10%); their configurations" in card
     assert "mse loss)" in card  # the first stage's noise shares are the run's own: not repeated
-    assert "the seeds' network trained on the same data for 20 epochs (the autoencoder: 30 + 15 + 8 = 53)" in card
+    assert "trained on the same data for 20 epochs (the autoencoder: 30 + 15 + 8 = 53)" in card
+    assert "`reference` is the convolutional autoencoder of Keras' own denoising example" in card
 
 
 def test_card_names_the_run_an_anomaly_head_was_kept_from() -> None:
