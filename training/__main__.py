@@ -431,8 +431,7 @@ def _check_output(folder: Path, force: bool) -> None:
 
 def _gate(args: argparse.Namespace) -> int:
     from training import release
-    from training.data import load_dataset
-    from training.train import to_float
+    from training.data import load_dataset, to_float
 
     name = json.loads((args.candidate / "manifest.json").read_text())["name"]
     target = args.models_dir / name

@@ -148,6 +148,11 @@ def _check_sha256(path: Path, sums: dict[str, str]) -> None:
         raise DataError(f"{path}: SHA-256 mismatch with SHA256SUMS (expected {expected}, got {actual})")
 
 
+def to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 (n, 28, 28) -> float32 (n, 28, 28, 1) in [0, 1]."""
+    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
+
+
 #: Pixel values (of 255) counted as background, and the share of them below which images do not look
 #: MNIST-like (light shapes on black: MNIST has about 80%, Fashion-MNIST about 50%).
 BACKGROUND_LEVEL = 25

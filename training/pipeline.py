@@ -23,12 +23,12 @@ from training import anomaly as scoring
 from training import outliers, report, uploads
 from training import quantize as int8
 from training.config import TrainConfig
-from training.data import Dataset, check_images, class_names, load_dataset
+from training.data import Dataset, check_images, class_names, load_dataset, to_float
 from training.evaluate import Denoiser, bce_at, denoising_table, latent_probes, verdict
 from training.export import export_bundle, export_graph, write_manifest, write_samples
 from training.model import Autoencoder, build_autoencoder, build_reference
 from training.noise import BlindNoise
-from training.train import fit, split_validation, to_float
+from training.train import fit, split_validation
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,6 @@ from training.noise import BlindNoise
 from training.uploads import UploadMix
 
 
-def to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 (n, 28, 28) -> float32 (n, 28, 28, 1) in [0, 1]."""
-    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
-
-
 def split_validation(images: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(len(images))
     n_val = max(1, round(len(images) * fraction))
