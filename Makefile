@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test test-fast lint check bench train clean
+.PHONY: serve test test-fast lint check bench guard train clean
 
 $(VENV)/.serve: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,9 +42,14 @@ bench: $(VENV)/.dev
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.run
 
-## Retrain and export the MNIST bundle (minutes per epoch on 2 CPU cores).
+## The speed guard before committing a hot-path or model change (docs/performance.md); needs wrk.
+guard: $(VENV)/.dev
+	$(PY) -m bench.guard
+
+## Retrain MNIST into runs/bundles/mnist (minutes per epoch on 2 CPU cores); the release gate puts it in models/.
 train: $(VENV)/.dev
 	$(PY) -m training run --dataset mnist
+	$(PY) -m training gate runs/bundles/mnist --release
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

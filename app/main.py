@@ -141,6 +141,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             watcher.cancel()
             if grpc_server is not None:
                 await grpc_server.stop(settings.shutdown_grace_s)  # finishes calls in progress first
+            await repository.drain_retired()
             await registry.stop()
             repository.close()
             if tracer_provider is not None:
@@ -153,6 +154,9 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         lifespan=lifespan,
         docs_url=None,  # served by install_api_docs: self-hosted, under a strict Content-Security-Policy
         redoc_url=None,
+        # Tracing is app/tracing.py's (one ASGI instrumentation with the service's own provider): FastAPI's
+        # native telemetry stays off, so that no request is instrumented twice or asks whether to be.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_api_docs(app)
     app.state.settings = settings

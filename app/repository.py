@@ -73,6 +73,23 @@ class Refusal:
         return {"version": self.version, "reason": self.reason}
 
 
+@dataclass
+class BundleRecord:
+    """What this worker knows of one bundle, besides what it serves (the registry's models): the one record
+    :meth:`ModelRepository.sync` reads and changes."""
+
+    #: The files of the last attempt to load it, so that files already refused are not tried again.
+    tried: Signature | None = None
+    #: The files the last scan saw: a change is loaded once it holds still for a scan.
+    seen: Signature | None = None
+    #: The version refused while the one in service (if any) serves on.
+    refused: Refusal | None = None
+    #: Taken out of service through the repository API, until loaded again.
+    unloaded: bool = False
+    #: Explicit loads followed (the shared count goes up with each load call, in whichever worker).
+    loads: int = 0
+
+
 def check_load_parameters(parameters: dict[str, Any]) -> None:
     """A load request may not carry a configuration or files (Triton's overrides): bundles come from the
     model folder only."""
@@ -170,15 +187,11 @@ class ModelRepository:
         self.grace_s = grace_s
         folder = self.settings.worker_state_dir
         self.shared = SharedState(folder) if folder is not None else None
-        #: Versions refused while the one in service (if any) serves on, by bundle.
-        self.refused: dict[str, Refusal] = {}
-        #: The files of each bundle's last attempt, so that files already refused are not tried again.
-        self._tried: dict[str, Signature | None] = {}
-        #: The files each bundle had at the last scan: a change is loaded once it holds still for a scan.
-        self._seen: dict[str, Signature | None] = {}
-        self._unloaded: set[str] = set()
-        self._loads: dict[str, int] = {}
+        #: One record per bundle (:class:`BundleRecord`).
+        self.records: dict[str, BundleRecord] = {}
         self._lock = asyncio.Lock()
+        #: Versions taken out of service and not closed yet (:meth:`_retire`).
+        self._retiring: set[asyncio.Task[None]] = set()
 
     # What is on disk
 
@@ -192,9 +205,22 @@ class ModelRepository:
                 found[name] = path
         return found
 
+    def record(self, name: str) -> BundleRecord:
+        return self.records.setdefault(name, BundleRecord())
+
+    @property
+    def refused(self) -> dict[str, Refusal]:
+        """The versions refused while the one in service (if any) serves on, by bundle."""
+        return {name: r.refused for name, r in sorted(self.records.items()) if r.refused is not None}
+
     def _set_unloaded(self, names: set[str]) -> None:
-        self._unloaded = names
+        for name in names | {name for name, r in self.records.items() if r.unloaded}:
+            self.record(name).unloaded = name in names
         self.registry.set_unloaded(names)
+
+    @property
+    def _unloaded(self) -> set[str]:
+        return {name for name, r in self.records.items() if r.unloaded}
 
     def bundle(self, name: str) -> tuple[str, Path | None]:
         """The bundle a V2 name belongs to (``mnist`` and ``mnist-encoder`` are both bundle ``mnist``) and its
@@ -216,11 +242,12 @@ class ModelRepository:
 
     def started(self, tried: dict[str, Signature | None]) -> None:
         """Record the files the start-up load tried (so that a scan tries only what changed since), and publish."""
-        self._tried.update(tried)
-        self._seen.update(tried)
+        for name, signature in tried.items():
+            self.record(name).tried = self.record(name).seen = signature
         if self.shared is not None:
             control = self.shared.control()
-            self._loads = {name: int(count) for name, count in control["loads"].items()}
+            for name, count in control["loads"].items():
+                self.record(name).loads = int(count)
         self.publish()
 
     async def watch(self) -> None:
@@ -254,31 +281,31 @@ class ModelRepository:
                 self._set_unloaded(set(control["unloaded"]))
                 wanted = {name: int(count) for name, count in control["loads"].items()}
             else:
-                wanted = dict(self._loads)
+                wanted = {name: r.loads for name, r in self.records.items()}
             on_disk = await run_in_threadpool(self._on_disk)
             changed = False
             for name in sorted(set(on_disk) | set(self.registry.models) | set(self.refused)):
-                asked = wanted.get(name, 0) > self._loads.get(name, 0)
+                record = self.record(name)
+                asked = wanted.get(name, 0) > record.loads
                 path = on_disk.get(name)
-                if name in self._unloaded:
+                if record.unloaded:
                     changed |= await self._take_out(name, "unloaded through the repository API")
                 elif path is None:
                     changed |= await self._take_out(name, "its folder left the model folder")
-                    self.refused.pop(name, None)
-                    self._tried.pop(name, None)
-                    self._seen.pop(name, None)
+                    record.refused = record.tried = record.seen = None
                 elif asked or (scan and await self._settled_change(name, path)):
                     await self._put_in(name, path)
                     changed = True
-                self._loads[name] = max(self._loads.get(name, 0), wanted.get(name, 0))
+                record.loads = max(record.loads, wanted.get(name, 0))
             if changed:
                 self.publish()
 
     async def _settled_change(self, name: str, path: Path) -> bool:
         """Whether the bundle's files differ from those last tried and are as the previous scan saw them."""
         signature = await run_in_threadpool(bundle_signature, path)
-        seen, self._seen[name] = self._seen.get(name), signature
-        if signature == self._tried.get(name):
+        record = self.record(name)
+        seen, record.seen = record.seen, signature
+        if signature == record.tried:
             return False
         if signature != seen:
             log.info("model %s: files changed; loading them once they hold still until the next scan", name)
@@ -292,7 +319,7 @@ class ModelRepository:
         bundle's name."""
         name, path = self.bundle(name)
         if path is None:
-            raise ModelNotFound(f"bundle {name!r} is not in {self.settings.model_dir}; nothing to load")
+            raise ModelNotFound(f"bundle {name!r} is not in the model folder; nothing to load")
 
         def decide(control: dict[str, Any]) -> None:
             control["unloaded"] = [other for other in control["unloaded"] if other != name]
@@ -300,11 +327,11 @@ class ModelRepository:
 
         async with self._lock:
             if self.shared is not None:
-                count = int(self.shared.change(decide)["loads"][name])
+                count = int((await run_in_threadpool(self.shared.change, decide))["loads"][name])
             else:
-                count = self._loads.get(name, 0) + 1
+                count = self.record(name).loads + 1
             self._set_unloaded(self._unloaded - {name})
-            self._loads[name] = count
+            self.record(name).loads = count
             loaded = await self._put_in(name, path)
             self.publish()
         if not loaded:
@@ -320,7 +347,7 @@ class ModelRepository:
 
         async with self._lock:
             if self.shared is not None:
-                self.shared.change(decide)
+                await run_in_threadpool(self.shared.change, decide)
             self._set_unloaded(self._unloaded | {name})
             await self._take_out(name, "unloaded through the repository API")
             self.publish()
@@ -360,7 +387,7 @@ class ModelRepository:
         return {
             "pid": os.getpid(),
             "models": {name: model.version for name, model in sorted(self.registry.models.items())},
-            "refused": {name: refusal.summary() for name, refusal in sorted(self.refused.items())},
+            "refused": {name: refusal.summary() for name, refusal in self.refused.items()},
         }
 
     def workers(self) -> list[dict[str, Any]]:
@@ -380,13 +407,14 @@ class ModelRepository:
     async def _put_in(self, name: str, path: Path) -> bool:
         """Load, verify and warm ``path`` beside the version in service, then swap it in; whether it loaded."""
         signature = await run_in_threadpool(bundle_signature, path)
-        self._tried[name] = self._seen[name] = signature
+        record = self.record(name)
+        record.tried = record.seen = signature
         started = time.perf_counter()
         try:
             model = await run_in_threadpool(self.registry.load, path)
         except BundleError as exc:
             version = _version_on_disk(path)
-            self.refused[name] = Refusal(version, str(exc))
+            record.refused = Refusal(version, str(exc))
             if name in self.registry.failures:
                 self.registry.failures[name] = str(exc)
             self.metrics.model_changes.labels(name, "refused").inc()
@@ -402,7 +430,7 @@ class ModelRepository:
         loaded_ms = (time.perf_counter() - started) * 1000
         self.registry.start(model)
         replaced = self.registry.install(model)
-        self.refused.pop(name, None)
+        record.refused = None
         self.metrics.model_changes.labels(name, "loaded").inc()
         log.info(
             "model %s %s in service (was %s), loaded and warmed beside it in %.0f ms",
@@ -412,7 +440,7 @@ class ModelRepository:
             loaded_ms,
         )
         if replaced is not None:
-            await self._retire(replaced)
+            self._retire(replaced)
         return True
 
     async def _take_out(self, name: str, why: str) -> bool:
@@ -421,11 +449,22 @@ class ModelRepository:
             return False
         self.metrics.model_changes.labels(name, "unloaded").inc()
         log.info("model %s %s out of service: %s", name, removed.version, why)
-        await self._retire(removed)
+        self._retire(removed)
         return True
 
-    async def _retire(self, model: LoadedModel) -> None:
-        """Close ``model`` once the requests that may hold it have finished."""
+    def _retire(self, model: LoadedModel) -> None:
+        """Close ``model`` once the requests that may hold it have finished, in a task of its own: the
+        drain may take up to the grace period, and no load or unload waits for it (the lock is not held)."""
+        task = asyncio.get_running_loop().create_task(self._close_when_drained(model), name="retire-model")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def drain_retired(self) -> None:
+        """Wait for the versions being retired to close (at shutdown)."""
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    async def _close_when_drained(self, model: LoadedModel) -> None:
         started = time.perf_counter()
         if not await self.work.drained(self.grace_s):
             log.warning(

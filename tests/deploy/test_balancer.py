@@ -50,7 +50,7 @@ def test_load_spreads_and_survives_a_killed_and_a_stopped_replica(engine: Engine
     ports = [free_port() for _ in range(3)]
     balancer_port = free_port()
     definition = scale_profile(tmp_path / "nginx", balancer_port, ports)
-    env = {"NGINX_IMAGE": engine.nginx_image, "DENOISE_MODELS_DIR": str(MODELS)}
+    env = {"NGINX_IMAGE": engine.nginx_image, "HOST_MODEL_DIR": str(MODELS)}
     with compose_project(engine, tmp_path, definition, env, profiles=("scale",)) as project:
         project("up", "--detach", timeout=300)  # the balancer waits for healthy replicas
         lb = f"http://127.0.0.1:{balancer_port}"

@@ -22,7 +22,7 @@ def test_denoise_service_comes_up_answers_and_goes_down_cleanly(engine: Engine, 
     port, grpc_port = free_port(), free_port()
     service = on_host_network(project_services()["denoise"], replica_environment(port, grpc_port))
     # The service's own variables, set as a user sets them in the shell or an .env file.
-    env = {"DENOISE_MODELS_DIR": str(MODELS), "DENOISE_WORKERS": "1", "DENOISE_LOG_LEVEL": "info"}
+    env = {"HOST_MODEL_DIR": str(MODELS), "DENOISE_WORKERS": "1", "DENOISE_LOG_LEVEL": "info"}
     with compose_project(engine, tmp_path, {"services": {"denoise": service}}, env) as project:
         config = project("config").stdout  # compose's own interpolation and validation
         assert f"{MODELS}:/srv/models:ro" in config or f"source: {MODELS}" in config
