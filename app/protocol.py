@@ -56,7 +56,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.max_header_bytes = settings.max_header_bytes
         self.max_headers = settings.max_headers
         self._header_bytes = 0  # of the request line and the header fields parsed so far
-        self._unparsed = 0  # bytes fed while a header line was still incomplete
+        self._unparsed = 0  # bytes fed since the request began, while its headers were incomplete
         self._began = False  # a request began in the data being fed
         self._too_large: str | None = None  # why a parser callback stopped the request
         self._header_timer: asyncio.TimerHandle | None = None
@@ -122,9 +122,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         try:
             super().data_received(data)
             if self._receiving and not self._began:
-                # httptools holds an incomplete header line until it ends: count what it holds.
+                # httptools holds an incomplete header line until it ends: every byte fed while the headers
+                # are incomplete belongs to them, so their total bounds what it holds.
                 self._unparsed += len(data)
-                if self._header_bytes + self._unparsed > self.max_header_bytes:
+                if self._unparsed > self.max_header_bytes:
                     raise HeadersTooLarge(
                         f"request line and headers exceed {self.max_header_bytes} bytes (DENOISE_MAX_HEADER_BYTES)"
                     )

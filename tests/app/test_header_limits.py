@@ -97,3 +97,22 @@ def test_the_server_serves_on_after_refusals(server: tuple[str, subprocess.Popen
     started = time.monotonic()
     assert httpx.get(f"{url}/health/live").status_code == 200
     assert time.monotonic() - started < 1.0
+
+
+def test_headers_under_the_limit_sent_in_small_pieces_are_served(server: tuple[str, subprocess.Popen[bytes]]) -> None:
+    """Counted once however they arrive: 3 KB of headers (under 4096) in 100-byte pieces."""
+    url, _ = server
+    request = b"GET /health/ready HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        b"X-P%d: %s\r\n" % (i, b"d" * 190) for i in range(15)
+    )
+    request += b"Connection: close\r\n\r\n"
+    pieces = [request[i : i + 100] for i in range(0, len(request), 100)]
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.002)
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+    assert _status_and_body(answer)[0] == 200
