@@ -127,31 +127,65 @@ def train_anomaly_score(
     data, other = load_data(cfg), load_data(cfg, outliers=True)
     train_clean, val_clean = split_validation(to_float(data.train.images), cfg.validation_fraction, cfg.seed)
     trained_fonts, held_out_fonts = outliers.split_fonts(outliers.fonts())
-    if cfg.scorer_from is not None:  # the head reads the image only: another run's serves this autoencoder too
-        scorer = keras.models.load_model(cfg.scorer_from / f"{SCORER}.keras", compile=False)
-        history = json.loads((cfg.scorer_from / "anomaly.json").read_text())["details"]["history"]
-    else:
-        exposure = np.concatenate(
-            [
-                to_float(other.train.images),
-                to_float(outliers.inverted(data.train.images)),
-                to_float(outliers.strokes(cfg.stroke_images, cfg.seed)),
-                to_float(outliers.glyphs(seed=cfg.seed + 1)),
-                to_float(outliers.letters(trained_fonts, seed=cfg.seed + 2)),
-            ]
-        )
-        keras.utils.set_random_seed(cfg.seed)
-        scorer = scoring.build_scorer()
-        history = scoring.fit_scorer(
-            scorer,
-            scoring.ScorerData(train_clean, exposure),
-            cfg.noise,
-            scoring.SCORER_UPLOADS,
-            epochs=cfg.scorer_epochs,
-            seed=cfg.seed,
-        )
+    scorer, history = _scorer_head(cfg, data, other, train_clean, trained_fonts)
     scorer.save(run_dir / f"{SCORER}.keras")
+    out_sets = _out_sets(cfg, data, other, trained_fonts, held_out_fonts)
+    evaluation, scores = scoring.evaluate_methods(
+        _anomaly_methods(scorer, denoise, encode, data),
+        calibration=np.concatenate(list(scoring.in_distribution(val_clean[..., 0], cfg.seed + 100).values())),
+        typical=scoring.in_distribution(to_float(data.test.images)[..., 0], cfg.seed),
+        out_sets={
+            name: scoring.pooled_noise(to_float(images)[..., 0], cfg.seed + i)
+            for i, (name, images) in enumerate(out_sets.items(), start=1)
+        },
+        shipped=scoring.METHOD,
+    )
+    result = _anomaly_record(cfg, evaluation, history, trained_fonts, held_out_fonts, len(data.test.images), out_sets)
+    (run_dir / "anomaly.json").write_text(json.dumps(result, indent=2) + "\n")
+    np.savez_compressed(run_dir / "anomaly_scores.npz", allow_pickle=False, **scores[scoring.METHOD])
+    for name, method in evaluation["methods"].items():
+        print(
+            f"anomaly {name}: false flags {method['false_flags']:.3f}, "
+            + ", ".join(f"{out} AUROC {r['auroc']:.3f}" for out, r in method["against"].items())
+        )
+    return result
 
+
+def _scorer_head(
+    cfg: TrainConfig, data: Dataset, other: Dataset, train_clean: np.ndarray, trained_fonts: list[Path]
+) -> tuple[keras.Model, dict[str, Any]]:
+    """The head and its training history: another run's (``--scorer-from``: it reads the image only, so it
+    serves this autoencoder too), or trained here with outlier exposure."""
+    if cfg.scorer_from is not None:
+        scorer = keras.models.load_model(cfg.scorer_from / f"{SCORER}.keras", compile=False)
+        return scorer, json.loads((cfg.scorer_from / "anomaly.json").read_text())["details"]["history"]
+    exposure = np.concatenate(
+        [
+            to_float(other.train.images),
+            to_float(outliers.inverted(data.train.images)),
+            to_float(outliers.strokes(cfg.stroke_images, cfg.seed)),
+            to_float(outliers.glyphs(seed=cfg.seed + 1)),
+            to_float(outliers.letters(trained_fonts, seed=cfg.seed + 2)),
+        ]
+    )
+    keras.utils.set_random_seed(cfg.seed)
+    scorer = scoring.build_scorer()
+    history = scoring.fit_scorer(
+        scorer,
+        scoring.ScorerData(train_clean, exposure),
+        cfg.noise,
+        scoring.SCORER_UPLOADS,
+        epochs=cfg.scorer_epochs,
+        seed=cfg.seed,
+    )
+    return scorer, history
+
+
+def _out_sets(
+    cfg: TrainConfig, data: Dataset, other: Dataset, trained_fonts: list[Path], held_out_fonts: list[Path]
+) -> dict[str, np.ndarray]:
+    """What the score is judged on, none of it trained on: the other dataset's test split, letters, inverted
+    digits, photographs, empty and noise-only images (uint8 (n, 28, 28), each set apart)."""
     letter_sets = {
         "letters, fonts held out": outliers.letters(held_out_fonts, seed=cfg.seed, varied=True),
         "letters, trained fonts redrawn": outliers.letters(trained_fonts, seed=cfg.seed + 3, varied=True),
@@ -161,36 +195,41 @@ def train_anomaly_score(
             name: images[np.random.default_rng(cfg.seed).permutation(len(images))[: cfg.limit_test]]
             for name, images in letter_sets.items()
         }
-    out_sets = {
+    return {
         cfg.other_dataset: other.test.images,
         **{name: images for name, images in letter_sets.items() if len(images)},  # a machine may lack a style
         "inverted": outliers.inverted(data.test.images),
         "photographs": outliers.photographs(_limit_count(OUT_SET_IMAGES, cfg.limit_test), cfg.seed + 4),
         "empty or noise-only": outliers.blanks(_limit_count(OUT_SET_IMAGES, cfg.limit_test), cfg.seed + 5),
     }
-    noisy = {
-        name: scoring.pooled_noise(to_float(images)[..., 0], cfg.seed + i)
-        for i, (name, images) in enumerate(out_sets.items(), start=1)
-    }
+
+
+def _anomaly_methods(
+    scorer: keras.Model, denoise: Denoiser, encode: Callable[[np.ndarray], np.ndarray], data: Dataset
+) -> dict[str, scoring.Scorer]:
+    """The shipped head beside the two methods that need no training of their own."""
     probe = data.train.images[:PROBE_TRAIN_IMAGES]
-    methods: dict[str, scoring.Scorer] = {
+    return {
         scoring.METHOD: lambda images: scorer.predict(images[..., np.newaxis], batch_size=1000, verbose=0)[:, 0],
         "reconstruction error": scoring.reconstruction_error(denoise),
         "latent mahalanobis": scoring.latent_mahalanobis(
-            encode,
-            to_float(probe)[..., 0],
-            data.train.labels[:PROBE_TRAIN_IMAGES],
+            encode, to_float(probe)[..., 0], data.train.labels[:PROBE_TRAIN_IMAGES]
         ),
     }
-    evaluation, scores = scoring.evaluate_methods(
-        methods,
-        calibration=np.concatenate(list(scoring.in_distribution(val_clean[..., 0], cfg.seed + 100).values())),
-        typical=scoring.in_distribution(to_float(data.test.images)[..., 0], cfg.seed),
-        out_sets=noisy,
-        shipped=scoring.METHOD,
-    )
+
+
+def _anomaly_record(
+    cfg: TrainConfig,
+    evaluation: dict[str, Any],
+    history: dict[str, Any],
+    trained_fonts: list[Path],
+    held_out_fonts: list[Path],
+    typical_images: int,
+    out_sets: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """``anomaly.json``: the shipped method's threshold and figures, and what it was trained and judged on."""
     shipped = evaluation["methods"][scoring.METHOD]
-    result = {
+    return {
         "method": scoring.METHOD,
         "threshold": shipped["threshold"],
         "calibration_quantile": scoring.CALIBRATION_QUANTILE,
@@ -215,20 +254,12 @@ def train_anomaly_score(
             ],
             "false_flags_by_kind": shipped["false_flags_by_kind"],
             "uploads": asdict(scoring.SCORER_UPLOADS),
-            "test_images": {"typical": len(data.test.images), **{k: len(v) for k, v in out_sets.items()}},
+            "test_images": {"typical": typical_images, **{k: len(v) for k, v in out_sets.items()}},
             "methods": evaluation["methods"],
             "history": history,
             **({"scorer_from": str(cfg.scorer_from)} if cfg.scorer_from is not None else {}),
         },
     }
-    (run_dir / "anomaly.json").write_text(json.dumps(result, indent=2) + "\n")
-    np.savez_compressed(run_dir / "anomaly_scores.npz", allow_pickle=False, **scores[scoring.METHOD])
-    for name, method in evaluation["methods"].items():
-        print(
-            f"anomaly {name}: false flags {method['false_flags']:.3f}, "
-            + ", ".join(f"{out} AUROC {r['auroc']:.3f}" for out, r in method["against"].items())
-        )
-    return result
 
 
 def load_models(run_dir: Path) -> tuple[Autoencoder, keras.Model | None]:
