@@ -136,6 +136,7 @@ def releases(tmp_path: Path) -> Path:
     return models
 
 
+@pytest.mark.slow
 def test_the_gate_refuses_a_worse_candidate_and_writes_nothing(releases: Path, tmp_path: Path) -> None:
     candidate = _worse_copy(tmp_path / "candidate", "9.0.0")
     before = _digest(releases)
@@ -147,6 +148,7 @@ def test_the_gate_refuses_a_worse_candidate_and_writes_nothing(releases: Path, t
     assert _digest(releases) == before
 
 
+@pytest.mark.slow
 def test_the_gate_releases_a_candidate_that_passes_and_records_the_battery(releases: Path, tmp_path: Path) -> None:
     candidate = tmp_path / "candidate"
     shutil.copytree(MODELS / "mnist", candidate)
@@ -166,6 +168,7 @@ def test_the_gate_releases_a_candidate_that_passes_and_records_the_battery(relea
     assert "| defocus blur" in card
 
 
+@pytest.mark.slow
 def test_a_named_exception_lets_a_worse_candidate_through_and_the_card_says_why(releases: Path, tmp_path: Path) -> None:
     candidate = _worse_copy(tmp_path / "candidate", "9.2.0")
     allows = [f"--allow={row}=dimmed on purpose in a test" for row in battery.labels()]
