@@ -130,7 +130,10 @@ def load_bundle(bundle: Path, settings: Settings) -> LoadedModel:
     for name in sorted(GRAPHS, key=lambda graph: graph == "autoencoder"):
         spec = manifest.graphs[name]
         if name == "autoencoder" and settings.int8 and manifest.int8 is not None and provider == CPU:
+            read_graph(bundle, spec)  # not run here, but a bundle is whole or refused: every graph is checked
             spec = manifest.int8.graph
+        elif name == "autoencoder" and manifest.int8 is not None:
+            read_graph(bundle, manifest.int8.graph)
         session = _open_graph(bundle, spec, settings, requested)
         provider = check_active(settings.providers, requested, session.get_providers(), shown(bundle / spec.file))
         graphs[name] = Graph(session, session.get_inputs()[0].name, session.get_outputs()[0].name)

@@ -135,12 +135,6 @@ class Catalog:
 
     models: dict[str, V2Model]
 
-    @classmethod
-    def of(cls, registry: Registry) -> Catalog:
-        catalog = cls({})
-        catalog.refresh(registry)
-        return catalog
-
     def refresh(self, registry: Registry) -> None:
         """Follow the registry (one assignment: a request sees the old catalog or the new one)."""
         scored = registry.settings.anomaly_scores

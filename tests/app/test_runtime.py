@@ -137,6 +137,22 @@ def test_checksum_mismatch_refuses_the_model(bundle_copy: Path) -> None:
     _assert_refused(bundle_copy, "encoder.onnx: SHA-256 differs")
 
 
+@pytest.mark.parametrize("int8", [True, False])
+def test_a_tampered_graph_the_service_would_not_run_still_refuses_the_model(
+    bundle_copy: Path, make_client: Callable[..., TestClient], int8: bool
+) -> None:
+    """On CPU the int8 autoencoder runs, not the float32 one (and with DENOISE_INT8=false the other way
+    round); the one not run is checked all the same: a bundle is whole or refused."""
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    idle = manifest["graphs"]["autoencoder"]["file"] if int8 else manifest["int8"]["graph"]["file"]
+    graph = bundle_copy / idle
+    graph.write_bytes(graph.read_bytes()[:-1] + b"\x00")
+    client = make_client(model_dir=bundle_copy.parent, int8=int8)
+    ready = client.get("/health/ready").json()
+    assert ready["status"] == "not ready"
+    assert f"{idle}: SHA-256 differs" in ready["failed"][MODEL]
+
+
 def test_tampered_int8_graph_refuses_the_model(bundle_copy: Path) -> None:
     graph = bundle_copy / "autoencoder.int8.onnx"
     graph.write_bytes(graph.read_bytes()[:-1] + b"\x00")
