@@ -188,10 +188,15 @@ def labels() -> list[str]:
     return [c.label for c in CONDITIONS] + [u.label for u in UPLOADS] + [row.label for row in EXTRA]
 
 
+def evaluation_pairs(clean: np.ndarray, seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(label, target, input) for every row of the evaluation and upload tables (the int8 gate's rows)."""
+    rows = [(c.label, clean, noisy_test_set(clean, c, seed)) for c in CONDITIONS]
+    return rows + [(u.label, *upload_pair(clean, u, seed)) for u in UPLOADS]
+
+
 def pairs(clean: np.ndarray, seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(label, target, input) for every row, from clean float32 (n, 28, 28) images in [0, 1]."""
-    rows = [(c.label, clean, noisy_test_set(clean, c, seed)) for c in CONDITIONS]
-    rows += [(u.label, *upload_pair(clean, u, seed)) for u in UPLOADS]
+    rows = evaluation_pairs(clean, seed)
     for index, row in enumerate(EXTRA):
         target, sent = row.make(clean.copy(), np.random.default_rng([seed, 40_000 + index]))
         rows.append((row.label, target.astype(np.float32), np.clip(sent, 0.0, 1.0).astype(np.float32)))

@@ -24,10 +24,10 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from denoise_bundle import INT8_AUTOENCODER_FILE, GraphSpec, Int8Spec, Manifest, file_sha256
-from training.evaluate import CONDITIONS, mean_psnr, noisy_test_set
+from training.battery import evaluation_pairs
+from training.evaluate import mean_psnr
 from training.int8_prep import CONVOLUTIONS, bottleneck_nodes, equalize_activations, fold_transposed_batchnorm
 from training.noise import BlindNoise
-from training.uploads import UPLOADS, upload_pair
 
 log = logging.getLogger("training.quantize")
 
@@ -83,25 +83,25 @@ def quantize(source: Path, target: Path, input_name: str, calibration: np.ndarra
         )
 
 
-def _denoiser(path: Path, input_name: str) -> Callable[[np.ndarray], np.ndarray]:
+def onnx_denoiser(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """An autoencoder graph as a denoiser of float32 (n, 28, 28) images, run by ONNX Runtime on CPU in chunks."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
 
     def run(images: np.ndarray) -> np.ndarray:
-        x = images[..., np.newaxis]
+        x = images[..., np.newaxis].astype(np.float32)
         out = [session.run(None, {input_name: x[i : i + 500]})[0] for i in range(0, len(x), 500)]
         return np.concatenate(out)[..., 0]
 
     return run
 
 
-def psnr_rows(float32: Path, int8: Path, input_name: str, clean: np.ndarray, seed: int) -> dict[str, dict[str, float]]:
+def psnr_rows(float32: Path, int8: Path, clean: np.ndarray, seed: int) -> dict[str, dict[str, float]]:
     """Both graphs' mean PSNR on every evaluation row (the evaluation's own noisy test sets, and the upload
     conditions), and the change."""
-    runs = {"float32": _denoiser(float32, input_name), "int8": _denoiser(int8, input_name)}
+    runs = {"float32": onnx_denoiser(float32), "int8": onnx_denoiser(int8)}
     rows: dict[str, dict[str, float]] = {}
-    pairs = [(condition.label, clean, noisy_test_set(clean, condition, seed)) for condition in CONDITIONS]
-    pairs += [(upload.label, *upload_pair(clean, upload, seed)) for upload in UPLOADS]
-    for label, target, sent in pairs:
+    for label, target, sent in evaluation_pairs(clean, seed):
         row = {name: mean_psnr(target, run(sent)) for name, run in runs.items()}
         row["delta"] = row["int8"] - row["float32"]
         rows[label] = row
@@ -120,7 +120,7 @@ def quantize_bundle(
     calibration = BlindNoise().apply(train_clean[:CALIBRATION_IMAGES], np.random.default_rng([seed, 30_000]))
     target = bundle / INT8_AUTOENCODER_FILE
     quantize(bundle / spec.file, target, spec.input.name, calibration[..., np.newaxis].astype(np.float32))
-    rows = psnr_rows(bundle / spec.file, target, spec.input.name, test_clean, seed)
+    rows = psnr_rows(bundle / spec.file, target, test_clean, seed)
     worst = max(abs(row["delta"]) for row in rows.values())
     if worst > GATE_DB:
         log.warning("int8 autoencoder not shipped: it moves PSNR by up to %.3f dB (gate %.2f dB)", worst, GATE_DB)

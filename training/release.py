@@ -27,6 +27,7 @@ import numpy as np
 from denoise_bundle import GRAPH_FILES, INT8_AUTOENCODER_FILE, BundleError, load_manifest, verify_checksums
 from training import battery
 from training.evaluate import mean_psnr
+from training.quantize import onnx_denoiser
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +40,6 @@ PRECISIONS = ("float32", "int8")
 
 class GateError(Exception):
     """The gate cannot run (a folder that is not a bundle, bundles of different datasets): one line."""
-
-
-def _graph(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def run(images: np.ndarray) -> np.ndarray:
-        x = images[..., np.newaxis].astype(np.float32)
-        out = [session.run(None, {name: x[i : i + 500]})[0] for i in range(0, len(x), 500)]
-        return np.concatenate(out)[..., 0]
-
-    return run
 
 
 @dataclass
@@ -86,9 +73,9 @@ def check_bundle(folder: Path) -> dict[str, Any]:
 
 def score(folder: Path, pairs: list[tuple[str, np.ndarray, np.ndarray]]) -> Scores:
     manifest = check_bundle(folder)
-    graphs = {"float32": _graph(folder / GRAPH_FILES["autoencoder"])}
+    graphs = {"float32": onnx_denoiser(folder / GRAPH_FILES["autoencoder"])}
     if manifest.get("int8") and (folder / INT8_AUTOENCODER_FILE).is_file():
-        graphs["int8"] = _graph(folder / INT8_AUTOENCODER_FILE)
+        graphs["int8"] = onnx_denoiser(folder / INT8_AUTOENCODER_FILE)
     scores = Scores(manifest["name"], manifest["version"], manifest["dataset"])
     for label, target, sent in pairs:
         scores.rows[label] = {precision: mean_psnr(target, run(sent)) for precision, run in graphs.items()}
