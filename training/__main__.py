@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -156,6 +157,14 @@ def _parser() -> argparse.ArgumentParser:
         default=(UploadMix.moved, UploadMix.clean, UploadMix.faded, UploadMix.jpeg),
         metavar=("MOVED", "CLEAN", "FADED", "JPEG"),
         help="shares of the training inputs shifted or rotated, clean, faded and JPEG-compressed",
+    )
+    train_opts.add_argument(
+        "--artefacts",
+        type=_share,
+        default=UploadMix.artefacts,
+        metavar="SHARE",
+        help="share of the training inputs with scan artefacts (blurs, rescans, lines, dust, lighting, banding, "
+        "tone) under light noise; the target is the clean image",
     )
     train_opts.add_argument(
         "--noise-weights",
@@ -313,7 +322,9 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         architecture=arch,
         loss=getattr(args, "loss", TrainConfig.loss),
         noise=BlindNoise(weights=tuple(getattr(args, "noise_weights", BlindNoise.weights))),
-        uploads=UploadMix(*getattr(args, "mix", ())),
+        uploads=replace(
+            UploadMix(*getattr(args, "mix", ())), artefacts=getattr(args, "artefacts", UploadMix.artefacts)
+        ),
         init_from=getattr(args, "init_from", None),
         train_reference=not getattr(args, "no_reference", False),
         limit_train=quick.get("limit_train", getattr(args, "limit_train", None)),
@@ -371,6 +382,23 @@ def _need_files(flag: str, folder: Path, needs: tuple[str, ...], what: str) -> N
         raise UsageError(f"{flag}{folder} is not {what} (no {', '.join(missing)})")
 
 
+def _same_architecture(flag: str, bundle: Path, args: argparse.Namespace) -> None:
+    """A bundle continued from (``--init-from``) has the architecture asked for, and training to read it."""
+    try:
+        training = json.loads((bundle / "manifest.json").read_text()).get("training") or {}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{flag}: {bundle}/manifest.json cannot be read: {exc}") from None
+    if "architecture" not in training or "result" not in training:
+        raise UsageError(f"{flag}: {bundle} was not made by this pipeline (its manifest has no training record)")
+    if flag == "--init-from":
+        wanted = asdict(_config(args).architecture)
+        released = {
+            key: tuple(value) if isinstance(value, list) else value for key, value in training["architecture"].items()
+        }
+        if released != wanted:
+            raise UsageError(f"--init-from: {bundle} has the architecture {released}; this run asks for {wanted}")
+
+
 def _check(args: argparse.Namespace) -> None:
     """Every flag and folder checked before any work starts; :class:`UsageError` says what is wrong."""
     if args.command in ("train", "run") and getattr(args, "quick", False):
@@ -379,14 +407,24 @@ def _check(args: argparse.Namespace) -> None:
             raise UsageError(f"--quick sets {', '.join(given)} itself; drop --quick to choose them")
     if sum(getattr(args, "mix", ())) > 1:
         raise UsageError("--mix: the shares add up to more than 1")
+    if sum(getattr(args, "mix", ())[1:]) + getattr(args, "artefacts", 0) > 1:
+        raise UsageError("--mix and --artefacts: the shares of clean, faded, JPEG and artefacts add up to more than 1")
     if not sum(getattr(args, "noise_weights", (1,))):
         raise UsageError("--noise-weights: at least one kind needs a share above 0")
-    for flag, folder, needs in (
-        ("--init-from", getattr(args, "init_from", None), ("autoencoder.keras", "config.json", "train_summary.json")),
-        ("--scorer-from", getattr(args, "scorer_from", None), ("scorer.keras", "anomaly.json")),
+    for flag, folder, needs, graph in (
+        (
+            "--init-from",
+            getattr(args, "init_from", None),
+            ("autoencoder.keras", "config.json", "train_summary.json"),
+            "autoencoder.onnx",
+        ),
+        ("--scorer-from", getattr(args, "scorer_from", None), ("scorer.keras", "anomaly.json"), "scorer.onnx"),
     ):
-        if folder is not None:
-            _need_files(f"{flag}: ", folder, needs, "a finished run folder")
+        if folder is not None and (folder / "manifest.json").is_file():
+            _need_files(f"{flag}: ", folder, (graph,), "a bundle to continue from")
+            _same_architecture(flag, folder, args)
+        elif folder is not None:
+            _need_files(f"{flag}: ", folder, needs, "a finished run folder or a bundle")
     out = getattr(args, "out", None)
     if args.command == "rescore" and out is None and _inside(args.bundle, MODELS):
         raise UsageError(

@@ -49,11 +49,12 @@ def _stage(earlier: dict[str, Any], shares: list[float]) -> str:
     """One earlier run: its epochs and recipe, its noise shares where they differ from ``shares``."""
     config = earlier["config"]
     return (
-        f"{earlier['autoencoder']['epochs_run']} epochs (Adam at {config['learning_rate']:g} on a cosine, "
+        (f"the release {earlier['bundle']} (" if earlier.get("bundle") else "")
+        + f"{earlier['autoencoder']['epochs_run']} epochs (Adam at {config['learning_rate']:g} on a cosine, "
         f"{_loss(config['loss'])}"
         + (f", {_mix(config['uploads'])}" if config.get("uploads") else "")
         + ("" if config["noise"]["weights"] == shares else f", noise shares {_shares(config['noise']['weights'])}")
-        + ")"
+        + (")" if not earlier.get("bundle") else "))")
     )
 
 
@@ -72,6 +73,12 @@ def _mix(mix: dict[str, Any]) -> str:
         "the target with them), "
         f"{mix['clean']:.0%} clean (the target is the input), {mix['faded']:.0%} faded scans and "
         f"{mix['jpeg']:.0%} JPEGs at quality {quality[0]}–{quality[1]}"
+        + (
+            f", {mix['artefacts']:.0%} scan artefacts (one or two of blurs, rescans, lines, dust, uneven lighting, "
+            "banding and tone curves, under light noise; the target is the clean image)"
+            if mix.get("artefacts")
+            else ""
+        )
     )
 
 

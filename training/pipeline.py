@@ -20,7 +20,7 @@ import numpy as np
 
 from denoise_bundle import GRAPH_FILES, AnomalySpec, load_manifest
 from training import anomaly as scoring
-from training import outliers, report, uploads
+from training import from_bundle, outliers, report, uploads
 from training import quantize as int8
 from training.config import TrainConfig
 from training.data import Dataset, check_images, class_names, load_dataset, to_float
@@ -66,7 +66,24 @@ def train(cfg: TrainConfig, run_dir: Path) -> None:
     models = build_autoencoder(cfg.architecture)
     earlier = 0
     summary: dict[str, Any] = {}
-    if cfg.init_from is not None:
+    if cfg.init_from is not None and is_bundle(cfg.init_from):
+        manifest = json.loads((cfg.init_from / "manifest.json").read_text())
+        calibration, _ = cfg.uploads.apply(
+            train_clean[:CALIBRATION_IMAGES], np.random.default_rng([cfg.seed, 20_000]), cfg.noise
+        )
+        models = from_bundle.autoencoder(cfg.init_from, cfg.architecture, calibration)
+        released = manifest["training"]
+        before = {OURS: {"epochs_run": released["result"][OURS]}, "init_from": released.get("continued_from")}
+        earlier = epochs_total(before)
+        summary["init_from"] = {  # the released bundle and the whole chain of runs before it, latest first
+            "run": str(cfg.init_from),
+            "bundle": f"{manifest['name']} {manifest['version']}",
+            "config": {
+                key: value for key, value in released.items() if key not in ("continued_from", "history", "result")
+            },
+            **before,
+        }
+    elif cfg.init_from is not None:
         models.autoencoder.set_weights(
             keras.models.load_model(cfg.init_from / f"{OURS}.keras", compile=False).get_weights()
         )
@@ -97,6 +114,11 @@ def train(cfg: TrainConfig, run_dir: Path) -> None:
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
+def is_bundle(folder: Path) -> bool:
+    """A released bundle (its manifest and graphs) rather than a run folder."""
+    return (folder / "manifest.json").is_file()
+
+
 def epochs_total(summary: dict[str, Any]) -> int:
     """The autoencoder's epochs in a run and in every run it continued from."""
     if "epochs_total" in summary:
@@ -106,6 +128,8 @@ def epochs_total(summary: dict[str, Any]) -> int:
 
 
 SCORER = "scorer"
+#: Training images (as training corrupts them) that a released bundle's graphs are checked and unfolded on.
+CALIBRATION_IMAGES = 2048
 
 
 def _limit_count(count: int, limit: int | None) -> int:
@@ -156,6 +180,11 @@ def _scorer_head(
 ) -> tuple[keras.Model, dict[str, Any]]:
     """The head and its training history: another run's (``--scorer-from``: it reads the image only, so it
     serves this autoencoder too), or trained here with outlier exposure."""
+    if cfg.scorer_from is not None and is_bundle(cfg.scorer_from):
+        released = json.loads((cfg.scorer_from / "manifest.json").read_text())
+        return from_bundle.scorer(cfg.scorer_from, train_clean[:CALIBRATION_IMAGES]), released["anomaly"]["details"][
+            "history"
+        ]
     if cfg.scorer_from is not None:
         scorer = keras.models.load_model(cfg.scorer_from / f"{SCORER}.keras", compile=False)
         return scorer, json.loads((cfg.scorer_from / "anomaly.json").read_text())["details"]["history"]

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from training.artefacts import artefacts
 from training.evaluate import CLASSICAL, Denoiser, row_summary, scores_row
 from training.noise import BlindNoise, gaussian
 
@@ -171,8 +172,9 @@ class UploadMix:
     each, before the blind noise; the target moves with it. Then ``clean`` of the images go in
     untouched (the target is the input), ``faded`` as faded scans of their target (background up to
     ``FADE_BACKGROUND``'s top, contrast down to ``FADE_CONTRAST``'s bottom, noise up to
-    ``fade_sigma``), ``jpeg`` as JPEGs (quality in ``jpeg_quality``) of their noisy input; the rest
-    keep the blind noise.
+    ``fade_sigma``), ``jpeg`` as JPEGs (quality in ``jpeg_quality``) of their noisy input, ``artefacts``
+    with scan artefacts (:func:`training.artefacts.artefacts`: blurs, rescans, lines, dust, lighting,
+    banding, tone) under light noise instead of the blind noise; the rest keep the blind noise.
     """
 
     moved: float = 0.2
@@ -181,6 +183,7 @@ class UploadMix:
     jpeg: float = 0.03
     fade_sigma: float = 0.1
     jpeg_quality: tuple[int, int] = (10, 60)
+    artefacts: float = 0.0
 
     def apply(self, batch: np.ndarray, rng: np.random.Generator, noise: BlindNoise) -> tuple[np.ndarray, np.ndarray]:
         """(inputs, targets) for a clean (n, 28, 28, 1) batch, ``noise`` the blind noise."""
@@ -195,7 +198,12 @@ class UploadMix:
         clean = draw < self.clean
         faded_ = (draw >= self.clean) & (draw < self.clean + self.faded)
         jpeg_ = (draw >= self.clean + self.faded) & (draw < self.clean + self.faded + self.jpeg)
+        scanned = (draw >= self.clean + self.faded + self.jpeg) & (
+            draw < self.clean + self.faded + self.jpeg + self.artefacts
+        )
         inputs[clean] = target[clean]
+        if scanned.any():
+            inputs[scanned] = artefacts(target[scanned], rng)
         if faded_.any():
             inputs[faded_] = fade_images(target[faded_], rng, sigma=float(rng.uniform(0.0, self.fade_sigma)))
         if jpeg_.any():

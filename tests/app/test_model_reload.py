@@ -299,17 +299,27 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-def test_fifty_reloads_leave_memory_where_it_was(tmp_path: Path) -> None:
+def test_reloads_leave_memory_where_it_was(tmp_path: Path) -> None:
+    """Resident memory swings by some MiB with each reload (a version retired in the background closes when
+    its requests have finished, and the allocator hands memory back in steps), so the highest it reaches
+    over many reloads after a warm-up is compared with the highest over as many before: a version left open
+    (megabytes each) or a few hundred KiB kept per reload grows it past the margin."""
     env = {**TEST_SETTINGS, "DENOISE_ADMIN_API_KEYS": ADMIN, "DENOISE_LOG_LEVEL": "warning"}
     with running_server(env) as (url, _), httpx.Client(base_url=url, timeout=60) as client:
         (worker,) = client.get("/models").json()["workers"]
-        started = _rss_kib(worker["pid"])
-        for _ in range(50):
-            assert client.post("/v2/repository/models/mnist/load", headers=_auth(ADMIN)).status_code == 200
-            assert client.post("/denoise", content=png(digit(4)), headers=PNG).status_code == 200
-        ended = _rss_kib(worker["pid"])
-    print(f"resident memory: {started / 1024:.1f} MiB at start, {ended / 1024:.1f} MiB after 50 reloads")
-    assert ended <= started * 1.10
+
+        def highest(reloads: int) -> int:
+            seen = 0
+            for _ in range(reloads):
+                assert client.post("/v2/repository/models/mnist/load", headers=_auth(ADMIN)).status_code == 200
+                assert client.post("/denoise", content=png(digit(4)), headers=PNG).status_code == 200
+                seen = max(seen, _rss_kib(worker["pid"]))
+            return seen
+
+        highest(10)  # warm-up: the first requests and reloads allocate what the service keeps
+        before, after = highest(40), highest(40)
+    print(f"resident memory at its highest: {before / 1024:.1f} MiB over 40 reloads, then {after / 1024:.1f} MiB")
+    assert after <= before + 8 * 1024
 
 
 def test_the_rollout_commands_in_the_docs_as_written(tmp_path: Path) -> None:
