@@ -47,6 +47,30 @@ def test_defaults_do_not_depend_on_the_working_directory(tmp_path: Path, monkeyp
     assert RUNS.is_absolute()
 
 
+def test_artefacts_share_is_taken_as_given_beside_the_mix() -> None:
+    cfg = _config(_parser().parse_args(["train", "--mix", "0.1", "0.1", "0", "0", "--artefacts", "0.3"]))
+    assert (cfg.uploads.moved, cfg.uploads.clean, cfg.uploads.artefacts) == (0.1, 0.1, 0.3)
+    assert _config(_parser().parse_args(["train"])).uploads.artefacts == 0.0
+
+
+def test_a_bundle_to_continue_from_must_have_the_architecture_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--init-from", str(MODELS / "mnist"), "--widths", "8", "16", "32"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--init-from" in err
+    assert "has the architecture" in err
+    assert "Traceback" not in err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "manifest.json").write_text('{"name": "x"}')
+    (foreign / "autoencoder.onnx").write_bytes(b"")
+    assert main(["train", "--init-from", str(foreign)]) == EXIT_USAGE
+    assert "was not made by this pipeline" in capsys.readouterr().err
+    assert main(["train", "--init-from", str(tmp_path)]) == EXIT_USAGE
+    assert "is not a finished run folder or a bundle" in capsys.readouterr().err
+
+
 def test_noise_weights_and_upload_mix_are_taken_as_given() -> None:
     cfg = _config(_parser().parse_args(["train", "--noise-weights", "0.5", "0.2", "0.1", "0.1", "0.1"]))
     assert cfg.noise.weights == (0.5, 0.2, 0.1, 0.1, 0.1)
@@ -64,6 +88,8 @@ def test_noise_weights_and_upload_mix_are_taken_as_given() -> None:
         (["--noise-weights", "0", "0", "0", "0", "-1"], "-1 is not a share between 0 and 1"),
         (["--noise-weights", "0", "0", "0", "0", "0"], "--noise-weights: at least one kind needs a share above 0"),
         (["--noise-weights", "0.5", "0.5"], "--noise-weights: expected 5 arguments"),
+        (["--artefacts", "1.2"], "1.2 is not a share between 0 and 1"),
+        (["--mix", "0", "0.5", "0.1", "0.1", "--artefacts", "0.4"], "the shares of clean, faded, JPEG and artefacts"),
     ],
 )
 def test_bad_shares_stop_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -80,11 +106,11 @@ def test_bad_shares_stop_with_one_line(argv: list[str], message: str, capsys: py
     [
         (
             ["train", "--init-from", "nowhere"],
-            "--init-from: nowhere is not a finished run folder (no autoencoder.keras,",
+            "--init-from: nowhere is not a finished run folder or a bundle (no autoencoder.keras,",
         ),
         (
             ["anomaly", "--scorer-from", "nowhere"],
-            "--scorer-from: nowhere is not a finished run folder (no scorer.keras",
+            "--scorer-from: nowhere is not a finished run folder or a bundle (no scorer.keras",
         ),
     ],
 )

@@ -66,3 +66,22 @@ def test_card_names_the_run_an_anomaly_head_was_kept_from() -> None:
     card = render(manifest)
     assert "The learned head is the one trained in `runs/fashion-mnist-rescore` (it reads the image only" in card
     assert "The learned head is the one trained in" not in render(_manifest())
+
+
+def test_card_names_the_release_a_run_continued_from_and_its_artefacts_share() -> None:
+    manifest = _manifest()
+    released = {**manifest["training"], "loss": "mse", "learning_rate": 0.0003}
+    manifest["training"] |= {
+        "epochs": 10,
+        "uploads": asdict(UploadMix(0.08, 0.1, 0.03, 0.03, artefacts=0.22)),
+        "continued_from": {
+            "run": "models/mnist",
+            "bundle": "mnist 2.3.0",
+            "config": released,
+            "autoencoder": {"epochs_run": 12},
+            "init_from": None,
+        },
+    }
+    card = render(manifest)
+    assert "- Continued from a run of the release mnist 2.3.0 (12 epochs (Adam at 0.0003 on a cosine, mse loss" in card
+    assert "3% JPEGs at quality 10–60, 22% scan artefacts (one or two of blurs, rescans, lines, dust" in card
