@@ -45,7 +45,7 @@ from app.context import WorkInProgress
 from app.errors import ApiError, ModelNotFound, clip
 from app.metrics import Metrics
 from app.runtime.bundles import bundle_signature, discover
-from app.runtime.model import SERVED, LoadedModel, Signature
+from app.runtime.model import SERVED, LoadedModel, Signature, bundle_of
 from app.runtime.registry import Registry
 from denoise_bundle import BundleError, load_manifest
 
@@ -228,14 +228,10 @@ class ModelRepository:
         on_disk = self._on_disk()
         known = set(on_disk) | set(self.registry.models)
         if name not in known:
-            for graph in SERVED:
-                base = name.removesuffix(f"-{graph}")
-                if base != name and base in known:
-                    name = base
-                    break
-            else:
+            if bundle_of(name) not in known:
                 names = ", ".join(sorted(known)) or "none"
                 raise ModelNotFound(f"no bundle named {clip(name)!r} in the model folder; bundles: {names}")
+            name = bundle_of(name)
         return name, on_disk.get(name)
 
     # Start-up, and the scans

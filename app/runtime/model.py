@@ -41,6 +41,17 @@ class _Unobserved:
 #: The graphs requests run, each behind its own batcher. Those that read images run the anomaly
 #: scorer on the same images in the same call (the scorer has no batcher of its own).
 SERVED: tuple[GraphName, ...] = ("autoencoder", "encoder", "decoder")
+
+
+def bundle_of(name: str) -> str:
+    """The bundle a V2 model name belongs to: ``mnist`` for ``mnist`` and ``mnist-encoder`` alike."""
+    for graph in SERVED:
+        base = name.removesuffix(f"-{graph}")
+        if base != name:
+            return base
+    return name
+
+
 SCORED: frozenset[GraphName] = frozenset({"autoencoder", "encoder"})
 
 

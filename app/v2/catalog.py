@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from app.errors import clip
-from app.runtime.model import SCORED, LoadedModel
+from app.runtime.model import SCORED, LoadedModel, bundle_of
 from app.runtime.registry import Registry
 from app.v2.tensors import V2Error
 from denoise_bundle import SCORE_SHAPE, TENSOR_NAMES
@@ -146,11 +146,19 @@ class Catalog:
             return None
         return model
 
-    def find(self, name: str, version: str | None = None) -> V2Model:
-        """The model, or a 404 naming the models there are (an empty ``version`` means any)."""
+    def find(self, name: str, version: str | None = None, unloaded: frozenset[str] = frozenset()) -> V2Model:
+        """The model, or a 404 saying why not: its bundle was unloaded on purpose (``unloaded``: how to load it
+        back), or no such model (naming the models there are); an empty ``version`` means any."""
         model = self.get(name, version)
-        if model is None:
-            known = ", ".join(sorted(self.models)) or "none"
-            what = f"model {clip(name)!r}" + (f" version {clip(version)!r}" if version else "")
-            raise V2Error(f"unknown {what}; models: {known}", 404)
-        return model
+        if model is not None:
+            return model
+        bundle = bundle_of(name)
+        if bundle in unloaded:
+            raise V2Error(
+                f"model {name!r} was unloaded through the repository API; an admin loads it again with "
+                f"POST /v2/repository/models/{bundle}/load",
+                404,
+            )
+        known = ", ".join(sorted(self.models)) or "none"
+        what = f"model {clip(name)!r}" + (f" version {clip(version)!r}" if version else "")
+        raise V2Error(f"unknown {what}; models: {known}", 404)

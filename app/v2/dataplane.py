@@ -58,7 +58,7 @@ class DataPlane:
 
     def model(self, name: str, version: str | None, context: RequestContext) -> V2Model:
         """The model in service (404 naming the models there are); the request is labelled with its bundle."""
-        model = self.catalog.find(name, version or None)
+        model = self.catalog.find(name, version or None, frozenset(self.registry.unloaded))
         context.model, context.version = model.bundle.manifest.name, model.version
         return model
 
