@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ def test_tradeoff_trains_each_share_and_prints_the_battery_for_each(
     assert tradeoff.main([*argv, "--limit-test", "40", "--work", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     table = out[out.index("| row |") :].splitlines()
-    assert table[0].split("|")[2:5] == [" mnist 2.3.0 ", " artefacts 0% ", " artefacts 50% "]
+    release = json.loads((MODELS / "mnist" / "manifest.json").read_text())["version"]
+    assert table[0].split("|")[2:5] == [f" mnist {release} ", " artefacts 0% ", " artefacts 50% "]
     assert [line.split("|")[1].strip() for line in table[2 : 2 + len(battery.labels())]] == battery.labels()
     assert table[-1].startswith("| **mean, all rows** |")
     assert (tmp_path / "artefacts-0.5" / "autoencoder.keras").is_file()
