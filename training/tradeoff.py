@@ -2,6 +2,7 @@
 artefacts, each scored on the release battery, in one run.
 
     python -m training.tradeoff models/mnist --shares 0 0.1 0.22 0.35 --limit-train 12000 --epochs 2
+    python -m training.tradeoff models/mnist --against OLDER_BUNDLE --runs runs/mnist   # score finished runs
 
 Each share trains ``--epochs`` epochs on the first ``--limit-train`` training images from the release
 (``--init-from``, the mix and learning rate as given), with no reference network, into ``--work``; then every
@@ -28,25 +29,26 @@ from training.quantize import onnx_denoiser
 from training.uploads import UPLOADS
 
 
-def _columns(release: Path, work: Path, shares: list[float]) -> dict[str, object]:
-    columns: dict[str, object] = {"release": onnx_denoiser(release / "autoencoder.onnx")}
-    for share in shares:
-        model = keras.models.load_model(work / f"artefacts-{share:g}" / "autoencoder.keras", compile=False)
-        columns[f"artefacts {share:.0%}"] = lambda x, m=model: m.predict(x[..., None], batch_size=500, verbose=0)[
-            ..., 0
-        ]
-    return columns
+def _release(bundle: Path) -> tuple[str, object]:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    return f"{manifest['name']} {manifest['version']}", onnx_denoiser(bundle / "autoencoder.onnx")
 
 
-def table(release: Path, work: Path, shares: list[float], limit_test: int, seed: int) -> str:
-    manifest = json.loads((release / "manifest.json").read_text())
-    clean = load_dataset(manifest["dataset"], None).test.images[:limit_test].astype(np.float32) / 255
-    columns = _columns(release, work, shares)
+def _run(folder: Path) -> object:
+    model = keras.models.load_model(folder / "autoencoder.keras", compile=False)
+    return lambda x: model.predict(x[..., None], batch_size=500, verbose=0)[..., 0]
+
+
+def table(releases: list[Path], runs: dict[str, Path], limit_test: int, seed: int) -> str:
+    """The battery for each release's autoencoder and each run's (float32), a column each."""
+    dataset = json.loads((releases[0] / "manifest.json").read_text())["dataset"]
+    clean = load_dataset(dataset, None).test.images[:limit_test].astype(np.float32) / 255
+    columns = dict(_release(bundle) for bundle in releases) | {name: _run(folder) for name, folder in runs.items()}
     noise_rows = {c.label for c in CONDITIONS} | {u.label for u in UPLOADS}
     figures: dict[str, list[float]] = {}
     for label, target, sent in battery.pairs(clean, seed):
         figures[label] = [mean_psnr(target, run(sent)) for run in columns.values()]  # type: ignore[operator]
-    names = [f"{manifest['name']} {manifest['version']}", *list(columns)[1:]]
+    names = list(columns)
     lines = ["| row | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     lines += [f"| {label} | " + " | ".join(f"{v:.2f}" for v in values) + " |" for label, values in figures.items()]
     for title, chosen in (
@@ -72,11 +74,24 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit-test", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--work", type=Path, default=Path("runs/tradeoff"))
+    parser.add_argument(
+        "--against", type=Path, action="append", default=[], help="another release to show beside (repeatable)"
+    )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        nargs="+",
+        help="score these finished run folders beside the release instead of training (no --shares)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    releases = [*args.against, args.release]
+    if args.runs:
+        print(table(releases, {str(run): run for run in args.runs}, args.limit_test, args.seed))
+        return 0
     manifest = json.loads((args.release / "manifest.json").read_text())
     for share in args.shares:
         code = training_main(
@@ -105,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if code:
             return code
-    print(table(args.release, args.work, args.shares, args.limit_test, args.seed))
+    runs = {f"artefacts {share:.0%}": args.work / f"artefacts-{share:g}" for share in args.shares}
+    print(table(releases, runs, args.limit_test, args.seed))
     return 0
 
 
