@@ -26,3 +26,8 @@ def test_tradeoff_trains_each_share_and_prints_the_battery_for_each(
     assert [line.split("|")[1].strip() for line in table[2 : 2 + len(battery.labels())]] == battery.labels()
     assert table[-1].startswith("| **mean, all rows** |")
     assert (tmp_path / "artefacts-0.5" / "autoencoder.keras").is_file()
+    run = tmp_path / "artefacts-0.5"
+    assert tradeoff.main([str(MODELS / "mnist"), "--runs", str(run), "--limit-test", "40"]) == 0
+    scored = capsys.readouterr().out.splitlines()
+    assert scored[0].split("|")[2:4] == [f" mnist {release} ", f" {run} "]
+    assert len(scored) == 2 + len(battery.labels()) + 3
