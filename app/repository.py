@@ -36,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,31 @@ class BundleRecord:
     unloaded: bool = False
     #: Explicit loads followed (the shared count goes up with each load call, in whichever worker).
     loads: int = 0
+
+
+class Step(Enum):
+    """What a look at the shared decisions and the model folder does with one bundle (:func:`next_step`)."""
+
+    #: Out of service: unloaded through the repository API (in whichever worker), until loaded again.
+    UNLOADED = "unloaded"
+    #: Out of service: its folder left the model folder; what was known of its files is forgotten.
+    GONE = "gone"
+    #: (Re)load now: a load was asked for (in whichever worker) since this worker last followed one.
+    LOAD = "load"
+    #: Serve on; on a folder scan, load its files if they changed and held still since the previous scan.
+    WATCH = "watch"
+
+
+def next_step(record: BundleRecord, loads_wanted: int, on_disk: bool) -> Step:
+    """The rule for one bundle, from what is wanted (the shared decisions: ``record.unloaded`` and the count
+    of loads asked for) and what is there (``on_disk``); an unload wins over the folder, a load over a scan."""
+    if record.unloaded:
+        return Step.UNLOADED
+    if not on_disk:
+        return Step.GONE
+    if loads_wanted > record.loads:
+        return Step.LOAD
+    return Step.WATCH
 
 
 def check_load_parameters(parameters: dict[str, Any]) -> None:
@@ -281,15 +307,14 @@ class ModelRepository:
             on_disk = await run_in_threadpool(self._on_disk)
             changed = False
             for name in sorted(set(on_disk) | set(self.registry.models) | set(self.refused)):
-                record = self.record(name)
-                asked = wanted.get(name, 0) > record.loads
-                path = on_disk.get(name)
-                if record.unloaded:
+                record, path = self.record(name), on_disk.get(name)
+                step = next_step(record, wanted.get(name, 0), on_disk=path is not None)
+                if step is Step.UNLOADED:
                     changed |= await self._take_out(name, "unloaded through the repository API")
-                elif path is None:
+                elif step is Step.GONE:
                     changed |= await self._take_out(name, "its folder left the model folder")
                     record.refused = record.tried = record.seen = None
-                elif asked or (scan and await self._settled_change(name, path)):
+                elif path is not None and (step is Step.LOAD or (scan and await self._settled_change(name, path))):
                     await self._put_in(name, path)
                     changed = True
                 record.loads = max(record.loads, wanted.get(name, 0))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.repository import BundleRecord, Step, next_step
 from tests.conftest import MODEL, digit, png
 
 ADMIN = "admin-key"
@@ -74,3 +75,23 @@ def test_a_worker_started_after_an_unload_never_serves_the_bundle(worker: Callab
     assert not _serves(late)
     assert MODEL not in late.app.state.registry.models  # type: ignore[attr-defined]
     assert MODEL in late.get("/health/ready").json()["unloaded"]
+
+
+@pytest.mark.parametrize(
+    ("unloaded", "loads_followed", "loads_wanted", "on_disk", "step"),
+    [
+        (True, 0, 0, True, Step.UNLOADED),
+        (True, 0, 3, True, Step.UNLOADED),  # a load clears the unload in the shared decisions first
+        (True, 0, 0, False, Step.UNLOADED),
+        (False, 0, 0, False, Step.GONE),
+        (False, 1, 2, False, Step.GONE),  # nothing to load from
+        (False, 1, 2, True, Step.LOAD),
+        (False, 2, 2, True, Step.WATCH),
+        (False, 3, 2, True, Step.WATCH),  # this worker followed more than the file says: nothing to redo
+    ],
+)
+def test_the_rule_for_one_bundle(
+    unloaded: bool, loads_followed: int, loads_wanted: int, on_disk: bool, step: Step
+) -> None:
+    record = BundleRecord(unloaded=unloaded, loads=loads_followed)
+    assert next_step(record, loads_wanted, on_disk=on_disk) is step
