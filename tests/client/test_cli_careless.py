@@ -208,9 +208,11 @@ def test_ctrl_c_during_a_folder_run_says_what_was_done(tmp_path: Path) -> None:
     source.mkdir()
     for i in range(3):
         (source / f"{i}.png").write_bytes(png(digit(i)))
-    with _fake_server(delay=30.0) as slow:
+    with _fake_server(delay=60.0) as slow:
         process = subprocess.Popen(
-            [sys.executable, "-m", "denoise_client.cli", "denoise", str(source), "-o", str(tmp_path / "out")],
+            # The client's own timeout well past the test's: only the interrupt may end the request.
+            [sys.executable, "-m", "denoise_client.cli", "denoise", str(source), "-o", str(tmp_path / "out")]
+            + ["--timeout", "120"],
             env={**os.environ, "DENOISE_URL": slow},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -219,7 +221,7 @@ def test_ctrl_c_during_a_folder_run_says_what_was_done(tmp_path: Path) -> None:
         _wait_for_request(slow)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
-    assert process.returncode == EXIT_INTERRUPTED
+    assert process.returncode == EXIT_INTERRUPTED, err
     assert "Traceback" not in err
     assert "interrupted; 0 of 3 done (kept), 3 left: run the same command again" in err
 
@@ -263,6 +265,7 @@ class _fake_server:  # noqa: N801 - used as a context manager, like a function
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.server.url = self.url  # type: ignore[attr-defined]
+        _REQUESTS[self.url] = 0  # a port handed out again: the count is this server's alone
 
     def __enter__(self) -> str:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
