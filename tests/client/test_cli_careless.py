@@ -203,6 +203,9 @@ def test_an_answer_that_is_not_the_services_is_an_error_not_a_file(
     assert not out.exists()
 
 
+CLIENT = [sys.executable, "-m", "denoise_client.cli"]
+
+
 def test_ctrl_c_during_a_folder_run_says_what_was_done(tmp_path: Path) -> None:
     source = tmp_path / "in"
     source.mkdir()
@@ -211,8 +214,7 @@ def test_ctrl_c_during_a_folder_run_says_what_was_done(tmp_path: Path) -> None:
     with _fake_server(delay=60.0) as slow:
         process = subprocess.Popen(
             # The client's own timeout well past the test's: only the interrupt may end the request.
-            [sys.executable, "-m", "denoise_client.cli", "denoise", str(source), "-o", str(tmp_path / "out")]
-            + ["--timeout", "120"],
+            [*CLIENT, "denoise", str(source), "-o", str(tmp_path / "out"), "--timeout", "120"],
             env={**os.environ, "DENOISE_URL": slow},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
