@@ -219,6 +219,9 @@ def test_ctrl_c_during_a_folder_run_says_what_was_done(tmp_path: Path) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # A shell's background job without job control (a CI runner's, say) starts with SIGINT ignored, and
+            # Python keeps an ignored SIGINT as it is; Ctrl-C at a terminal reaches a client with the default one.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         _wait_for_request(slow)
         process.send_signal(signal.SIGINT)
