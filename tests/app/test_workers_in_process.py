@@ -34,7 +34,7 @@ def _look(client: TestClient) -> None:
 def _serves(client: TestClient) -> bool:
     answer = client.post("/denoise", content=png(digit(3)), headers=PNG)
     assert answer.status_code in (200, 404), answer.text
-    return answer.status_code == 200
+    return bool(answer.status_code == 200)
 
 
 def test_an_unload_and_a_load_through_one_worker_are_followed_by_the_other(worker: Callable[[], TestClient]) -> None:

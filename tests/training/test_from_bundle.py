@@ -16,7 +16,8 @@ from training.quantize import onnx_denoiser
 
 def _architecture(bundle: Path) -> Architecture:
     released = json.loads((bundle / "manifest.json").read_text())["training"]["architecture"]
-    return Architecture(**{key: tuple(v) if isinstance(v, list) else v for key, v in released.items()})
+    widths = (int(released["widths"][0]), int(released["widths"][1]), int(released["widths"][2]))
+    return Architecture(widths, int(released["latent_channels"]), int(released["depth_7"]), int(released["refine_28"]))
 
 
 def _inputs(count: int = 256) -> np.ndarray:
