@@ -38,22 +38,31 @@ def _kernel_gaussian(rng: np.random.Generator) -> np.ndarray:
     return np.asarray(np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2)), dtype=np.float32)
 
 
-def _kernel_disk(rng: np.random.Generator) -> np.ndarray:
-    radius = rng.uniform(0.7, 2.5)
+def disk_kernel(radius: float) -> np.ndarray:
+    """A defocus blur's kernel: a disk of ``radius`` px, normalised."""
     r = int(np.ceil(radius))
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return np.asarray(xx**2 + yy**2 <= radius**2, dtype=np.float32)
+    kernel = (xx**2 + yy**2 <= radius**2).astype(np.float32)
+    return np.asarray(kernel / kernel.sum())
 
 
-def _kernel_line(rng: np.random.Generator) -> np.ndarray:
-    length = int(rng.integers(3, 10))
-    angle = rng.uniform(0, np.pi)
+def line_kernel(length: int, angle: float) -> np.ndarray:
+    """A motion blur's kernel: a line of ``length`` px at ``angle`` (radians), normalised."""
     size = length + (1 - length % 2)
     kernel = np.zeros((size, size), dtype=np.float32)
     centre = size // 2
     for t in np.linspace(-(length - 1) / 2, (length - 1) / 2, 4 * length):
         kernel[round(centre + t * np.sin(angle)), round(centre + t * np.cos(angle))] = 1.0
-    return kernel
+    return np.asarray(kernel / kernel.sum())
+
+
+def _kernel_disk(rng: np.random.Generator) -> np.ndarray:
+    return disk_kernel(rng.uniform(0.7, 2.5))
+
+
+def _kernel_line(rng: np.random.Generator) -> np.ndarray:
+    length = int(rng.integers(3, 10))
+    return line_kernel(length, rng.uniform(0, np.pi))
 
 
 def blur(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

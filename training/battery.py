@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from training.artefacts import disk_kernel, line_kernel
 from training.evaluate import CONDITIONS, noisy_test_set
 from training.noise import gaussian
 from training.uploads import UPLOADS, fade_images, jpeg_images, upload_pair
@@ -57,22 +58,6 @@ MOVE_SIGMA = 0.3
 FADED_SIGMA = 0.2
 
 
-def _disk(radius: float) -> np.ndarray:
-    r = int(np.ceil(radius))
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    kernel = (xx**2 + yy**2 <= radius**2).astype(np.float32)
-    return np.asarray(kernel / kernel.sum())
-
-
-def _line(length: int, angle: float) -> np.ndarray:
-    size = length + (1 - length % 2)
-    kernel = np.zeros((size, size), dtype=np.float32)
-    centre = size // 2
-    for t in np.linspace(-(length - 1) / 2, (length - 1) / 2, 4 * length):
-        kernel[round(centre + t * np.sin(angle)), round(centre + t * np.cos(angle))] = 1.0
-    return np.asarray(kernel / kernel.sum())
-
-
 def _each(images: np.ndarray, change: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     return np.asarray([change(image) for image in images], dtype=np.float32).reshape(images.shape)
 
@@ -80,7 +65,7 @@ def _each(images: np.ndarray, change: Callable[[np.ndarray], np.ndarray]) -> np.
 def defocus(clean: np.ndarray, rng: np.random.Generator) -> Pair:
     radii = rng.uniform(*DEFOCUS_RADIUS, size=len(clean))
     blurred = np.asarray(
-        [ndimage.convolve(image, _disk(float(r)), mode="constant") for image, r in zip(clean, radii, strict=True)]
+        [ndimage.convolve(image, disk_kernel(float(r)), mode="constant") for image, r in zip(clean, radii, strict=True)]
     )
     return clean, gaussian(blurred.astype(np.float32), LIGHT_SIGMA, rng)
 
@@ -90,7 +75,7 @@ def motion(clean: np.ndarray, rng: np.random.Generator) -> Pair:
     angles = rng.uniform(0, np.pi, size=len(clean))
     blurred = np.asarray(
         [
-            ndimage.convolve(image, _line(int(n), float(a)), mode="constant")
+            ndimage.convolve(image, line_kernel(int(n), float(a)), mode="constant")
             for image, n, a in zip(clean, lengths, angles, strict=True)
         ]
     )
