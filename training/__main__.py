@@ -101,18 +101,22 @@ def _parser() -> argparse.ArgumentParser:
     common = OneLineParser(add_help=False)
     common.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist, or any name with --data-dir")
     common.add_argument(
+        "--name",
+        help="the bundle's name: its folder under models/ and the model name requests give (default: the dataset's)",
+    )
+    common.add_argument(
         "--data-dir",
         type=Path,
         help="directory of the four IDX files (gzipped or not) or a Keras mnist.npz; "
         + "; ".join(f"{k} defaults to ${v.env} or else {v.default_dir}" for k, v in DATASETS.items()),
     )
     common.add_argument(
-        "--run-dir", type=Path, help=f"where models, histories and the evaluation go (default {RUNS}/DATASET)"
+        "--run-dir", type=Path, help=f"where models, histories and the evaluation go (default {RUNS}/NAME)"
     )
     common.add_argument(
         "--out",
         type=Path,
-        help=f"bundle directory to write (default {MODELS}/DATASET; with --quick {RUNS}/quick/DATASET-quick)",
+        help=f"bundle directory to write (default {RUNS}/bundles/NAME; with --quick {RUNS}/quick/NAME-quick)",
     )
     common.add_argument("--seed", type=int, default=TrainConfig.seed, help="seed for weights, shuffling and noise")
     common.add_argument(
@@ -178,6 +182,12 @@ def _parser() -> argparse.ArgumentParser:
         "--init-from", type=Path, help="continue from this run folder's autoencoder (same architecture)"
     )
     train_opts.add_argument("--no-reference", action="store_true", help="skip training the reference network")
+    train_opts.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep each network a stopped run of the same settings finished in the run folder (its .keras file "
+        "and history); train only the ones missing",
+    )
     train_opts.add_argument(
         "--limit-train", type=_at_least(100), default=argparse.SUPPRESS, help="use only the first N training images"
     )
@@ -277,6 +287,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="'ROW=REASON'",
         help="accept a fall on this row, for this reason (recorded in the manifest and the model card)",
     )
+    gate.add_argument(
+        "--beside",
+        type=Path,
+        action="append",
+        default=[],
+        help="a bundle that serves beside the candidate under its own name (repeatable): a row the candidate lets "
+        "fall passes where this one holds it within the tolerance (recorded in the manifest and the model card)",
+    )
     gate.add_argument("--release", action="store_true", help="if it passes, write the candidate into models/NAME")
     gate.add_argument("--models-dir", type=Path, default=MODELS, help=f"where the releases live (default {MODELS})")
     gate.add_argument("--data-dir", type=Path, help="the dataset's folder (default: as for run)")
@@ -308,7 +326,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         widths=tuple(getattr(args, "widths", Architecture().widths)),
         latent_channels=getattr(args, "latent_channels", Architecture().latent_channels),
     )
-    name = f"{args.dataset}-quick" if args.quick else args.dataset
+    name = args.name or args.dataset
+    name = f"{name}-quick" if args.quick else name
     return TrainConfig(
         dataset=args.dataset,
         name=name,
@@ -425,6 +444,8 @@ def _check(args: argparse.Namespace) -> None:
             _same_architecture(flag, folder, args)
         elif folder is not None:
             _need_files(f"{flag}: ", folder, needs, "a finished run folder or a bundle")
+    if getattr(args, "resume", False):
+        _same_run(args)
     out = getattr(args, "out", None)
     if args.command == "rescore" and out is None and _inside(args.bundle, MODELS):
         raise UsageError(
@@ -453,6 +474,40 @@ def _check(args: argparse.Namespace) -> None:
         _need_files("", folder, ("manifest.json",), "a model bundle")
 
 
+#: Settings that do not change what the networks learn: a resumed run may differ from the stopped one in these.
+RESUME_MAY_DIFFER = (
+    "name",
+    "out_dir",
+    "version",
+    "limit_test",
+    "outlier_dataset",
+    "outlier_data_dir",
+    "scorer_epochs",
+    "scorer_from",
+    "stroke_images",
+)
+
+
+def _same_run(args: argparse.Namespace) -> None:
+    """``--resume`` keeps networks only from a run folder whose training settings are these."""
+    cfg = _config(args)
+    saved_path = (args.run_dir or RUNS / cfg.name) / "config.json"
+    try:
+        saved = json.loads(saved_path.read_text())
+    except FileNotFoundError:
+        return  # nothing to resume: the run starts from the beginning
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--resume: {saved_path} cannot be read ({exc})") from None
+    wanted = json.loads(json.dumps(cfg.to_json()))
+    keys = (wanted.keys() | saved.keys()) - set(RESUME_MAY_DIFFER)
+    differ = sorted(key for key in keys if wanted.get(key) != saved.get(key))
+    if differ:
+        raise UsageError(
+            f"--resume: the run in {saved_path.parent} was trained with other settings ({', '.join(differ)}); "
+            "give the same ones, or another --run-dir"
+        )
+
+
 def _check_output(folder: Path, force: bool) -> None:
     """A bundle folder is written only when empty, or emptied with ``--force`` (so that it holds no file its
     manifest does not name)."""
@@ -479,7 +534,9 @@ def _gate(args: argparse.Namespace) -> int:
     clean = to_float(test.images[: args.limit_test])[..., 0]
     seed = int(manifest["training"].get("seed", TrainConfig.seed))
     allowed = release.parse_allowed(args.allow)
-    return release.run_gate(args.candidate, against, allowed, clean, seed, target if args.release else None)
+    return release.run_gate(
+        args.candidate, against, allowed, clean, seed, target if args.release else None, beside=args.beside
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -533,7 +590,7 @@ def _main(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         if args.command in ("run", "train"):
             with _timed("train"):
-                pipeline.train(cfg, run_dir)
+                pipeline.train(cfg, run_dir, resume=getattr(args, "resume", False))
         if args.command in ("run", "anomaly"):
             with _timed("anomaly"):
                 pipeline.anomaly(cfg, run_dir)

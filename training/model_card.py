@@ -232,6 +232,8 @@ def _release_gate(gate: dict[str, Any] | None) -> list[str]:
     ]
     for row, reason in gate.get("exceptions", {}).items():
         lines += [f"- Accepted fall on `{row}`: {reason}", ""]
+    for row, holder in gate.get("held", {}).items():
+        lines += [f"- `{row}`: below the best earlier release; `{holder}`, served beside this bundle, holds it", ""]
     return lines
 
 

@@ -28,7 +28,7 @@ from training.evaluate import Denoiser, bce_at, denoising_table, latent_probes, 
 from training.export import export_bundle, export_graph, write_manifest, write_samples
 from training.model import Autoencoder, build_autoencoder, build_reference
 from training.noise import BlindNoise
-from training.train import fit, split_validation
+from training.train import TrainResult, finished, fit, split_validation
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,9 @@ def load_data(cfg: TrainConfig, *, outliers: bool = False) -> Dataset:
     return replace(dataset, train=train, test=test)
 
 
-def train(cfg: TrainConfig, run_dir: Path) -> None:
+def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = False) -> None:
+    """Train the autoencoder (and the reference network) into ``run_dir``; with ``resume``, a network a stopped
+    run of the same settings finished there is kept, not trained again."""
     data = load_data(cfg)
     for warning in check_images(data.train.images, f"{cfg.dataset} training images"):
         log.warning("%s", warning)
@@ -95,8 +97,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> None:
             OURS: before[OURS],
             "init_from": before.get("init_from"),
         }
-    result = fit(models.autoencoder, train_clean, val_clean, cfg, run_dir)
-    models.autoencoder.save(run_dir / f"{OURS}.keras")
+    result = _fit_unless_finished(models.autoencoder, OURS, train_clean, val_clean, cfg, run_dir, resume)
     summary[OURS] = result.__dict__
     if cfg.train_reference:
         keras.utils.set_random_seed(cfg.seed)
@@ -107,11 +108,28 @@ def train(cfg: TrainConfig, run_dir: Path) -> None:
             loss=cfg.reference_loss,
             learning_rate=cfg.reference_learning_rate,
         )
-        ref_result = fit(reference, train_clean, val_clean, ref_cfg, run_dir)
-        reference.save(run_dir / f"{REFERENCE}.keras")
+        ref_result = _fit_unless_finished(reference, REFERENCE, train_clean, val_clean, ref_cfg, run_dir, resume)
         summary[REFERENCE] = ref_result.__dict__
     summary["epochs_total"] = earlier + result.epochs_run
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _fit_unless_finished(
+    model: keras.Model,
+    name: str,
+    train_clean: np.ndarray,
+    val_clean: np.ndarray,
+    cfg: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+) -> TrainResult:
+    kept = finished(name, run_dir) if resume else None
+    if kept is not None:
+        log.info("%s: kept the network this run folder finished (%d epochs)", name, kept.epochs_run)
+        return kept
+    result = fit(model, train_clean, val_clean, cfg, run_dir)
+    model.save(run_dir / f"{name}.keras")
+    return result
 
 
 def is_bundle(folder: Path) -> bool:

@@ -5,7 +5,10 @@ where it ships one) and each earlier release's (``--against``, by default the bu
 that it would replace) on every row of :mod:`training.battery`, with ONNX Runtime on CPU, on the same
 test images. A row fails when the candidate falls more than :data:`TOLERANCE_DB` below the best earlier
 release on it, precision by precision (a candidate without an int8 copy is compared by the float32 graph
-it would serve). Unless every failing row is named with ``--allow 'ROW=REASON'``, the gate refuses: it
+it would serve). A candidate released under a name of its own, to serve beside the bundles it was compared
+with, may fall on a row that one of those (``--beside``) holds within the tolerance: a caller with those
+uploads keeps a bundle that is no worse than before, and the gate names it. Unless every other failing row
+is named with ``--allow 'ROW=REASON'``, the gate refuses: it
 prints the table, exits :data:`REFUSED`, and writes nothing. With ``--release`` a candidate that passes
 is written into ``models/<name>`` (the only way a training command writes there), its manifest and model
 card recording the battery, the releases it was compared with and any exception with its reason.
@@ -93,6 +96,8 @@ class Verdict:
     best: float
     best_of: str
     allowed: str | None = None
+    #: The bundle serving beside the candidate that holds this row where the candidate falls.
+    held_by: str | None = None
 
     @property
     def change(self) -> float:
@@ -100,11 +105,26 @@ class Verdict:
 
     @property
     def passes(self) -> bool:
-        return self.change >= -TOLERANCE_DB or self.allowed is not None
+        return not self.falls_by_itself or self.allowed is not None or self.held_by is not None
+
+    @property
+    def falls_by_itself(self) -> bool:
+        return self.change < -TOLERANCE_DB
+
+    @property
+    def said(self) -> str:
+        if not self.falls_by_itself:
+            return "pass"
+        if self.held_by is not None:
+            return f"held by {self.held_by}"
+        return f"allowed: {self.allowed}" if self.allowed else "FAIL"
 
 
-def judge(candidate: Scores, earlier: list[Scores], allowed: dict[str, str]) -> list[Verdict]:
-    """A verdict per row and precision; ``allowed`` names rows (with why) that may fall."""
+def judge(
+    candidate: Scores, earlier: list[Scores], allowed: dict[str, str], beside: list[Scores] | None = None
+) -> list[Verdict]:
+    """A verdict per row and precision; ``allowed`` names rows (with why) that may fall, ``beside`` the bundles
+    that serve beside the candidate and hold a row it lets fall."""
     unknown = sorted(set(allowed) - set(candidate.rows))
     if unknown:
         raise GateError(f"--allow names rows the battery does not have: {', '.join(unknown)}")
@@ -112,18 +132,12 @@ def judge(candidate: Scores, earlier: list[Scores], allowed: dict[str, str]) -> 
     for row in candidate.rows:
         for precision in PRECISIONS if earlier else ():
             best = max(earlier, key=lambda scores: scores.value(row, precision))
-            verdicts.append(
-                Verdict(
-                    row,
-                    precision,
-                    candidate.value(row, precision),
-                    best.value(row, precision),
-                    best.title,
-                    allowed.get(row)
-                    if candidate.value(row, precision) - best.value(row, precision) < -TOLERANCE_DB
-                    else None,
-                )
-            )
+            verdict = Verdict(row, precision, candidate.value(row, precision), best.value(row, precision), best.title)
+            if verdict.falls_by_itself:
+                holding = [s for s in beside or () if s.value(row, precision) - verdict.best >= -TOLERANCE_DB]
+                verdict.held_by = max(holding, key=lambda s: s.value(row, precision)).title if holding else None
+                verdict.allowed = allowed.get(row) if verdict.held_by is None else None
+            verdicts.append(verdict)
     return verdicts
 
 
@@ -134,22 +148,26 @@ def markdown(candidate: Scores, earlier: list[Scores], verdicts: list[Verdict]) 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for verdict in verdicts:
         figures = [f"{scores.value(verdict.row, verdict.precision):.2f}" for scores in earlier]
-        said = (
-            "pass"
-            if verdict.change >= -TOLERANCE_DB
-            else (f"allowed: {verdict.allowed}" if verdict.allowed else "FAIL")
-        )
         lines.append(
             "| "
             + " | ".join(
-                [verdict.row, verdict.precision, f"{verdict.candidate:.2f}", *figures, f"{verdict.change:+.2f}", said]
+                [
+                    verdict.row,
+                    verdict.precision,
+                    f"{verdict.candidate:.2f}",
+                    *figures,
+                    f"{verdict.change:+.2f}",
+                    verdict.said,
+                ]
             )
             + " |"
         )
     return "\n".join(lines) + "\n"
 
 
-def record(candidate: Scores, earlier: list[Scores], verdicts: list[Verdict], images: int) -> dict[str, Any]:
+def record(
+    candidate: Scores, earlier: list[Scores], verdicts: list[Verdict], images: int, beside: list[Scores] | None = None
+) -> dict[str, Any]:
     """What the manifest keeps of the gate (``evaluation.release_gate``)."""
     return {
         "tolerance_db": TOLERANCE_DB,
@@ -157,6 +175,8 @@ def record(candidate: Scores, earlier: list[Scores], verdicts: list[Verdict], im
         "battery": candidate.rows,
         "against": {scores.title: scores.rows for scores in earlier},
         "exceptions": {v.row: v.allowed for v in verdicts if v.allowed is not None},
+        "beside": [scores.title for scores in beside or ()],
+        "held": {v.row: v.held_by for v in verdicts if v.held_by is not None},
     }
 
 
@@ -195,21 +215,38 @@ def run_gate(
     seed: int,
     release_to: Path | None,
     out: Callable[[str], None] = print,
+    beside: list[Path] | None = None,
 ) -> int:
     """Score, judge and print; with ``release_to``, install a candidate that passes. The exit status."""
     if not against and release_to is None:
         raise GateError("nothing to compare with: name the releases it replaces with --against")
     manifest = check_bundle(candidate)
-    for folder in against:
-        other = check_bundle(folder)
-        if other["dataset"] != manifest["dataset"]:
-            raise GateError(f"{folder} is a {other['dataset']} model; the candidate is a {manifest['dataset']} one")
-        if folder.resolve() == candidate.resolve():
-            raise GateError(f"{folder} is the candidate itself")
+    for flag, folders in (("--against", against), ("--beside", beside or [])):
+        for folder in folders:
+            other = check_bundle(folder)
+            if other["dataset"] != manifest["dataset"]:
+                raise GateError(
+                    f"{flag} {folder} is a {other['dataset']} model; the candidate is a {manifest['dataset']} one"
+                )
+            if folder.resolve() == candidate.resolve():
+                raise GateError(f"{flag} {folder} is the candidate itself")
+            if flag == "--beside" and other["name"] == manifest["name"]:
+                raise GateError(
+                    f"--beside {folder} is {other['name']}, the name the candidate replaces: "
+                    "it would not serve beside it"
+                )
     pairs = battery.pairs(clean, seed)
     scored = score(candidate, pairs)
-    earlier = [score(folder, pairs) for folder in against]
-    verdicts = judge(scored, earlier, allowed)
+    cache: dict[Path, Scores] = {}
+
+    def scores_of(folder: Path) -> Scores:
+        if folder.resolve() not in cache:
+            cache[folder.resolve()] = score(folder, pairs)
+        return cache[folder.resolve()]
+
+    earlier = [scores_of(folder) for folder in against]
+    serving = [scores_of(folder) for folder in beside or []]
+    verdicts = judge(scored, earlier, allowed, serving)
     out(
         f"{len(clean)} test images of {manifest['dataset']}, seed {seed}; a row fails below the best by more than "
         f"{TOLERANCE_DB} dB\n"
@@ -218,11 +255,15 @@ def run_gate(
     failing = [v for v in verdicts if not v.passes]
     if failing:
         rows = sorted({v.row for v in failing})
-        out(f"refused: {len(rows)} row(s) fall: {'; '.join(rows)} (name one with --allow 'ROW=REASON' to accept it)")
+        out(
+            f"refused: {len(rows)} row(s) fall: {'; '.join(rows)} (name one with --allow 'ROW=REASON' to accept it, "
+            "or --beside a bundle serving beside the candidate that holds it)"
+        )
         return REFUSED
     out("passed")
     if release_to is not None:
-        out(f"released to {install(candidate, release_to, record(scored, earlier, verdicts, len(clean)))}")
+        gate = record(scored, earlier, verdicts, len(clean), serving)
+        out(f"released to {install(candidate, release_to, gate)}")
     return 0
 
 

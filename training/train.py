@@ -3,6 +3,7 @@ of images like callers send (:class:`training.uploads.UploadMix`)."""
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,6 +73,20 @@ class TrainResult:
     history: dict[str, list[float]]
     epochs_run: int
     best_val_loss: float
+
+
+def finished(name: str, work_dir: Path) -> TrainResult | None:
+    """What :func:`fit` returned for the network ``name`` saved in ``work_dir`` by a run that got that far
+    (its ``.keras`` file and its history), or ``None`` where it did not."""
+    history_path = work_dir / f"{name}.history.csv"
+    if not (work_dir / f"{name}.keras").is_file() or not history_path.is_file():
+        return None
+    with history_path.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    if not rows:
+        return None
+    losses = {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"}
+    return TrainResult(history=losses, epochs_run=len(rows), best_val_loss=min(losses["val_loss"]))
 
 
 def fit(

@@ -23,6 +23,7 @@ from training.__main__ import (
     EXIT_USAGE,
     QUICK_VERSION,
     RUNS,
+    _check,
     _config,
     _parser,
     default_version,
@@ -39,6 +40,39 @@ def test_quick_bundles_are_named_apart_and_kept_out_of_models() -> None:
     assert MODELS not in cfg.out_dir.parents
     full = _config(_parser().parse_args(["run", "--dataset", "fashion-mnist"]))
     assert (full.name, full.out_dir) == ("fashion-mnist", RUNS / "bundles" / "fashion-mnist")  # models/: the gate
+
+
+def test_a_bundle_may_have_a_name_of_its_own() -> None:
+    cfg = _config(_parser().parse_args(["run", "--dataset", "mnist", "--name", "mnist-scans"]))
+    assert (cfg.dataset, cfg.name) == ("mnist", "mnist-scans")
+    assert cfg.out_dir == RUNS / "bundles" / "mnist-scans"
+    assert cfg.version == default_version("mnist-scans")
+    assert _config(_parser().parse_args(["run", "--name", "mnist-scans", "--quick"])).name == "mnist-scans-quick"
+
+
+def test_resume_keeps_only_a_run_of_the_same_training_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    _config(_parser().parse_args(["train", "--learning-rate", "0.0002", "--artefacts", "0.2"])).save(
+        run / "config.json"
+    )
+    other = ["train", "--run-dir", str(run), "--resume", "--learning-rate", "0.001", "--artefacts", "0.3"]
+    assert main(other) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"--resume: the run in {run} was trained with other settings (learning_rate, uploads)" in err
+    same = _parser().parse_args(
+        ["train", "--run-dir", str(run), "--resume", "--learning-rate", "0.0002", "--artefacts", "0.2"]
+    )
+    _check(same)  # the same settings: accepted
+    renamed = _parser().parse_args(
+        ["train", "--run-dir", str(run), "--resume", "--learning-rate", "0.0002", "--artefacts", "0.2", "--name", "x"]
+    )
+    _check(renamed)  # the bundle's name and version do not change what the networks learn
+    (run / "config.json").write_text("{not json")
+    assert main(["train", "--run-dir", str(run), "--resume"]) == EXIT_USAGE
+    assert "cannot be read" in capsys.readouterr().err
 
 
 def test_defaults_do_not_depend_on_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

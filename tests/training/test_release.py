@@ -59,6 +59,24 @@ def test_a_bundle_without_int8_is_judged_by_the_float32_it_would_serve() -> None
     assert verdicts["int8"].change < -TOLERANCE_DB
 
 
+def test_a_bundle_serving_beside_the_candidate_holds_the_rows_it_lets_fall() -> None:
+    candidate = _scores("mnist-scans 1.0.0", gaussian_0_5=(20.9, 20.9), defocus=(25.5, 25.5), streaks=(20.0, 20.0))
+    old = _scores("mnist 2.2.1", gaussian_0_5=(21.08, 21.07), defocus=(24.2, 24.1), streaks=(20.9, 20.9))
+    new = _scores("mnist 2.3.0", gaussian_0_5=(21.04, 21.04), defocus=(22.1, 22.1), streaks=(18.7, 18.7))
+    verdicts = {(v.row, v.precision): v for v in judge(candidate, [old, new], {"streaks": "a reason"}, [new])}
+    held = verdicts[("gaussian 0 5", "float32")]
+    assert held.passes
+    assert held.held_by == "mnist 2.3.0"  # 0.04 below 2.2.1: within the tolerance, so callers lose nothing
+    assert held.said == "held by mnist 2.3.0"
+    assert held.allowed is None
+    assert verdicts[("defocus", "int8")].said == "pass"
+    # mnist 2.3.0 does not hold streaks (2.2 dB below 2.2.1): only the named exception lets it through
+    streaks = verdicts[("streaks", "float32")]
+    assert (streaks.held_by, streaks.allowed, streaks.passes) == (None, "a reason", True)
+    unheld = judge(candidate, [old, new], {}, [new])
+    assert [v.said for v in unheld if v.row == "streaks"] == ["FAIL", "FAIL"]
+
+
 def test_allow_must_name_a_row_with_a_reason() -> None:
     with pytest.raises(GateError, match="ROW=REASON"):
         parse_allowed(["defocus"])
