@@ -8,10 +8,11 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from app.config import Settings
-from app.errors import InvalidInput, NotReady, UnsupportedMediaType
+from app.errors import InvalidInput, UnsupportedMediaType
 from app.imaging import DecodeOptions
 from app.multipart import read_parts
 from app.pipeline import decode_options
+from app.repository import ModelRepository
 from app.routing import request_context
 from app.runtime.model import LoadedModel
 from app.runtime.registry import Registry
@@ -30,17 +31,23 @@ async def get_registry(request: Request) -> Registry:
     return registry
 
 
+async def get_repository(request: Request) -> ModelRepository:
+    repository: ModelRepository = request.app.state.repository
+    return repository
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
+RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 
 
 ModelName = Annotated[str | None, Query(description="model name (default: DENOISE_DEFAULT_MODEL)", max_length=64)]
 
 
-def resolve_model(request: Request, registry: Registry, name: str | None) -> LoadedModel:
-    if not registry.models and not registry.unloaded:
-        raise NotReady(f"no model is loaded: {registry.not_ready_reason()}", headers={"Retry-After": "5"})
-    loaded = registry.get(name)
+def resolve_model(request: Request, name: str | None) -> LoadedModel:
+    """The model in service that ``name`` names (the default one for None), labelled on the request."""
+    repository: ModelRepository = request.app.state.repository
+    loaded = repository.served(name)
     context = request_context(request)
     context.model, context.version = loaded.manifest.name, loaded.manifest.version
     return loaded
@@ -81,7 +88,7 @@ async def image_request(
     request: Request, model: ModelName = None, resize: Resize = False, invert: Invert = False
 ) -> ImageRequest:
     settings: Settings = request.app.state.settings
-    loaded = resolve_model(request, request.app.state.registry, model)
+    loaded = resolve_model(request, model)
     return ImageRequest(loaded, settings, decode_options(settings, resize=resize, invert=invert))
 
 

@@ -116,16 +116,16 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tried = await run_in_threadpool(registry.load_all)
+        await run_in_threadpool(repository.load_at_start)
         registry.start_batchers(metrics, alone=lambda: services.work.count <= 1)
-        repository.started(tried)
+        repository.started()
         await repository.sync(scan=False)  # unloads decided before this worker started
         grpc_server = await v2_grpc.start(plane, settings, services, tracing.grpc_interceptors(tracer_provider))
         watcher = asyncio.get_running_loop().create_task(repository.watch(), name="watch-models")
 
         async def sample_work() -> None:
             while True:
-                metrics.observe_work(registry.ready, registry.work())
+                metrics.observe_work(repository.ready, registry.work())
                 await asyncio.sleep(WORK_SAMPLE_S)
 
         sampler = asyncio.get_running_loop().create_task(sample_work(), name="sample-work")
@@ -133,7 +133,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         # collector's scans, which would otherwise show up as latency spikes.
         gc.collect()
         gc.freeze()
-        log.info("ready=%s models=%s failed=%s", registry.ready, sorted(registry.models), registry.failures)
+        log.info("ready=%s models=%s failed=%s", repository.ready, sorted(registry.models), repository.failed())
         try:
             yield
         finally:

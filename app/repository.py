@@ -43,7 +43,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from app.context import WorkInProgress
-from app.errors import ApiError, ModelNotFound, clip
+from app.errors import ApiError, ModelNotFound, NotReady, clip
 from app.metrics import Metrics
 from app.runtime.bundles import bundle_signature, discover
 from app.runtime.model import SERVED, LoadedModel, Signature, bundle_of
@@ -76,8 +76,8 @@ class Refusal:
 
 @dataclass
 class BundleRecord:
-    """What this worker knows of one bundle, besides what it serves (the registry's models): the one record
-    :meth:`ModelRepository.sync` reads and changes."""
+    """What this worker knows of one bundle, besides the model it serves (the registry's): the one record
+    :meth:`ModelRepository.sync` reads and changes, and readiness is read from."""
 
     #: The files of the last attempt to load it, so that files already refused are not tried again.
     tried: Signature | None = None
@@ -89,6 +89,9 @@ class BundleRecord:
     unloaded: bool = False
     #: Explicit loads followed (the shared count goes up with each load call, in whichever worker).
     loads: int = 0
+    #: Found at start: until it is in service (or leaves the folder, or is unloaded on purpose), the service
+    #: is not ready.
+    expected: bool = False
 
 
 class Step(Enum):
@@ -218,6 +221,8 @@ class ModelRepository:
         self._lock = asyncio.Lock()
         #: Versions taken out of service and not closed yet (:meth:`_retire`).
         self._retiring: set[asyncio.Task[None]] = set()
+        #: The model folder held no bundle at start.
+        self._none_found = False
 
     # What is on disk
 
@@ -239,19 +244,70 @@ class ModelRepository:
         """The versions refused while the one in service (if any) serves on, by bundle."""
         return {name: r.refused for name, r in sorted(self.records.items()) if r.refused is not None}
 
-    def _set_unloaded(self, names: set[str]) -> None:
-        for name in names | {name for name, r in self.records.items() if r.unloaded}:
+    def _set_unloaded(self, names: set[str] | frozenset[str]) -> None:
+        for name in names | self.unloaded:
             self.record(name).unloaded = name in names
-        self.registry.set_unloaded(names)
 
     @property
-    def _unloaded(self) -> set[str]:
-        return {name for name, r in self.records.items() if r.unloaded}
+    def unloaded(self) -> frozenset[str]:
+        """The bundles taken out of service through the repository API (in whichever worker)."""
+        return frozenset(name for name, r in self.records.items() if r.unloaded)
 
-    def bundle(self, name: str) -> tuple[str, Path | None]:
+    # Readiness, and the model a request names
+
+    def failed(self) -> dict[str, str]:
+        """Why the service is not ready, by bundle (``*``: the model folder as a whole): a bundle found at
+        start that is not in service, or the default model missing. Bundles unloaded on purpose do not count,
+        as in Triton with explicit model control."""
+        served, unloaded = self.registry.models, self.unloaded
+        failed = {}
+        if self._none_found and not served and not unloaded:
+            failed["*"] = f"no model bundles found in {self.settings.model_dir.resolve()}"
+        for name, record in sorted(self.records.items()):
+            if record.expected and name not in served and not record.unloaded:
+                failed[name] = record.refused.reason if record.refused is not None else "not loaded"
+        default = self.settings.default_model
+        if served and default not in served and default not in unloaded:
+            failed.setdefault(default, f"default model {default!r} is not loaded (DENOISE_DEFAULT_MODEL)")
+        return failed
+
+    @property
+    def ready(self) -> bool:
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why the service is not ready, in one sentence; None when it is."""
+        if not self.registry.running:
+            return "starting: the models are loading and warming up"
+        failed = self.failed()
+        if failed:
+            return "; ".join(f"{name}: {why}" for name, why in failed.items())
+        if not self.registry.models and not self.unloaded:
+            return "no model is in service"
+        return None
+
+    def served(self, name: str | None) -> LoadedModel:
+        """The model in service under ``name`` (the default model for None); 503 while there is none at all,
+        404 saying why for a name not in service."""
+        key = name or self.settings.default_model
+        model = self.registry.models.get(key)
+        if model is not None:
+            return model
+        if not self.registry.models and not self.unloaded:
+            raise NotReady(f"no model is loaded: {self.not_ready_reason()}", headers={"Retry-After": "5"})
+        if key in self.unloaded:
+            raise ModelNotFound(
+                f"model {key!r} was unloaded through the repository API; an admin loads it again with "
+                f"POST /v2/repository/models/{key}/load"
+            )
+        loaded = ", ".join(sorted(self.registry.models)) or "none"
+        raise ModelNotFound(f"no model named {clip(key)!r}; loaded models: {loaded} (GET /models lists them)")
+
+    async def bundle(self, name: str) -> tuple[str, Path | None]:
         """The bundle a V2 name belongs to (``mnist`` and ``mnist-encoder`` are both bundle ``mnist``) and its
-        folder (None when it is not on disk); 404 for a name no bundle answers to."""
-        on_disk = self._on_disk()
+        folder (None when it is not on disk); 404 for a name no bundle answers to. The folder is read in a
+        worker thread."""
+        on_disk = await run_in_threadpool(self._on_disk)
         known = set(on_disk) | set(self.registry.models)
         if name not in known:
             if bundle_of(name) not in known:
@@ -262,10 +318,28 @@ class ModelRepository:
 
     # Start-up, and the scans
 
-    def started(self, tried: dict[str, Signature | None]) -> None:
-        """Record the files the start-up load tried (so that a scan tries only what changed since), and publish."""
-        for name, signature in tried.items():
-            self.record(name).tried = self.record(name).seen = signature
+    def load_at_start(self) -> None:
+        """Load and warm every bundle in the model folder, before the batchers start (blocking: call it from a
+        worker thread). A bundle that does not load is refused, and the service is not ready until it loads or
+        leaves the folder; the files tried are recorded, so that a scan tries only what changed since."""
+        bundles = discover(self.settings)
+        self._none_found = not bundles
+        if not bundles:
+            log.error("no model bundles found in %s", self.settings.model_dir.resolve())
+        for bundle in bundles:
+            record = self.record(bundle.name)
+            record.expected = True
+            record.tried = record.seen = bundle_signature(bundle)
+            try:
+                model = self.registry.load(bundle)
+            except BundleError as exc:
+                record.refused = Refusal(_version_on_disk(bundle), str(exc))
+                log.error("model %s not loaded: %s", bundle.name, exc)
+                continue
+            self.registry.install(model)
+
+    def started(self) -> None:
+        """Follow the loads counted in the shared folder so far (they happened before this worker), and publish."""
         if self.shared is not None:
             control = self.shared.control()
             for name, count in control["loads"].items():
@@ -314,6 +388,7 @@ class ModelRepository:
                 elif step is Step.GONE:
                     changed |= await self._take_out(name, "its folder left the model folder")
                     record.refused = record.tried = record.seen = None
+                    record.expected = False
                 elif path is not None and (step is Step.LOAD or (scan and await self._settled_change(name, path))):
                     await self._put_in(name, path)
                     changed = True
@@ -338,7 +413,7 @@ class ModelRepository:
     async def load(self, name: str) -> str:
         """(Re)load a bundle from disk now, in every worker; :class:`LoadRefused` if it does not load; the
         bundle's name."""
-        name, path = self.bundle(name)
+        name, path = await self.bundle(name)
         if path is None:
             raise ModelNotFound(f"bundle {name!r} is not in the model folder; nothing to load")
 
@@ -351,7 +426,7 @@ class ModelRepository:
                 count = int((await run_in_threadpool(self.shared.change, decide))["loads"][name])
             else:
                 count = self.record(name).loads + 1
-            self._set_unloaded(self._unloaded - {name})
+            self._set_unloaded(self.unloaded - {name})
             self.record(name).loads = count
             loaded = await self._put_in(name, path)
             self.publish()
@@ -361,7 +436,7 @@ class ModelRepository:
 
     async def unload(self, name: str) -> str:
         """Take a bundle out of service in every worker until it is loaded again; the bundle's name."""
-        name, _ = self.bundle(name)
+        name, _ = await self.bundle(name)
 
         def decide(control: dict[str, Any]) -> None:
             control["unloaded"] = sorted({*control["unloaded"], name})
@@ -369,7 +444,7 @@ class ModelRepository:
         async with self._lock:
             if self.shared is not None:
                 await run_in_threadpool(self.shared.change, decide)
-            self._set_unloaded(self._unloaded | {name})
+            self._set_unloaded(self.unloaded | {name})
             await self._take_out(name, "unloaded through the repository API")
             self.publish()
         return name
@@ -394,11 +469,7 @@ class ModelRepository:
             elif serving is None:
                 path = on_disk.get(name)
                 version = _version_on_disk(path) if path is not None else "unknown"
-                reason = (
-                    "unloaded through the repository API"
-                    if name in self._unloaded
-                    else (self.registry.failures.get(name, "not loaded"))
-                )
+                reason = "unloaded through the repository API" if name in self.unloaded else "not loaded"
                 entries += [{"name": v2, "version": version, "state": UNAVAILABLE, "reason": reason} for v2 in names]
         return entries
 
@@ -436,8 +507,6 @@ class ModelRepository:
         except BundleError as exc:
             version = _version_on_disk(path)
             record.refused = Refusal(version, str(exc))
-            if name in self.registry.failures:
-                self.registry.failures[name] = str(exc)
             self.metrics.model_changes.labels(name, "refused").inc()
             serving = self.registry.models.get(name)
             log.error(

@@ -485,6 +485,7 @@ RESUME_MAY_DIFFER = (
     "scorer_epochs",
     "scorer_from",
     "stroke_images",
+    "train_reference",
 )
 
 

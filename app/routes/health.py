@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.dependencies import RegistryDep
+from app.dependencies import RegistryDep, RepositoryDep
 from app.policy import PUBLIC
 from app.routing import policy_route
 from app.schemas import Liveness, Readiness
@@ -24,13 +24,14 @@ async def live() -> Liveness:
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "not ready: loading, or a model failed (see `failed`)"}},
 )
-async def ready(registry: RegistryDep) -> JSONResponse:
+async def ready(registry: RegistryDep, repository: RepositoryDep) -> JSONResponse:
+    reason = repository.not_ready_reason()
     body = Readiness(
-        status="ready" if registry.ready else "not ready",
+        status="ready" if reason is None else "not ready",
         models=sorted(registry.models),
-        failed=registry.failures,
-        unloaded=sorted(registry.unloaded),
-        reason=registry.not_ready_reason(),
+        failed=repository.failed(),
+        unloaded=sorted(repository.unloaded),
+        reason=reason,
     )
-    headers = None if registry.ready else {"Retry-After": "5"}
-    return JSONResponse(body.model_dump(), status_code=200 if registry.ready else 503, headers=headers)
+    headers = None if reason is None else {"Retry-After": "5"}
+    return JSONResponse(body.model_dump(), status_code=200 if reason is None else 503, headers=headers)

@@ -14,7 +14,6 @@ from app.dependencies import (
     ImageRequest,
     ImageRequestDep,
     ModelName,
-    RegistryDep,
     Reinvert,
     SettingsDep,
     media_type,
@@ -178,7 +177,6 @@ async def encode(request: Request, image: ImageRequestDep) -> JSONResponse:
 )
 async def reconstruct(
     request: Request,
-    registry: RegistryDep,
     settings: SettingsDep,
     query: ImageQueryDep,
     model: ModelName = None,
@@ -186,13 +184,13 @@ async def reconstruct(
 ) -> Response:
     if media_type(request) == "application/json":
         payload = parse_latents(await request.body())
-        loaded = resolve_model(request, registry, model or payload.model)
+        loaded = resolve_model(request, model or payload.model)
         latents = check_latents(payload, loaded, settings.max_batch_images)
         context = request_context(request)
         context.images = len(latents)
         return await _image_response(request, loaded, await loaded.infer("decoder", latents, context.until()), reinvert)
     image = ImageRequest(
-        resolve_model(request, registry, model),
+        resolve_model(request, model),
         settings,
         decode_options(settings, resize=query.resize, invert=query.invert),
     )

@@ -5,11 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.dependencies import RegistryDep, SettingsDep, resolve_model
+from app.dependencies import RegistryDep, RepositoryDep, SettingsDep, resolve_model
 from app.errors import ModelNotFound
 from app.metrics import Metrics
 from app.policy import KEYED, METRICS
-from app.repository import ModelRepository
 from app.routing import policy_route
 from app.schemas import (
     ErrorResponse,
@@ -29,12 +28,11 @@ metrics_router = APIRouter(tags=["health"], route_class=policy_route(METRICS))
     "/models",
     summary="Bundles in service with their manifest summary and execution provider; versions refused; every worker's",
 )
-async def list_models(request: Request, registry: RegistryDep, settings: SettingsDep) -> ModelsResponse:
-    repository: ModelRepository = request.app.state.repository
+async def list_models(registry: RegistryDep, repository: RepositoryDep, settings: SettingsDep) -> ModelsResponse:
     return ModelsResponse(
         default_model=settings.default_model,
         models=[ModelInfo.model_validate(model.summary()) for model in registry],
-        failed=registry.failures,
+        failed=repository.failed(),
         refused={name: RefusedVersion(**refusal.summary()) for name, refusal in repository.refused.items()},
         workers=[WorkerModels.model_validate(worker) for worker in repository.workers()],
     )
@@ -45,8 +43,8 @@ async def list_models(request: Request, registry: RegistryDep, settings: Setting
     summary="Clean test images shipped with a bundle, to try the model on",
     responses={404: {"model": ErrorResponse, "description": "no such model, or it ships no samples"}},
 )
-async def samples(name: str, request: Request, registry: RegistryDep) -> SamplesResponse:
-    model = resolve_model(request, registry, name)
+async def samples(name: str, request: Request) -> SamplesResponse:
+    model = resolve_model(request, name)
     if model.samples_problem is not None:
         raise ModelNotFound(f"model {model.manifest.name!r} {model.samples_problem}")
     return SamplesResponse(

@@ -49,7 +49,7 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        return self.registry.ready
+        return self.repository.ready
 
     def metadata(self) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
@@ -58,7 +58,7 @@ class DataPlane:
 
     def model(self, name: str, version: str | None, context: RequestContext) -> V2Model:
         """The model in service (404 naming the models there are); the request is labelled with its bundle."""
-        model = self.catalog.find(name, version or None, frozenset(self.registry.unloaded))
+        model = self.catalog.find(name, version or None, self.repository.unloaded)
         context.model, context.version = model.bundle.manifest.name, model.version
         return model
 
@@ -86,9 +86,9 @@ class DataPlane:
 
     async def load(self, name: str, parameters: dict[str, Any], context: RequestContext) -> None:
         check_load_parameters(parameters)
-        context.model, _ = self.repository.bundle(name)
+        context.model, _ = await self.repository.bundle(name)
         await self.repository.load(name)
 
     async def unload(self, name: str, context: RequestContext) -> None:
-        context.model, _ = self.repository.bundle(name)
+        context.model, _ = await self.repository.bundle(name)
         await self.repository.unload(name)
