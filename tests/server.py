@@ -18,6 +18,8 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
+#: The committed bundles, by name.
+BUNDLES = sorted(path.parent.name for path in MODELS.glob("*/manifest.json"))
 MODEL = "mnist"
 
 

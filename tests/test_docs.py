@@ -22,7 +22,7 @@ import pytest
 from tests.datasets import need_data
 from tests.docs import blocks, first_screen, read
 from tests.images import decode_png
-from tests.server import REPO, free_port, running_server, stop_tree, wait_ready
+from tests.server import BUNDLES, REPO, free_port, running_server, stop_tree, wait_ready
 
 
 def run_block(block: str, url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -46,7 +46,7 @@ def test_first_screen_and_api_examples_run_as_written(tmp_path: Path) -> None:
     batch, end = decoder.raw_decode(outputs)  # curl prints the two answers back to back
     models, _ = decoder.raw_decode(outputs, end)
     assert batch["count"] == 2
-    assert {model["name"] for model in models["models"]} == {"mnist", "fashion-mnist"}
+    assert sorted(model["name"] for model in models["models"]) == BUNDLES
     boot = decode_png((tmp_path / "boot.png").read_bytes())
     assert boot.shape == (28, 28)
     assert np.median(boot) > 200  # reinverted: a light background again, like the scan
@@ -156,9 +156,7 @@ def test_triton_repository_command_as_written(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     repository = tmp_path / "triton-models"
     folders = sorted(p.name for p in repository.iterdir())
-    assert folders == sorted(
-        f"{b}-{g}" for b in ("mnist", "fashion-mnist") for g in ("autoencoder", "encoder", "decoder", "scorer")
-    )
+    assert folders == sorted(f"{b}-{g}" for b in BUNDLES for g in ("autoencoder", "encoder", "decoder", "scorer"))
     for name in folders:
         config = text_format.Parse((repository / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
         assert config.name == name
@@ -172,13 +170,23 @@ def test_triton_repository_command_as_written(tmp_path: Path) -> None:
     assert [(t.name, list(t.dims)) for t in encoder.output] == [("latent", [7, 7, 8])]
 
 
-@pytest.mark.parametrize("bundle", ["mnist", "fashion-mnist"])
+@pytest.mark.parametrize("bundle", BUNDLES)
 def test_model_cards_are_rendered_from_the_manifests(bundle: str) -> None:
     """Each model card is what its manifest renders: the tables and figures are the manifest's, not typed."""
     from training.model_card import render
 
     manifest = json.loads((REPO / "models" / bundle / "manifest.json").read_text())
     assert read(f"models/{bundle}/README.md") == render(manifest)
+
+
+def test_models_page_tables_are_rendered_from_the_manifests() -> None:
+    """docs/models.md's battery tables are what the committed manifests render, a column per bundle."""
+    from training.model_choice import manifests, render
+
+    page = read("docs/models.md")
+    assert page == render(page, manifests(REPO / "models"))
+    for bundle in BUNDLES:
+        assert f"`{bundle}` " in page
 
 
 def test_settings_reference_is_the_code() -> None:

@@ -129,6 +129,44 @@ def test_an_intended_unload_is_not_unreadiness(service: TestClient) -> None:
     assert service.get("/health/ready").json()["unloaded"] == []
 
 
+def test_a_bundle_broken_at_start_is_one_record_until_it_loads_or_is_unloaded(
+    folder: Path, make_client: Callable[..., TestClient]
+) -> None:
+    broken = _version(folder / "store", "3.0.0")
+    graph = broken / "decoder.onnx"
+    graph.write_bytes(graph.read_bytes()[:-1] + b"\x00")
+    _point(folder / "models", "other", _version(folder / "store", "1.1.0"))
+    (folder / "models" / "other" / "manifest.json").write_text(
+        (folder / "models" / "other" / "manifest.json").read_text().replace(f'"name": "{MODEL}"', '"name": "other"')
+    )
+    _point(folder / "models", MODEL, broken)
+    service = make_client(
+        model_dir=folder / "models", models="", model_poll_s=0, admin_api_keys=ADMIN, default_model="other"
+    )
+    ready = service.get("/health/ready")
+    assert ready.status_code == 503
+    assert list(ready.json()["failed"]) == [MODEL]
+    assert ready.json()["reason"].startswith(f"{MODEL}: ")
+    listed = service.get("/models").json()
+    assert listed["failed"] == ready.json()["failed"]  # one record, one answer whichever route asks
+    assert listed["refused"][MODEL]["version"] == "3.0.0"
+    index = {entry["name"]: entry for entry in service.post("/v2/repository/index").json()}
+    assert index[MODEL]["state"] == "UNAVAILABLE"
+    assert "refused" in index[MODEL]["reason"]
+    missing = service.post(f"/denoise?model={MODEL}", content=png(digit(1)), headers=PNG)
+    assert missing.status_code == 404
+    # taken out on purpose: no longer counted against readiness (as an unload of a served bundle)
+    assert service.post(f"/v2/repository/models/{MODEL}/unload", headers=AUTH).status_code == 200
+    assert service.get("/health/ready").status_code == 200
+    # mended and loaded: served, and nothing is left of the failure
+    _point(folder / "models", MODEL, _version(folder / "store", "3.0.1"))
+    assert service.post(f"/v2/repository/models/{MODEL}/load", headers=AUTH).status_code == 200
+    ready = service.get("/health/ready").json()
+    assert (ready["failed"], ready["unloaded"], ready["reason"]) == ({}, [], None)
+    assert service.get("/models").json()["refused"] == {}
+    assert _serving(service)[MODEL] == "3.0.1"
+
+
 def test_readiness_says_why_whenever_it_is_503(tmp_path: Path, make_client: Callable[..., TestClient]) -> None:
     client = make_client(model_dir=tmp_path / "absent", models="")
     ready = client.get("/health/ready")
