@@ -156,7 +156,9 @@ def test_triton_repository_command_as_written(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     repository = tmp_path / "triton-models"
     folders = sorted(p.name for p in repository.iterdir())
-    assert folders == sorted(f"{b}-{g}" for b in BUNDLES for g in ("autoencoder", "encoder", "decoder", "scorer"))
+    named = [Path(arg).name for arg in argv if arg.startswith("models/")]
+    assert named
+    assert folders == sorted(f"{b}-{g}" for b in named for g in ("autoencoder", "encoder", "decoder", "scorer"))
     for name in folders:
         config = text_format.Parse((repository / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
         assert config.name == name
