@@ -198,3 +198,32 @@ def test_a_named_exception_lets_a_worse_candidate_through_and_the_card_says_why(
     assert set(exceptions) < set(battery.labels())
     assert set(exceptions.values()) == {"dimmed on purpose in a test"}
     assert f"Accepted fall on `{next(iter(exceptions))}`" in (releases / "mnist" / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_bundle_serving_beside_another_is_released_where_that_one_holds_its_rows(
+    releases: Path, tmp_path: Path
+) -> None:
+    candidate = _worse_copy(tmp_path / "candidate", "1.0.0")
+    manifest = json.loads((candidate / "manifest.json").read_text())
+    manifest["name"] = "mnist-dim"
+    (candidate / "manifest.json").write_text(json.dumps(manifest))
+    shipped = releases / "mnist"
+    refused = _gate(str(candidate), "--models-dir", str(releases), "--against", str(shipped), "--release")
+    assert refused.returncode == 1, refused.stdout[-3000:]
+    clash = _gate(str(shipped), "--models-dir", str(releases), "--against", str(candidate), "--beside", str(shipped))
+    assert clash.returncode == 2
+    assert "the candidate itself" in clash.stderr
+    result = _gate(
+        str(candidate), "--models-dir", str(releases), "--against", str(shipped), "--beside", str(shipped), "--release"
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    version = json.loads((shipped / "manifest.json").read_text())["version"]
+    assert f"held by mnist {version}" in result.stdout
+    gate = json.loads((releases / "mnist-dim" / "manifest.json").read_text())["evaluation"]["release_gate"]
+    assert gate["beside"] == [f"mnist {version}"]
+    assert gate["held"]
+    assert set(gate["held"].values()) == {f"mnist {version}"}
+    assert gate["exceptions"] == {}
+    card = (releases / "mnist-dim" / "README.md").read_text()
+    assert f"`mnist {version}`, served beside this bundle, holds it" in card
