@@ -102,10 +102,12 @@ class ModelsResponse(BaseModel):
     default_model: str
     models: list[ModelInfo]
     failed: dict[str, str] = Field(
-        description="bundles that did not load at start (and have not since), with the reason"
+        description="why the service is not ready, by bundle: found at start and not in service (and not unloaded "
+        "on purpose), or the default model missing"
     )
     refused: dict[str, RefusedVersion] = Field(
-        description="new versions this worker refused, with the reason; the version in service, if any, serves on"
+        description="versions this worker refused, at start or since, with the reason; the version in service, "
+        "if any, serves on"
     )
     workers: list[WorkerModels] = Field(description="what every worker of the service serves and refused")
 
@@ -117,7 +119,9 @@ class Liveness(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     models: list[str] = Field(description="bundles in service")
-    failed: dict[str, str] = Field(description="bundles that did not load, with why")
+    failed: dict[str, str] = Field(
+        description="why the service is not ready, by bundle (`*`: the model folder as a whole), with why"
+    )
     unloaded: list[str] = Field(
         default_factory=list,
         description="bundles taken out of service on purpose (they do not count against readiness)",
