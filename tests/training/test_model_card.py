@@ -85,3 +85,18 @@ def test_card_names_the_release_a_run_continued_from_and_its_artefacts_share() -
     card = render(manifest)
     assert "- Continued from a run of the release mnist 2.3.0 (12 epochs (Adam at 0.0003 on a cosine, mse loss" in card
     assert "3% JPEGs at quality 10–60, 22% scan artefacts (one or two of blurs, rescans, lines, dust" in card
+
+
+def test_card_of_a_bundle_trained_without_the_reference_network_says_so() -> None:
+    manifest = _manifest()
+    evaluation = manifest["evaluation"]
+    for methods in evaluation["denoising"].values():
+        methods.pop("reference", None)
+    evaluation["bce_gaussian_0.5"].pop("reference", None)
+    manifest["training"]["result"].pop("reference", None)
+    card = render(manifest)
+    assert "The reference network was not trained for this bundle (`--no-reference`)" in card
+    assert "above the reference network" not in card
+    assert "- Gaussian σ = 0.5: " in card
+    assert "- Binary cross-entropy at σ = 0.5: autoencoder " in card
+    assert "reference 0." not in card
