@@ -107,6 +107,14 @@ def clip(text: str, limit: int = CLIP_CHARS) -> str:
     return shown.encode("unicode_escape").decode("ascii") if not shown.isprintable() else shown
 
 
+def unloaded_message(name: str, bundle: str) -> str:
+    """What a request for a model whose bundle was unloaded on purpose is told, whichever door it came by."""
+    return (
+        f"model {name!r} was unloaded through the repository API; an admin loads it again with "
+        f"POST /v2/repository/models/{bundle}/load"
+    )
+
+
 #: The longest error message sent (gRPC carries it in a trailer, whose default limit is 8 KiB).
 MAX_MESSAGE_CHARS = 1000
 

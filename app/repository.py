@@ -43,7 +43,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from app.context import WorkInProgress
-from app.errors import ApiError, ModelNotFound, NotReady, clip
+from app.errors import ApiError, ModelNotFound, NotReady, clip, unloaded_message
 from app.metrics import Metrics
 from app.runtime.bundles import bundle_signature, discover
 from app.runtime.model import SERVED, LoadedModel, Signature, bundle_of
@@ -296,10 +296,7 @@ class ModelRepository:
         if not self.registry.models and not self.unloaded:
             raise NotReady(f"no model is loaded: {self.not_ready_reason()}", headers={"Retry-After": "5"})
         if key in self.unloaded:
-            raise ModelNotFound(
-                f"model {key!r} was unloaded through the repository API; an admin loads it again with "
-                f"POST /v2/repository/models/{key}/load"
-            )
+            raise ModelNotFound(unloaded_message(key, key))
         loaded = ", ".join(sorted(self.registry.models)) or "none"
         raise ModelNotFound(f"no model named {clip(key)!r}; loaded models: {loaded} (GET /models lists them)")
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from app.errors import clip
+from app.errors import clip, unloaded_message
 from app.runtime.model import SCORED, LoadedModel, bundle_of
 from app.runtime.registry import Registry
 from app.v2.tensors import V2Error
@@ -154,11 +154,7 @@ class Catalog:
             return model
         bundle = bundle_of(name)
         if bundle in unloaded:
-            raise V2Error(
-                f"model {name!r} was unloaded through the repository API; an admin loads it again with "
-                f"POST /v2/repository/models/{bundle}/load",
-                404,
-            )
+            raise V2Error(unloaded_message(name, bundle), 404)
         known = ", ".join(sorted(self.models)) or "none"
         what = f"model {clip(name)!r}" + (f" version {clip(version)!r}" if version else "")
         raise V2Error(f"unknown {what}; models: {known}", 404)

@@ -58,7 +58,10 @@ class DataPlane:
 
     def model(self, name: str, version: str | None, context: RequestContext) -> V2Model:
         """The model in service (404 naming the models there are); the request is labelled with its bundle."""
-        model = self.catalog.find(name, version or None, self.repository.unloaded)
+        # the unloaded bundles are looked up only when the name misses (the request's error path)
+        model = self.catalog.get(name, version or None) or self.catalog.find(
+            name, version or None, self.repository.unloaded
+        )
         context.model, context.version = model.bundle.manifest.name, model.version
         return model
 
