@@ -158,7 +158,6 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         # native telemetry stays off, so that no request is instrumented twice or asks whether to be.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    install_api_docs(app)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.registry = registry
@@ -166,9 +165,11 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     app.state.repository = repository
     install_handlers(app)
 
-    routers = (inference.router, health.router, models.router, models.metrics_router, *v2_rest.routers)
+    # A request is matched against the routes in this order: inference first, the documentation last.
+    routers = (inference.router, *v2_rest.routers, health.router, models.router, models.metrics_router)
     for router in routers:
         app.include_router(router)
+    install_api_docs(app)
     if settings.demo:
         install_demo(app)
     limits = Limits(settings.max_body_bytes, settings.body_timeout_s)

@@ -1,9 +1,11 @@
-"""Server CPU per request, our service against the lean script: ``python -m bench.cpu [--rounds 3]``.
+"""Server CPU per request, our service against the lean script: ``python -m bench.cpu [--rounds 3] [--before REV]``.
 
 Both serve single-image ``/denoise`` to wrk at 32 connections, in alternating rounds on the same
 machine (the load generator shares the cores, so requests/s alone would mislead); each round
 measures the service's CPU time from /proc over every process of it. Prints each round and the
 means: CPU per request, requests/s, p99, and the ratio of the lean script's CPU per request to ours.
+``--before REV`` adds the service at another commit (a git worktree of it) to the same rounds: a change's
+before and after, measured together.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ import numpy as np
 
 from bench.load import SAMPLE, wrk
 from bench.profile import cpu_seconds, session_pids
-from bench.services import FLOAT32_GRAPH, peer_process, wait_for_workers
+from bench.services import FLOAT32_GRAPH, checkout, peer_process, wait_for_workers
 from tests.server import REPO, free_port, running_server
 
 CONNECTIONS = 32
@@ -67,27 +70,37 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per service per round")
+    parser.add_argument("--before", metavar="REV", help="also measure the service at this commit")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
-    services: dict[str, Any] = {"ours": ours, "lean script": lean}
-    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in services}
-    for number in range(args.rounds):
-        for name, start in services.items():
-            service: AbstractContextManager[tuple[str, list[int]]] = start(work)
-            with service as (url, pids):
-                rounds[name].append(measure(url, pids, args.seconds))
-            print(f"round {number + 1} {name:12} {json.dumps({k: round(v, 3) for k, v in rounds[name][-1].items()})}")
+    services: dict[str, Callable[[Path], AbstractContextManager[tuple[str, list[int]]]]] = {
+        "ours": ours,
+        "lean script": lean,
+    }
+    with ExitStack() as stack:
+        if args.before:
+            tree = stack.enter_context(checkout(args.before, work))
+            services[f"ours at {args.before}"] = partial(ours, name="before", source=tree)
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in services}
+        for number in range(args.rounds):
+            for name, start in services.items():
+                with start(work) as (url, pids):
+                    rounds[name].append(measure(url, pids, args.seconds))
+                shown = json.dumps({k: round(v, 3) for k, v in rounds[name][-1].items()})
+                print(f"round {number + 1} {name:12} {shown}")
     means = {name: {key: float(np.mean([r[key] for r in runs])) for key in runs[0]} for name, runs in rounds.items()}
     for name, mean in means.items():
         print(
             f"{name:12} CPU {mean['cpu_ms_per_request']:.3f} ms/request  {mean['requests_per_s']:.0f} requests/s"
             f"  p99 {mean['p99_ms']:.2f} ms  errors {mean['errors']:.0f}"
         )
-    ratio = means["lean script"]["cpu_ms_per_request"] / means["ours"]["cpu_ms_per_request"]
-    print(f"lean script's CPU per request / ours: {ratio:.2f}x")
+    for name in means:
+        if name != "lean script":
+            ratio = means["lean script"]["cpu_ms_per_request"] / means[name]["cpu_ms_per_request"]
+            print(f"lean script's CPU per request / {name}'s: {ratio:.2f}x")
     return 0
 
 

@@ -59,6 +59,17 @@ def peer_process(
         output.close()
 
 
+@contextmanager
+def checkout(revision: str, work: Path) -> Iterator[Path]:
+    """A git worktree of ``revision``, removed after."""
+    tree = work / f"at-{revision}"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=REPO, check=True)
+    try:
+        yield tree
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False)
+
+
 def stop_group(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process group and wait until every process in it is gone (a peer's children, such as
     tritonserver or LitServe's workers, can outlive their parent by seconds and would load the next run)."""

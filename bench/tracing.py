@@ -16,29 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
 from bench.cpu import measure, ours
+from bench.services import checkout
 from tests.otlp import otlp_collector
 from tests.server import REPO
-
-
-@contextmanager
-def checkout(revision: str, work: Path) -> Iterator[Path]:
-    """A git worktree of ``revision``, removed after."""
-    tree = work / f"at-{revision}"
-    subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=REPO, check=True)
-    try:
-        yield tree
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False)
 
 
 def main() -> int:

@@ -9,6 +9,12 @@
   are quantised per tensor, so channels whose peak is far below the tensor's peak get few of its 256
   levels; scaling each channel by ``(tensor peak / channel peak) ** strength`` narrows that gap while the
   next layer's per-channel weight scales absorb the rest (``strength`` 1 equalises the peaks outright).
+- :func:`subpixel_transposed_convolutions`: a transposed convolution of stride ``s`` is ``s * s``
+  ordinary convolutions, one per output phase, each reading a small window of the input; stacked as the
+  output channels of one ``Conv`` and interleaved by ``DepthToSpace`` they give the same output. ONNX
+  Runtime's CPU provider has an int8 kernel for ``Conv`` and none for ``ConvTranspose``, whose float32
+  kernel (a GEMM and a col2im) costs the int8 graph about a third of its time.
+- :func:`eight_bit_interleaves` (after quantisation): ``DepthToSpace`` on the 8-bit values.
 - :func:`bottleneck_nodes`: the nodes that read or write the bottleneck and its input, which an int8
   graph keeps float32: the latent is the narrowest tensor of the network, every error in it reaches
   every output pixel.
@@ -136,6 +142,178 @@ def equalize_activations(
         }
         for name, array in updates.items():
             constants[name].CopyFrom(numpy_helper.from_array(array.astype(np.float32), name))
+    return model
+
+
+def _attribute(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
+    found = next((attr for attr in node.attribute if attr.name == name), None)
+    return list(found.ints) if found is not None else default
+
+
+def _subpixel_weight(weight: np.ndarray, stride: int, taps: int) -> np.ndarray:
+    """The ``Conv`` weight (phases * out, in, taps, taps) computing each output phase of a transposed
+    convolution with ``weight`` (in, out, k, k) and ``stride``; phase ``(ry, rx)`` is output channel block
+    ``ry * stride + rx`` (``DepthToSpace``'s DCR order). Tap ``p`` of the window reads input ``q + p -
+    taps + 1`` and so meets kernel row ``r + stride * (taps - 1 - p)`` of phase ``r``."""
+    inputs, outputs, size, _ = weight.shape
+    conv = np.zeros((stride, stride, outputs, inputs, taps, taps), np.float32)
+    for ry in range(stride):
+        for rx in range(stride):
+            for py in range(taps):
+                for px in range(taps):
+                    ky, kx = ry + stride * (taps - 1 - py), rx + stride * (taps - 1 - px)
+                    if ky < size and kx < size:
+                        conv[ry, rx, :, :, py, px] = weight[:, :, ky, kx].T
+    return conv.reshape(stride * stride * outputs, inputs, taps, taps)
+
+
+def _plain_transposed(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto], shape: list[int]) -> bool:
+    """A 2-D ``ConvTranspose`` with constant weights, equal strides, a square kernel, no groups,
+    dilations, ``auto_pad`` or ``output_shape``, and an input of known size."""
+    strides = _attribute(node, "strides", [1, 1])
+    kernel = _attribute(node, "kernel_shape", [])
+    names = {attr.name: attr for attr in node.attribute}
+    return (
+        node.op_type == "ConvTranspose"
+        and all(name in constants for name in node.input[1:])
+        and len(strides) == 2
+        and strides[0] == strides[1]
+        and kernel == [kernel[0]] * 2
+        and _group(node) == 1
+        and _attribute(node, "dilations", [1, 1]) == [1, 1]
+        and names.get("auto_pad", helper.make_attribute("auto_pad", b"NOTSET")).s == b"NOTSET"
+        and "output_shape" not in names
+        and len(shape) == 4
+        and all(shape[2:])
+    )
+
+
+def _subpixel_nodes(
+    node: onnx.NodeProto,
+    graph: onnx.GraphProto,
+    constants: dict[str, onnx.TensorProto],
+    size_in: tuple[int, int],
+    relu: onnx.NodeProto | None,
+) -> list[onnx.NodeProto]:
+    """The nodes replacing the transposed convolution ``node`` (and the ``relu`` reading it, which then runs
+    before the interleave, where it is fused into the convolution); their constants go into ``graph``."""
+    stride, size = _attribute(node, "strides", [1, 1])[0], _attribute(node, "kernel_shape", [])[0]
+    top, left, bottom, right = _attribute(node, "pads", [0, 0, 0, 0])
+    extra = _attribute(node, "output_padding", [0, 0])
+    out = (
+        stride * (size_in[0] - 1) + size - top - bottom + extra[0],
+        stride * (size_in[1] - 1) + size - left - right + extra[1],
+    )
+    taps = -(-size // stride)
+    # How far the convolution's output runs past the input, so that the interleave covers the pads' crop.
+    ends = [
+        max(0, -(-(start + length) // stride) - held)
+        for start, length, held in zip((top, left), out, size_in, strict=True)
+    ]
+    name = node.name or node.output[0]
+    weight = numpy_helper.to_array(constants[node.input[1]])
+    conv_inputs = [node.input[0], f"{name}/subpixel_weight"]
+    graph.initializer.append(numpy_helper.from_array(_subpixel_weight(weight, stride, taps), conv_inputs[1]))
+    if len(node.input) > 2:
+        conv_inputs.append(f"{name}/subpixel_bias")
+        bias = np.tile(numpy_helper.to_array(constants[node.input[2]]), stride * stride)
+        graph.initializer.append(numpy_helper.from_array(bias, conv_inputs[2]))
+    result = relu.output[0] if relu else node.output[0]
+    crop = (top, left) != (0, 0) or tuple(stride * (n + e) for n, e in zip(size_in, ends, strict=True)) != out
+    phases = f"{name}/subpixel_phases"
+    nodes = [
+        helper.make_node(
+            "Conv",
+            conv_inputs,
+            [phases],
+            name=f"{name}/subpixel",
+            kernel_shape=[taps, taps],
+            pads=[taps - 1, taps - 1, *ends],
+        )
+    ]
+    if relu:
+        nodes.append(helper.make_node("Relu", [phases], [f"{phases}/relu"], name=relu.name))
+        phases = f"{phases}/relu"
+    spread = f"{name}/subpixel_spread" if crop else result
+    nodes.append(
+        helper.make_node("DepthToSpace", [phases], [spread], name=f"{name}/subpixel_interleave", blocksize=stride)
+    )
+    if crop:
+        bounds = {"starts": [top, left], "ends": [top + out[0], left + out[1]], "axes": [2, 3]}
+        for key, values in bounds.items():
+            graph.initializer.append(numpy_helper.from_array(np.array(values, np.int64), f"{name}/crop_{key}"))
+        crop_inputs = [spread, *(f"{name}/crop_{key}" for key in bounds)]
+        nodes.append(helper.make_node("Slice", crop_inputs, [result], name=f"{name}/subpixel_crop"))
+    return nodes
+
+
+def subpixel_transposed_convolutions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` with every plain transposed convolution (:func:`_plain_transposed`) replaced by
+    ``Conv`` (-> ``Relu`` where one read it) -> ``DepthToSpace`` (-> ``Slice`` where the transposed
+    convolution's pads crop its full output)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    inferred = shape_inference.infer_shapes(model)
+    shapes = {
+        info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
+        for info in [*inferred.graph.value_info, *inferred.graph.input]
+    }
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    readers = _consumers(graph)
+    nodes: list[onnx.NodeProto] = []
+    absorbed: set[int] = set()
+    for node in graph.node:
+        shape = shapes.get(node.input[0], []) if node.input else []
+        if id(node) in absorbed:
+            continue
+        if not _plain_transposed(node, constants, shape):
+            nodes.append(node)
+            continue
+        relu = _only_reader(readers, node.output[0], ("Relu",))
+        if relu is not None:
+            absorbed.add(id(relu))
+        nodes += _subpixel_nodes(node, graph, constants, (shape[2], shape[3]), relu)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    read = {name for node in graph.node for name in node.input}
+    unread = [tensor for tensor in graph.initializer if tensor.name not in read]
+    for tensor in unread:
+        graph.initializer.remove(tensor)
+    return model
+
+
+def _same_quantisation(constants: dict[str, np.ndarray], dequantize: onnx.NodeProto, quantize: onnx.NodeProto) -> bool:
+    """Whether both nodes have a constant scale and zero point, and the same ones (values and types)."""
+    if len(dequantize.input) != 3 or len(quantize.input) != 3:
+        return False
+    names = zip(dequantize.input[1:], quantize.input[1:], strict=True)
+    pairs = [(constants.get(a), constants.get(b)) for a, b in names]
+    return all(a is not None and b is not None and a.dtype == b.dtype and np.array_equal(a, b) for a, b in pairs)
+
+
+def eight_bit_interleaves(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of a quantised ``model`` where each ``DequantizeLinear -> DepthToSpace -> QuantizeLinear``
+    with the same scale and zero point on both sides moves the 8-bit values themselves (the same result:
+    ``DepthToSpace`` only moves values). ONNX Runtime's quantiser leaves ``DepthToSpace`` in float32, and
+    its CPU kernel takes twice as long on float32 as on 8-bit values."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    readers = _consumers(graph)
+    producer = {name: node for node in graph.node for name in node.output}
+    constants = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
+    dropped: list[onnx.NodeProto] = []
+    for node in graph.node:
+        dequantize = producer.get(node.input[0]) if node.op_type == "DepthToSpace" else None
+        quantize = _only_reader(readers, node.output[0], ("QuantizeLinear",))
+        if dequantize is None or dequantize.op_type != "DequantizeLinear" or quantize is None:
+            continue
+        if len(readers.get(dequantize.output[0], [])) != 1 or not _same_quantisation(constants, dequantize, quantize):
+            continue
+        node.input[0] = dequantize.input[0]
+        node.output[0] = quantize.output[0]
+        dropped += [dequantize, quantize]
+    for node in dropped:
+        graph.node.remove(node)
     return model
 
 

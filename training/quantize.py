@@ -1,7 +1,8 @@
 """A static int8 (QDQ) copy of a bundle's autoencoder, shipped only if it keeps the PSNR.
 
 The float32 autoencoder is first rewritten without changing its output (:mod:`training.int8_prep`: batch
-normalisation folded into the transposed convolutions, activation ranges equalised across channels), then
+normalisation folded into the transposed convolutions, activation ranges equalised across channels, each
+transposed convolution turned into a convolution and an interleave, which have int8 kernels), then
 quantised with ONNX Runtime's tools (weights int8 per channel, activations uint8 over their full range on
 blind-noise training images). Kept float32: the first convolution, which reads the pixels; the
 convolutions around the bottleneck (the latent and its input); the last convolution and the sigmoid,
@@ -26,7 +27,14 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from denoise_bundle import INT8_AUTOENCODER_FILE, GraphSpec, Int8Spec, Manifest, file_sha256
 from training.battery import evaluation_pairs
 from training.evaluate import mean_psnr
-from training.int8_prep import CONVOLUTIONS, bottleneck_nodes, equalize_activations, fold_transposed_batchnorm
+from training.int8_prep import (
+    CONVOLUTIONS,
+    bottleneck_nodes,
+    eight_bit_interleaves,
+    equalize_activations,
+    fold_transposed_batchnorm,
+    subpixel_transposed_convolutions,
+)
 from training.noise import BlindNoise
 
 log = logging.getLogger("training.quantize")
@@ -37,8 +45,9 @@ CALIBRATION_IMAGES = 1024
 CALIBRATION_BATCH = 64
 EQUALIZE_STRENGTH = 0.5
 METHOD = (
-    "static QDQ (onnxruntime.quantization) after folding batch normalisation into the transposed convolutions "
-    f"and equalising activation ranges (strength {EQUALIZE_STRENGTH}): int8 weights per channel, uint8 "
+    "static QDQ (onnxruntime.quantization) after folding batch normalisation into the transposed convolutions, "
+    f"equalising activation ranges (strength {EQUALIZE_STRENGTH}) and rewriting each transposed convolution as a "
+    "convolution and a DepthToSpace (run on the 8-bit values): int8 weights per channel, uint8 "
     f"activations over their min-max range on {CALIBRATION_IMAGES} blind-noise training images; float32: the "
     "first convolution, the convolutions around the latent, the last convolution and the sigmoid"
 )
@@ -63,8 +72,8 @@ def float32_nodes(model: onnx.ModelProto) -> list[str]:
 
 def quantize(source: Path, target: Path, input_name: str, calibration: np.ndarray) -> None:
     """Write the int8 QDQ version of ``source`` to ``target``, calibrated on ``calibration`` (n, 28, 28, 1)."""
-    rewritten = equalize_activations(
-        fold_transposed_batchnorm(onnx.load(source)), input_name, calibration, EQUALIZE_STRENGTH
+    rewritten = subpixel_transposed_convolutions(
+        equalize_activations(fold_transposed_batchnorm(onnx.load(source)), input_name, calibration, EQUALIZE_STRENGTH)
     )
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
@@ -81,6 +90,7 @@ def quantize(source: Path, target: Path, input_name: str, calibration: np.ndarra
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=float32_nodes(onnx.load(prepared)),
         )
+    onnx.save(eight_bit_interleaves(onnx.load(target)), target)
 
 
 def onnx_denoiser(path: Path) -> Callable[[np.ndarray], np.ndarray]:

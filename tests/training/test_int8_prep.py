@@ -1,4 +1,4 @@
-"""The rewrites before int8 quantisation leave the committed autoencoder's output as it was."""
+"""The rewrites around int8 quantisation leave the committed autoencoder's output as it was."""
 
 from __future__ import annotations
 
@@ -8,9 +8,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 
-from training.int8_prep import CONVOLUTIONS, bottleneck_nodes, equalize_activations, fold_transposed_batchnorm
+from training.int8_prep import (
+    CONVOLUTIONS,
+    bottleneck_nodes,
+    eight_bit_interleaves,
+    equalize_activations,
+    fold_transposed_batchnorm,
+    subpixel_transposed_convolutions,
+)
 from training.quantize import float32_nodes
 
 GRAPH = Path(__file__).resolve().parents[2] / "models" / "mnist" / "autoencoder.onnx"
@@ -90,3 +97,124 @@ def test_the_int8_graph_keeps_the_pixels_the_bottleneck_and_the_logits_float32(m
     kept = float32_nodes(model)
     assert kept[0] == convolutions[0].name
     assert kept[-3:] == [convolutions[-1].name, "autoencoder_1/decoder_1/denoised_1/Sigmoid", model.graph.node[-1].name]
+
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _transposed(
+    size: int, stride: int, pads: list[int], extra: list[int], *, bias: bool = True, relu: bool = False, group: int = 1
+) -> onnx.ModelProto:
+    """One ``ConvTranspose`` (4 channels in, 3 out per group) on a 5x6 input, a ``Relu`` after it if asked."""
+    rng = np.random.default_rng(size * 10 + stride)
+    constants = [numpy_helper.from_array(rng.normal(size=(4, 3, size, size)).astype(np.float32), "w")]
+    inputs = ["x", "w"]
+    if bias:
+        constants.append(numpy_helper.from_array(rng.normal(size=3 * group).astype(np.float32), "b"))
+        inputs.append("b")
+    transposed = helper.make_node(
+        "ConvTranspose",
+        inputs,
+        ["t" if relu else "y"],
+        group=group,
+        strides=[stride, stride],
+        kernel_shape=[size, size],
+        pads=pads,
+        output_padding=extra,
+    )
+    nodes = [transposed]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["t"], ["y"]))
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4, 5, 6])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", "c", "h", "w"])
+    graph = helper.make_graph(nodes, "transposed", [x], [y], constants)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    ("size", "stride", "pads", "extra", "bias", "relu"),
+    [
+        (3, 2, [0, 0, 1, 1], [0, 0], True, True),  # Keras' "same", as in the committed graphs
+        (3, 2, [1, 1, 1, 1], [1, 1], True, False),
+        (4, 2, [1, 1, 1, 1], [0, 0], False, True),
+        (3, 3, [0, 1, 2, 0], [0, 0], True, False),
+        (2, 2, [0, 0, 0, 0], [0, 0], False, False),
+        (5, 2, [2, 2, 2, 2], [1, 1], True, True),
+        (1, 2, [0, 0, 0, 0], [1, 1], True, False),
+    ],
+)
+def test_a_transposed_convolution_becomes_a_convolution_and_an_interleave_with_the_same_output(
+    size: int, stride: int, pads: list[int], extra: list[int], bias: bool, relu: bool
+) -> None:
+    model = _transposed(size, stride, pads, extra, bias=bias, relu=relu)
+    rewritten = subpixel_transposed_convolutions(model)
+    onnx.checker.check_model(rewritten, full_check=True)
+    ops = [node.op_type for node in rewritten.graph.node]
+    assert "ConvTranspose" not in ops
+    assert ops[: 3 if relu else 2] == ["Conv", *(["Relu"] if relu else []), "DepthToSpace"]  # ReLU fuses into the Conv
+    assert {tensor.name for tensor in rewritten.graph.initializer}.isdisjoint({"w", "b"})  # nothing left unread
+    x = np.random.default_rng(5).normal(size=(2, 4, 5, 6)).astype(np.float32)
+    (expected,), (got,) = (_session(m).run(["y"], {"x": x}) for m in (model, rewritten))
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_a_transposed_convolution_it_cannot_rewrite_is_left_as_it_is() -> None:
+    grouped = _transposed(3, 2, [0, 0, 1, 1], [0, 0], group=2)
+    assert subpixel_transposed_convolutions(grouped) == grouped
+    unknown = _transposed(3, 2, [0, 0, 1, 1], [0, 0])
+    unknown.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "height"  # its size not known
+    assert subpixel_transposed_convolutions(unknown) == unknown
+
+
+def test_the_committed_autoencoder_rewritten_has_no_transposed_convolution_and_the_same_output(
+    model: onnx.ModelProto, images: np.ndarray
+) -> None:
+    rewritten = subpixel_transposed_convolutions(fold_transposed_batchnorm(model))
+    ops = [node.op_type for node in rewritten.graph.node]
+    assert "ConvTranspose" not in ops
+    assert ops.count("DepthToSpace") == 2
+    assert ops.count("Relu") == [node.op_type for node in model.graph.node].count("Relu")
+    np.testing.assert_allclose(_run(rewritten, images)[0], _run(model, images)[0], atol=1e-5)
+
+
+def _interleave(scales: tuple[float, float], zero_points: tuple[int, int]) -> onnx.ModelProto:
+    """uint8 -> DequantizeLinear -> DepthToSpace -> QuantizeLinear -> uint8, with these parameters."""
+    constants = [
+        numpy_helper.from_array(np.array(value, dtype), name)
+        for name, value, dtype in [
+            ("s_in", scales[0], np.float32),
+            ("z_in", zero_points[0], np.uint8),
+            ("s_out", scales[1], np.float32),
+            ("z_out", zero_points[1], np.uint8),
+        ]
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["q", "s_in", "z_in"], ["f"]),
+        helper.make_node("DepthToSpace", ["f"], ["g"], blocksize=2),
+        helper.make_node("QuantizeLinear", ["g", "s_out", "z_out"], ["y"]),
+    ]
+    q = helper.make_tensor_value_info("q", onnx.TensorProto.UINT8, [1, 8, 3, 3])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.UINT8, [1, 2, 6, 6])
+    return helper.make_model(
+        helper.make_graph(nodes, "interleave", [q], [y], constants), opset_imports=[helper.make_opsetid("", 17)]
+    )
+
+
+def test_an_interleave_between_the_same_quantisation_moves_the_8_bit_values() -> None:
+    model = _interleave((0.05, 0.05), (3, 3))
+    rewritten = eight_bit_interleaves(model)
+    assert [node.op_type for node in rewritten.graph.node] == ["DepthToSpace"]
+    onnx.checker.check_model(rewritten, full_check=True)
+    q = np.random.default_rng(6).integers(0, 256, (1, 8, 3, 3), dtype=np.uint8)
+    (expected,), (got,) = (_session(m).run(["y"], {"q": q}) for m in (model, rewritten))
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(("scales", "zero_points"), [((0.05, 0.06), (3, 3)), ((0.05, 0.05), (3, 4))])
+def test_an_interleave_between_different_quantisations_stays_in_float(
+    scales: tuple[float, float], zero_points: tuple[int, int]
+) -> None:
+    model = _interleave(scales, zero_points)
+    assert eight_bit_interleaves(model) == model
