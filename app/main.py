@@ -21,6 +21,7 @@ from app.config import Settings, get_settings
 from app.context import Services, WorkInProgress
 from app.errors import install_handlers
 from app.imaging import NORMALISATION
+from app.logs import skip_unshown_record_fields
 from app.metrics import WORK_SAMPLE_S, Metrics
 from app.middleware import Limits, RequestContextMiddleware
 from app.pages import install_demo
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     settings = settings or get_settings()
     tracer_provider = tracer_provider or tracing.provider_from_environment()
     logging.captureWarnings(True)  # library warnings become log lines, in every worker
+    skip_unshown_record_fields()
     metrics = Metrics()
     registry = Registry(settings)
     keys = ApiKeys(settings.api_key_list, protect_metrics=settings.metrics_need_key, admin=settings.admin_api_key_list)

@@ -10,9 +10,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-#: The learned scorer's scores are logits: typical inputs lie well below 0, thresholds between -5 and 0.
 #: Seconds between two samples of the batchers' queues.
 WORK_SAMPLE_S = 0.5
+#: The learned scorer's scores are logits: typical inputs lie well below 0, thresholds between -5 and 0.
 SCORE_BUCKETS = (-12.0, -8.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
 
 
@@ -22,6 +22,9 @@ class Metrics:
 
     def __post_init__(self) -> None:
         self._sampled: set[tuple[str, str]] = set()
+        #: Each (endpoint, model, status, protocol)'s request counter and latency histogram, looked up once:
+        #: ``labels()`` costs a request more than the two updates do.
+        self._request_series: dict[tuple[str, str, int | str, str], tuple[Counter, Histogram]] = {}
         self.requests = Counter(
             "denoise_requests_total",
             "Requests by endpoint, model, status and protocol (rest: our API; v2: the Open Inference Protocol "
@@ -138,8 +141,15 @@ class Metrics:
         self, endpoint: str, model: str, status: int | str, seconds: float, protocol: str = "rest", error: bool = False
     ) -> None:
         """One request; HTTP statuses of 400 and above count as errors, other protocols say so with ``error``."""
-        self.requests.labels(endpoint, model, str(status), protocol).inc()
-        self.latency.labels(endpoint, model, protocol).observe(seconds)
+        key = (endpoint, model, status, protocol)
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = (
+                self.requests.labels(endpoint, model, str(status), protocol),
+                self.latency.labels(endpoint, model, protocol),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
         if error or (isinstance(status, int) and status >= 400):
             self.errors.labels(endpoint, str(status), protocol).inc()
 

@@ -9,7 +9,9 @@
 
 Each worker process builds its own provider when it builds the app (:func:`provider_from_environment`),
 so every worker exports. :func:`install` instruments the HTTP app (the ASGI instrumentation: a W3C
-``traceparent`` continues the caller's trace; health and metrics routes are not traced) and gives the
+``traceparent`` continues the caller's trace; health and metrics routes are not traced) behind one
+sampling decision per request (:class:`SampledFirst`: a request left unsampled pays for that decision
+alone, not for a span, its attributes and the instrumentation's bookkeeping), and gives the
 rest of the service its tracer: the gRPC server's interceptor (:func:`grpc_interceptors`), the image
 pipeline's ``decode`` and ``encode`` spans (:func:`span`) and the batchers' ``queue wait`` and
 ``onnxruntime batch`` spans (:mod:`app.runtime.batcher`).
@@ -20,16 +22,21 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from contextvars import ContextVar
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from fastapi import FastAPI
-from opentelemetry import trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.util.http import parse_excluded_urls
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 #: HTTP paths not traced (regular expressions searched in the URL, as the instrumentation takes them).
 UNTRACED_URLS = "/health/,/metrics$,/v2/health/"
@@ -103,17 +110,83 @@ def _method_only(scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return str(scope.get("method", "HTTP")), {}
 
 
+#: The trace id a request's sampling decision was made on, for its span to take (:class:`_DecidedTraceIds`).
+_decided_trace_id: ContextVar[int | None] = ContextVar("denoise_decided_trace_id", default=None)
+
+
+class _DecidedTraceIds(IdGenerator):
+    """A provider's id generator, except that the first trace id asked for in a request that
+    :class:`SampledFirst` let through is the one its sampling decision was made on: the SDK's sampler then
+    decides the same for the request's span (the built-in samplers decide by the parent and the trace id)."""
+
+    def __init__(self, ids: IdGenerator) -> None:
+        self.ids = ids
+
+    def generate_span_id(self) -> int:
+        return self.ids.generate_span_id()
+
+    def generate_trace_id(self) -> int:
+        decided = _decided_trace_id.get()
+        if decided is None:
+            return self.ids.generate_trace_id()
+        _decided_trace_id.set(None)
+        return decided
+
+
+class SampledFirst:
+    """The outermost HTTP layer where tracing is on: the provider's sampler decides once per request,
+    on the caller's context (``traceparent``) and the request's trace id, before anything is recorded. A
+    sampled request goes through the ASGI instrumentation, whose span takes that trace id and so the same
+    decision; any other goes straight to the app, with the caller's context current (the access line keeps
+    the caller's trace id). Health and metrics paths are not traced."""
+
+    def __init__(self, app: ASGIApp, *, provider: TracerProvider) -> None:
+        if not isinstance(provider.id_generator, _DecidedTraceIds):
+            # Before the instrumentation's tracer is made: a tracer keeps the generator it was made with.
+            provider.id_generator = _DecidedTraceIds(provider.id_generator)  # type: ignore[assignment]
+        self.app = app
+        self.sampler = provider.sampler
+        self.ids = provider.id_generator
+        self.untraced = parse_excluded_urls(UNTRACED_URLS)
+        self.traced = OpenTelemetryMiddleware(
+            app,
+            excluded_urls=UNTRACED_URLS,
+            default_span_details=_method_only,
+            tracer_provider=provider,
+            exclude_spans=["receive", "send"],
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.untraced.url_disabled(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        # ASGI header names are lower case, as the propagators ask for them.
+        caller = propagate.extract(
+            {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        )
+        parent = trace.get_current_span(caller).get_span_context()
+        trace_id = parent.trace_id if parent.is_valid else self.ids.generate_trace_id()
+        decision = self.sampler.should_sample(caller, trace_id, scope["method"], trace.SpanKind.SERVER)
+        if decision.decision is not Decision.DROP:  # recorded: sampled, or recorded only (a custom sampler)
+            decided = _decided_trace_id.set(None if parent.is_valid else trace_id)
+            try:
+                await self.traced(scope, receive, send)
+            finally:
+                _decided_trace_id.reset(decided)
+            return
+        token = context.attach(caller) if parent.is_valid else None
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if token is not None:
+                context.detach(token)
+
+
 def install(app: FastAPI, provider: TracerProvider) -> None:
-    """Trace ``app``'s HTTP requests (the ASGI instrumentation, as the outermost middleware added so
-    far) and give the rest of the service its tracer (see the module's text)."""
+    """Trace ``app``'s HTTP requests (:class:`SampledFirst`, as the outermost middleware added so far) and
+    give the rest of the service its tracer (see the module's text)."""
     global _tracer
-    app.add_middleware(
-        OpenTelemetryMiddleware,
-        excluded_urls=UNTRACED_URLS,
-        default_span_details=_method_only,
-        tracer_provider=provider,
-        exclude_spans=["receive", "send"],
-    )
+    app.add_middleware(SampledFirst, provider=provider)
     _tracer = provider.get_tracer("denoise")
 
 

@@ -103,3 +103,24 @@ def test_library_warnings_become_json_lines() -> None:
     assert [line["logger"] for line in lines] == ["py.warnings", "onnxruntime"]
     assert "something odd in a library" in lines[0]["message"]
     assert lines[1]["level"] == "ERROR"
+
+
+def test_records_skip_the_fields_no_format_shows() -> None:
+    """The caller's function and line (a walk up the stack per record) and the thread are not looked up;
+    the pid, which JSON lines carry, is."""
+    code = (
+        "import logging, os\n"
+        "from app.logs import configure\n"
+        "configure('info', 'json')\n"
+        "records = []\n"
+        "handler = logging.Handler()\n"
+        "handler.emit = records.append\n"
+        "logging.getLogger('denoise').addHandler(handler)\n"
+        "logging.getLogger('denoise').info('fields')\n"
+        "(r,) = records\n"
+        "print(r.funcName, r.lineno, r.thread, r.processName, r.process == os.getpid(), sep='|')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "(unknown function)|0|None|None|True"
+    (line,) = [json.loads(text) for text in result.stderr.splitlines()]
+    assert (line["logger"], line["message"], line["pid"] > 0) == ("denoise", "fields", True)

@@ -25,13 +25,17 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
 import uvicorn
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
+from starlette.types import Receive, Scope, Send
 
 from app.main import create_app
 from app.runtime.batcher import BATCH_SPAN, QUEUE_SPAN
+from app.tracing import SampledFirst
 from tests.conftest import MODEL, digit, png, service_settings
 from tests.docs import blocks
 from tests.otlp import otlp_collector
@@ -294,3 +298,57 @@ def test_every_worker_exports_over_otlp_as_the_docs_turn_it_on() -> None:
                 )
                 assert response.status_code == 200
             poll(lambda: len(collector.pids(sent)) == 2, 15, "spans from both workers")
+
+
+def _sampled_first(ratio: float) -> tuple[SampledFirst, InMemorySpanExporter, list[bool], list[bool]]:
+    """:class:`SampledFirst` around an app that notes whether each request has a span and whether it is
+    recorded, with a provider sampling ``ratio`` of the traces that start here."""
+    spans = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    recorded: list[bool] = []
+    spanned: list[bool] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        recorded.append(trace.get_current_span().is_recording())
+        spanned.append(trace.get_current_span().get_span_context().is_valid)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    return SampledFirst(app, provider=provider), spans, recorded, spanned
+
+
+def test_a_request_is_sampled_once_and_an_unsampled_one_gets_no_span() -> None:
+    """A trace that starts here is decided once, on the trace id its span then takes: at 50%, half the
+    requests are traced (a second, independent decision would leave a quarter)."""
+    gate, spans, recorded, spanned = _sampled_first(0.5)
+
+    async def send_all() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gate), base_url="http://test") as client:
+            for _ in range(400):
+                assert (await client.post("/denoise")).status_code == 200
+
+    asyncio.run(send_all())
+    exported = spans.get_finished_spans()
+    assert 150 <= len(exported) <= 250  # 200 expected; a quarter (100) is 10 standard deviations away
+    assert recorded.count(True) == len(exported)  # each recorded request exported its span
+    assert spanned == recorded  # and an unsampled one had none, not even an unrecorded one
+    assert all(span.kind == SpanKind.SERVER for span in exported)
+
+
+def test_nothing_is_sampled_at_zero_and_the_callers_decision_is_kept() -> None:
+    gate, spans, recorded, spanned = _sampled_first(0.0)
+
+    async def send(headers: dict[str, str]) -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gate), base_url="http://test") as client:
+            assert (await client.post("/denoise", headers=headers)).status_code == 200
+
+    asyncio.run(send({}))
+    assert (recorded, spanned, spans.get_finished_spans()) == ([False], [False], ())
+    traceparent, trace_id, _ = _traceparent(sampled=True)
+    asyncio.run(send({"traceparent": traceparent}))  # a sampled caller's trace continues (parent-based)
+    assert recorded == [False, True]
+    unsampled, _, _ = _traceparent(sampled=False)
+    asyncio.run(send({"traceparent": unsampled}))  # an unsampled caller's context is current, nothing recorded
+    assert (recorded[-1], spanned[-1]) == (False, True)
+    assert [_hex(span.context.trace_id) for span in spans.get_finished_spans()] == [trace_id]
