@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Request
+from pydantic import BaseModel, Field
 
 from app.config import Settings
 from app.errors import InvalidInput, UnsupportedMediaType
 from app.imaging import DecodeOptions
 from app.multipart import read_parts
 from app.pipeline import decode_options
+from app.query import query_reader
 from app.repository import ModelRepository
 from app.routing import request_context
 from app.runtime.model import LoadedModel
@@ -41,9 +43,6 @@ RegistryDep = Annotated[Registry, Depends(get_registry)]
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 
 
-ModelName = Annotated[str | None, Query(description="model name (default: DENOISE_DEFAULT_MODEL)", max_length=64)]
-
-
 def resolve_model(request: Request, name: str | None) -> LoadedModel:
     """The model in service that ``name`` names (the default one for None), labelled on the request."""
     repository: ModelRepository = request.app.state.repository
@@ -57,45 +56,39 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-Resize = Annotated[bool, Query(description="resample any size to 28x28 (Lanczos) instead of rejecting it")]
-Invert = Annotated[bool, Query(description="invert dark-on-light images (the models expect light on black)")]
+class ImageQuery(BaseModel):
+    """The query of a route that reads images (read by :func:`app.query.query_reader`)."""
+
+    model: str | None = Field(None, description="model name (default: DENOISE_DEFAULT_MODEL)", max_length=64)
+    resize: bool = Field(False, description="resample any size to 28x28 (Lanczos) instead of rejecting it")
+    invert: bool = Field(False, description="invert dark-on-light images (the models expect light on black)")
 
 
-@dataclass(frozen=True)
-class ImageQuery:
-    resize: bool
-    invert: bool
+class ImageOutputQuery(ImageQuery):
+    """The query of a route that reads images and answers with images."""
 
-
-async def image_query(resize: Resize = False, invert: Invert = False) -> ImageQuery:
-    return ImageQuery(resize=resize, invert=invert)
-
-
-ImageQueryDep = Annotated[ImageQuery, Depends(image_query)]
+    reinvert: bool = Field(False, description="invert the output image back to dark on light (pairs with invert=true)")
 
 
 @dataclass(frozen=True)
 class ImageRequest:
-    """What a route that reads images needs, in one dependency (each dependency FastAPI solves costs
-    per request): the model ``?model=`` names, the settings, and how to decode the uploads."""
+    """What a route that reads images needs: the model ``?model=`` names, the settings, and how to decode
+    the uploads."""
 
     model: LoadedModel
     settings: Settings
     options: DecodeOptions
 
+    @classmethod
+    def of(cls, request: Request, query: ImageQuery, model: str | None = None) -> ImageRequest:
+        """For ``query``'s model, or ``model`` where given."""
+        settings: Settings = request.app.state.settings
+        loaded = resolve_model(request, model or query.model)
+        return cls(loaded, settings, decode_options(settings, resize=query.resize, invert=query.invert))
 
-async def image_request(
-    request: Request, model: ModelName = None, resize: Resize = False, invert: Invert = False
-) -> ImageRequest:
-    settings: Settings = request.app.state.settings
-    loaded = resolve_model(request, model)
-    return ImageRequest(loaded, settings, decode_options(settings, resize=resize, invert=invert))
 
-
-ImageRequestDep = Annotated[ImageRequest, Depends(image_request)]
-
-#: On routes that answer with images: turn the (light-on-black) output back to dark on light.
-Reinvert = Annotated[bool, Query(description="invert the output image back to dark on light (pairs with invert=true)")]
+ImageQueryDep = Annotated[ImageQuery, Depends(query_reader(ImageQuery))]
+ImageOutputQueryDep = Annotated[ImageOutputQuery, Depends(query_reader(ImageOutputQuery))]
 
 
 async def _multipart_files(request: Request, settings: Settings) -> list[bytes]:

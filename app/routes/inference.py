@@ -10,19 +10,20 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.dependencies import (
+    ImageOutputQuery,
+    ImageOutputQueryDep,
+    ImageQuery,
     ImageQueryDep,
     ImageRequest,
-    ImageRequestDep,
-    ModelName,
-    Reinvert,
     SettingsDep,
     media_type,
     read_uploads,
     resolve_model,
 )
 from app.latents import check_latents, parse_latents
-from app.pipeline import decode_options, infer_images, output_pngs
+from app.pipeline import infer_images, output_pngs
 from app.policy import INFERENCE
+from app.query import query_parameters
 from app.routing import policy_route, request_context
 from app.runtime.model import Inference, LoadedModel
 from app.schemas import DenoiseBatchResponse, ErrorResponse, Latents
@@ -131,10 +132,13 @@ async def _infer_images(request: Request, image: ImageRequest, graph: GraphName)
     summary="Denoise one image or a batch",
     response_class=Response,
     responses={**_PNG_OR_BATCH, **_IMAGE_ERRORS},
-    openapi_extra=_IMAGE_BODY,
+    openapi_extra={**_IMAGE_BODY, "parameters": query_parameters(ImageOutputQuery)},
 )
-async def denoise(request: Request, image: ImageRequestDep, reinvert: Reinvert = False) -> Response:
-    return await _image_response(request, image.model, await _infer_images(request, image, "autoencoder"), reinvert)
+async def denoise(request: Request, query: ImageOutputQueryDep) -> Response:
+    image = ImageRequest.of(request, query)
+    return await _image_response(
+        request, image.model, await _infer_images(request, image, "autoencoder"), query.reinvert
+    )
 
 
 @router.post(
@@ -142,9 +146,10 @@ async def denoise(request: Request, image: ImageRequestDep, reinvert: Reinvert =
     summary="Encode images to latent vectors",
     response_model=Latents,
     responses=_IMAGE_ERRORS,
-    openapi_extra=_IMAGE_BODY,
+    openapi_extra={**_IMAGE_BODY, "parameters": query_parameters(ImageQuery)},
 )
-async def encode(request: Request, image: ImageRequestDep) -> JSONResponse:
+async def encode(request: Request, query: ImageQueryDep) -> JSONResponse:
+    image = ImageRequest.of(request, query)
     result = await _infer_images(request, image, "encoder")
     model = image.model
     latents = result.outputs
@@ -172,26 +177,20 @@ async def encode(request: Request, image: ImageRequestDep) -> JSONResponse:
                 "application/json": {"schema": Latents.model_json_schema()},
                 **_IMAGE_BODY["requestBody"]["content"],
             },
-        }
+        },
+        "parameters": query_parameters(ImageOutputQuery),
     },
 )
-async def reconstruct(
-    request: Request,
-    settings: SettingsDep,
-    query: ImageQueryDep,
-    model: ModelName = None,
-    reinvert: Reinvert = False,
-) -> Response:
+async def reconstruct(request: Request, settings: SettingsDep, query: ImageOutputQueryDep) -> Response:
     if media_type(request) == "application/json":
         payload = parse_latents(await request.body())
-        loaded = resolve_model(request, model or payload.model)
+        loaded = resolve_model(request, query.model or payload.model)
         latents = check_latents(payload, loaded, settings.max_batch_images)
         context = request_context(request)
         context.images = len(latents)
-        return await _image_response(request, loaded, await loaded.infer("decoder", latents, context.until()), reinvert)
-    image = ImageRequest(
-        resolve_model(request, model),
-        settings,
-        decode_options(settings, resize=query.resize, invert=query.invert),
+        result = await loaded.infer("decoder", latents, context.until())
+        return await _image_response(request, loaded, result, query.reinvert)
+    image = ImageRequest.of(request, query)
+    return await _image_response(
+        request, image.model, await _infer_images(request, image, "autoencoder"), query.reinvert
     )
-    return await _image_response(request, image.model, await _infer_images(request, image, "autoencoder"), reinvert)
