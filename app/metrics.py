@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+M = TypeVar("M", Counter, Histogram)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -22,9 +25,8 @@ class Metrics:
 
     def __post_init__(self) -> None:
         self._sampled: set[tuple[str, str]] = set()
-        #: Each (endpoint, model, status, protocol)'s request counter and latency histogram, looked up once:
-        #: ``labels()`` costs a request more than the two updates do.
-        self._request_series: dict[tuple[str, str, int | str, str], tuple[Counter, Histogram]] = {}
+        #: Each labelled series the hot path updates, looked up once (``labels()`` costs more than an update).
+        self._series: dict[tuple[Counter | Histogram, tuple[str, ...]], Counter | Histogram] = {}
         self.requests = Counter(
             "denoise_requests_total",
             "Requests by endpoint, model, status and protocol (rest: our API; v2: the Open Inference Protocol "
@@ -126,30 +128,29 @@ class Metrics:
                 self.in_flight.labels(model).set(0)
         self._sampled = graphs
 
+    def _labelled(self, metric: M, *labels: str) -> M:
+        series = self._series.get((metric, labels))
+        if series is None:
+            series = self._series[metric, labels] = metric.labels(*labels)
+        return cast(M, series)
+
     def observe_scores(self, model: str, scores: np.ndarray, flagged: int) -> None:
-        histogram = self.anomaly_scores.labels(model)
+        histogram = self._labelled(self.anomaly_scores, model)
         for score in scores.tolist():
             histogram.observe(score)
         if flagged:
-            self.flagged.labels(model).inc(flagged)
+            self._labelled(self.flagged, model).inc(flagged)
 
     def observe_batch(self, model: str, graph: str, size: int) -> None:
-        self.batch_size.labels(model, graph).observe(size)
-        self.images.labels(model, graph).inc(size)
+        self._labelled(self.batch_size, model, graph).observe(size)
+        self._labelled(self.images, model, graph).inc(size)
 
     def observe_request(
         self, endpoint: str, model: str, status: int | str, seconds: float, protocol: str = "rest", error: bool = False
     ) -> None:
         """One request; HTTP statuses of 400 and above count as errors, other protocols say so with ``error``."""
-        key = (endpoint, model, status, protocol)
-        series = self._request_series.get(key)
-        if series is None:
-            series = self._request_series[key] = (
-                self.requests.labels(endpoint, model, str(status), protocol),
-                self.latency.labels(endpoint, model, protocol),
-            )
-        series[0].inc()
-        series[1].observe(seconds)
+        self._labelled(self.requests, endpoint, model, str(status), protocol).inc()
+        self._labelled(self.latency, endpoint, model, protocol).observe(seconds)
         if error or (isinstance(status, int) and status >= 400):
             self.errors.labels(endpoint, str(status), protocol).inc()
 
