@@ -72,16 +72,19 @@ def checkout(revision: str, work: Path) -> Iterator[Path]:
 
 def stop_group(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process group and wait until every process in it is gone (a peer's children, such as
-    tritonserver or LitServe's workers, can outlive their parent by seconds and would load the next run)."""
+    tritonserver or LitServe's workers, can outlive their parent by seconds and would load the next run);
+    SIGKILL what is left after 20 s."""
     with suppress(ProcessLookupError):
         os.killpg(process.pid, 15)
-    process.wait()
     deadline = time.monotonic() + 20
+    with suppress(subprocess.TimeoutExpired):  # a parent waiting on a child that does not stop
+        process.wait(timeout=20)
     while True:
+        process.poll()  # reaped, so that the group ends with its last live member
         try:
             os.killpg(process.pid, 0)
         except ProcessLookupError:
-            return
+            break
         if time.monotonic() > deadline:
             os.killpg(process.pid, 9)
         time.sleep(0.1)
