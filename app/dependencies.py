@@ -80,10 +80,9 @@ class ImageRequest:
     options: DecodeOptions
 
     @classmethod
-    def of(cls, request: Request, query: ImageQuery, model: str | None = None) -> ImageRequest:
-        """For ``query``'s model, or ``model`` where given."""
+    def of(cls, request: Request, query: ImageQuery) -> ImageRequest:
         settings: Settings = request.app.state.settings
-        loaded = resolve_model(request, model or query.model)
+        loaded = resolve_model(request, query.model)
         return cls(loaded, settings, decode_options(settings, resize=query.resize, invert=query.invert))
 
 
