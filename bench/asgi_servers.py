@@ -14,6 +14,7 @@ its figure is a bound on what switching would gain, not a like-for-like replacem
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import sys
@@ -59,6 +60,9 @@ def main() -> int:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
+        return 2
+    if importlib.util.find_spec("granian") is None:
+        print("granian not found: pip install granian (the dev extra has it)", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="bench-servers-"))
     ours_env = {

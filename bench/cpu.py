@@ -100,7 +100,7 @@ def main() -> int:
     for name in means:
         if name != "lean script":
             ratio = means["lean script"]["cpu_ms_per_request"] / means[name]["cpu_ms_per_request"]
-            print(f"lean script's CPU per request / {name}'s: {ratio:.2f}x")
+            print(f"lean script's CPU per request / {name}: {ratio:.2f}x")
     return 0
 
 

@@ -33,9 +33,25 @@ def test_liveness_bench_runs_both_front_doors() -> None:
 def test_cpu_bench_compares_with_the_lean_script() -> None:
     if shutil.which("wrk") is None and not os.environ.get("CI"):
         pytest.skip("needs wrk (apt-get install wrk; .ci/run installs it)")
-    output = _run("bench.cpu", "--rounds", "1", "--seconds", "2")
+    output = _run("bench.cpu", "--rounds", "1", "--seconds", "2", "--before", "HEAD")
     assert "lean script's CPU per request / ours:" in output
-    assert "errors 0" in output
+    assert "lean script's CPU per request / ours at HEAD:" in output  # the same service, checked out apart
+    assert output.count("errors 0") == 3
+
+
+def test_server_bench_runs_both_apps_under_both_servers() -> None:
+    if shutil.which("wrk") is None and not os.environ.get("CI"):
+        pytest.skip("needs wrk (apt-get install wrk; .ci/run installs it)")
+    output = _run("bench.asgi_servers", "--rounds", "1", "--seconds", "1")
+    summaries = [line for line in output.splitlines() if "ms/request" in line and not line.startswith("round")]
+    assert [line.split("  ")[0].strip() for line in summaries] == [
+        "ours, uvicorn",
+        "ours, granian",
+        "lean, uvicorn",
+        "lean, granian",
+    ]
+    assert all("errors 0" in line for line in summaries)
+    assert "ours: granian's CPU per request is" in output
 
 
 def test_tracing_bench_measures_off_and_on() -> None:
