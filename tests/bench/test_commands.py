@@ -4,6 +4,7 @@ shared machine cannot time anything fairly inside a test suite)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,13 @@ def test_cpu_bench_compares_with_the_lean_script() -> None:
     assert "lean script's CPU per request / ours:" in output
     assert "lean script's CPU per request / ours at HEAD:" in output  # the same service, checked out apart
     assert output.count("errors 0") == 3
+
+
+def test_asgi_cost_bench_measures_the_app_in_process_before_and_after() -> None:
+    output = _run("bench.asgi_cost", "--requests", "200", "--concurrency", "4", "--rounds", "1", "--before", "HEAD")
+    figures = dict(re.findall(r"^(ours(?: at HEAD)?)\s+(\d+) µs CPU per request \(rounds", output, re.MULTILINE))
+    assert set(figures) == {"ours", "ours at HEAD"}
+    assert all(int(value) > 0 for value in figures.values())
 
 
 def test_server_bench_runs_both_apps_under_both_servers() -> None:
