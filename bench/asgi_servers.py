@@ -19,19 +19,15 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 from app.logs import log_config
-from bench.cpu import lean, measure, ours
+from bench.cpu import Service, alternate, lean, ours
 from bench.profile import session_pids
 from bench.services import FLOAT32_GRAPH, peer_process
 from tests.server import MODEL, MODELS, free_port
-
-Service = Callable[[Path], AbstractContextManager[tuple[str, list[int]]]]
 
 
 @contextmanager
@@ -79,21 +75,10 @@ def main() -> int:
             w, "bench.peers.lean_fastapi:app", {"LEAN_MODEL": str(FLOAT32_GRAPH)}, "/docs"
         ),
     }
-    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in services}
-    for number in range(args.rounds):
-        for name, start in services.items():
-            with start(work) as (url, pids):
-                rounds[name].append(measure(url, pids, args.seconds))
-            print(f"round {number + 1} {name:14} {json.dumps({k: round(v, 3) for k, v in rounds[name][-1].items()})}")
-    means = {name: {key: float(np.mean([r[key] for r in runs])) for key in runs[0]} for name, runs in rounds.items()}
-    for name, mean in means.items():
-        print(
-            f"{name:14} CPU {mean['cpu_ms_per_request']:.3f} ms/request  {mean['requests_per_s']:.0f} requests/s"
-            f"  p99 {mean['p99_ms']:.2f} ms  errors {mean['errors']:.0f}"
-        )
+    means = alternate(services, work, args.rounds, args.seconds)
     for app in ("ours", "lean"):
-        saved = 1 - means[f"{app}, granian"]["cpu_ms_per_request"] / means[f"{app}, uvicorn"]["cpu_ms_per_request"]
-        print(f"{app}: granian's CPU per request is {saved:+.1%} lower than uvicorn's")
+        change = means[f"{app}, granian"]["cpu_ms_per_request"] / means[f"{app}, uvicorn"]["cpu_ms_per_request"] - 1
+        print(f"{app}: granian's CPU per request against uvicorn's: {change:+.1%}")
     return 0
 
 

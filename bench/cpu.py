@@ -66,6 +66,29 @@ def measure(url: str, pids: list[int], seconds: float) -> dict[str, float]:
     }
 
 
+Service = Callable[[Path], AbstractContextManager[tuple[str, list[int]]]]
+
+
+def alternate(services: dict[str, Service], work: Path, rounds: int, seconds: float) -> dict[str, dict[str, float]]:
+    """Measure each service in turn (started for its slot, stopped after it), ``rounds`` times; print every
+    round and the means, and return the means by service."""
+    width = max(map(len, services))
+    figures: dict[str, list[dict[str, float]]] = {name: [] for name in services}
+    for number in range(rounds):
+        for name, start in services.items():
+            with start(work) as (url, pids):
+                figures[name].append(measure(url, pids, seconds))
+            shown = json.dumps({k: round(v, 3) for k, v in figures[name][-1].items()})
+            print(f"round {number + 1} {name:{width}} {shown}", flush=True)
+    means = {name: {key: float(np.mean([r[key] for r in runs])) for key in runs[0]} for name, runs in figures.items()}
+    for name, mean in means.items():
+        print(
+            f"{name:{width}} CPU {mean['cpu_ms_per_request']:.3f} ms/request  {mean['requests_per_s']:.0f} requests/s"
+            f"  p99 {mean['p99_ms']:.2f} ms  errors {mean['errors']:.0f}"
+        )
+    return means
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -76,7 +99,7 @@ def main() -> int:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
-    services: dict[str, Callable[[Path], AbstractContextManager[tuple[str, list[int]]]]] = {
+    services: dict[str, Service] = {
         "ours": ours,
         "lean script": lean,
     }
@@ -84,19 +107,7 @@ def main() -> int:
         if args.before:
             tree = stack.enter_context(checkout(args.before, work))
             services[f"ours at {args.before}"] = partial(ours, name="before", source=tree)
-        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in services}
-        for number in range(args.rounds):
-            for name, start in services.items():
-                with start(work) as (url, pids):
-                    rounds[name].append(measure(url, pids, args.seconds))
-                shown = json.dumps({k: round(v, 3) for k, v in rounds[name][-1].items()})
-                print(f"round {number + 1} {name:12} {shown}")
-    means = {name: {key: float(np.mean([r[key] for r in runs])) for key in runs[0]} for name, runs in rounds.items()}
-    for name, mean in means.items():
-        print(
-            f"{name:12} CPU {mean['cpu_ms_per_request']:.3f} ms/request  {mean['requests_per_s']:.0f} requests/s"
-            f"  p99 {mean['p99_ms']:.2f} ms  errors {mean['errors']:.0f}"
-        )
+        means = alternate(services, work, args.rounds, args.seconds)
     for name in means:
         if name != "lean script":
             ratio = means["lean script"]["cpu_ms_per_request"] / means[name]["cpu_ms_per_request"]
