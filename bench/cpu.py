@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.load import SAMPLE, wrk
 from bench.profile import cpu_seconds, session_pids
-from bench.services import FLOAT32_GRAPH, checkout, peer_process, wait_for_workers
+from bench.services import FLOAT32_GRAPH, INT8_GRAPH, checkout, peer_process, wait_for_workers
 from tests.server import REPO, free_port, running_server
 
 CONNECTIONS = 32
@@ -44,13 +44,23 @@ def ours(
 
 
 @contextmanager
-def lean(work: Path) -> Iterator[tuple[str, list[int]]]:
+def uvicorn_app(work: Path, target: str, env: dict[str, str], ready: str, name: str) -> Iterator[tuple[str, list[int]]]:
+    """``target`` (``module:app``) under uvicorn with two workers, as the peers run; its URL and pids."""
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "bench.peers.lean_fastapi:app", "--workers", "2"]
-    command += ["--port", str(port), "--log-level", "warning"]
+    command = [sys.executable, "-m", "uvicorn", target, "--workers", "2", "--port", str(port), "--log-level", "warning"]
     url = f"http://127.0.0.1:{port}"
-    with peer_process(command, {"LEAN_MODEL": str(FLOAT32_GRAPH)}, work / "lean.log", f"{url}/docs") as process:
+    with peer_process(command, env, work / f"{name}.log", f"{url}{ready}") as process:
         yield url, session_pids(process.pid)
+
+
+def lean(work: Path, graph: Path = FLOAT32_GRAPH, name: str = "lean") -> AbstractContextManager[tuple[str, list[int]]]:
+    """The lean script (bench/peers/lean_fastapi.py) serving ``graph``."""
+    return uvicorn_app(work, "bench.peers.lean_fastapi:app", {"LEAN_MODEL": str(graph)}, "/docs", name)
+
+
+def bare(work: Path) -> AbstractContextManager[tuple[str, list[int]]]:
+    """The floor (bench/peers/bare_asgi.py): the HTTP exchange, the PNG codec and one int8 call."""
+    return uvicorn_app(work, "bench.peers.bare_asgi:app", {"BARE_MODEL": str(INT8_GRAPH)}, "/health", "bare")
 
 
 def measure(url: str, pids: list[int], seconds: float) -> dict[str, float]:
@@ -94,6 +104,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per service per round")
     parser.add_argument("--before", metavar="REV", help="also measure the service at this commit")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the lean script serving the int8 graph, and a bare ASGI app (no framework) doing only"
+        " the HTTP exchange, the PNG codec and one int8 call: how much of the lead is the model, and how far"
+        " the stack around a request could go",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
@@ -107,6 +124,9 @@ def main() -> int:
         if args.before:
             tree = stack.enter_context(checkout(args.before, work))
             services[f"ours at {args.before}"] = partial(ours, name="before", source=tree)
+        if args.floor:
+            services["lean script, int8 graph"] = partial(lean, graph=INT8_GRAPH, name="lean-int8")
+            services["bare ASGI, int8 graph"] = bare
         means = alternate(services, work, args.rounds, args.seconds)
     for name in means:
         if name != "lean script":

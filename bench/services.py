@@ -20,6 +20,8 @@ from tests.server import free_port, running_server
 MODEL_DIR = REPO / "models" / "mnist"
 #: The committed float32 autoencoder: what every peer serves, and a user calling ONNX Runtime would load.
 FLOAT32_GRAPH = MODEL_DIR / "autoencoder.onnx"
+#: Its int8 copy: what the service runs on a CPU.
+INT8_GRAPH = MODEL_DIR / "autoencoder.int8.onnx"
 #: Marks our access-log lines (JSON, one per request): the bench counts them.
 ACCESS_LOGGER = '"denoise.access"'
 
