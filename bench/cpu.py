@@ -5,7 +5,8 @@ machine (the load generator shares the cores, so requests/s alone would mislead)
 measures the service's CPU time from /proc over every process of it. Prints each round and the
 means: CPU per request, requests/s, p99, and the ratio of the lean script's CPU per request to ours.
 ``--before REV`` adds the service at another commit (a git worktree of it) to the same rounds: a change's
-before and after, measured together.
+before and after, measured together; ``--env NAME=VALUE`` adds it with settings changed; ``--floor`` adds
+the lean script on the int8 graph and a bare ASGI app (bench/peers/bare_asgi.py).
 """
 
 from __future__ import annotations
@@ -105,6 +106,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per service per round")
     parser.add_argument("--before", metavar="REV", help="also measure the service at this commit")
     parser.add_argument(
+        "--env",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="also measure the service with this environment variable set (repeatable: all of them at once)",
+    )
+    parser.add_argument(
         "--floor",
         action="store_true",
         help="also measure the lean script serving the int8 graph, and a bare ASGI app (no framework) doing only"
@@ -124,6 +132,9 @@ def main() -> int:
         if args.before:
             tree = stack.enter_context(checkout(args.before, work))
             services[f"ours at {args.before}"] = partial(ours, name="before", source=tree)
+        if args.env:
+            env = dict(setting.partition("=")[::2] for setting in args.env)
+            services[f"ours with {' '.join(args.env)}"] = partial(ours, env=env, name="env")
         if args.floor:
             services["lean script, int8 graph"] = partial(lean, graph=INT8_GRAPH, name="lean-int8")
             services["bare ASGI, int8 graph"] = bare

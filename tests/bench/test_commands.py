@@ -34,13 +34,15 @@ def test_liveness_bench_runs_both_front_doors() -> None:
 def test_cpu_bench_compares_with_the_lean_script() -> None:
     if shutil.which("wrk") is None and not os.environ.get("CI"):
         pytest.skip("needs wrk (apt-get install wrk; .ci/run installs it)")
-    output = _run("bench.cpu", "--rounds", "1", "--seconds", "2", "--before", "HEAD", "--floor")
+    setting = "DENOISE_BATCH_CONCURRENCY=1"
+    output = _run("bench.cpu", "--rounds", "1", "--seconds", "2", "--before", "HEAD", "--env", setting, "--floor")
     assert "lean script's CPU per request / ours:" in output
     assert "lean script's CPU per request / ours at HEAD:" in output  # the same service, checked out apart
+    assert f"lean script's CPU per request / ours with {setting}:" in output
     # the floor: the lean script on the int8 graph, and a bare ASGI app answering every request with a PNG
     assert "lean script's CPU per request / lean script, int8 graph:" in output
     assert "lean script's CPU per request / bare ASGI, int8 graph:" in output
-    assert output.count("errors 0") == 5
+    assert output.count("errors 0") == 6
 
 
 def test_asgi_cost_bench_measures_the_app_in_process_before_and_after() -> None:
