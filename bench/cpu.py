@@ -60,8 +60,8 @@ def lean(work: Path, graph: Path = FLOAT32_GRAPH, name: str = "lean") -> Abstrac
 
 
 def bare(work: Path) -> AbstractContextManager[tuple[str, list[int]]]:
-    """The floor (bench/peers/bare_asgi.py): the HTTP exchange, the PNG codec and one int8 call."""
-    return uvicorn_app(work, "bench.peers.bare_asgi:app", {"BARE_MODEL": str(INT8_GRAPH)}, "/health", "bare")
+    """The floor (bench/peers/bare_asgi.py): the lean script's work on the int8 graph in a bare ASGI app."""
+    return uvicorn_app(work, "bench.peers.bare_asgi:app", {"LEAN_MODEL": str(INT8_GRAPH)}, "/health", "bare")
 
 
 def measure(url: str, pids: list[int], seconds: float) -> dict[str, float]:

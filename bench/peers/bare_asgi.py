@@ -1,41 +1,22 @@
-"""A request's own cost, as a floor to measure against: a bare ASGI callable (no framework) that takes a raw
-PNG body, decodes it with Pillow, runs the int8 graph on it at once on the event loop's thread (one
-``session.run``, no thread hand-over), and answers the PNG. No validation, routing, limits, batching,
-metrics or logs: what is left of a ``/denoise`` request is the HTTP exchange, the PNG codec and the model.
+"""A request's own cost, as a floor to measure against: the lean script's work (lean_fastapi.py's
+``denoise_png``: Pillow decode, one ``session.run``, Pillow encode) in a bare ASGI callable, with no
+framework and no thread hand-off (the call runs on the event loop's thread). No validation, routing,
+limits, batching, metrics or logs: what is left of a ``/denoise`` request is the HTTP exchange, the PNG
+codec and the model.
 
-    BARE_MODEL=models/mnist/autoencoder.int8.onnx uvicorn bench.peers.bare_asgi:app --workers 2 --port 9000
+    LEAN_MODEL=models/mnist/autoencoder.int8.onnx uvicorn bench.peers.bare_asgi:app --workers 2 --port 9000
 """
 
 from __future__ import annotations
 
-import io
-import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import numpy as np
-import onnxruntime as ort
-from PIL import Image
+from bench.peers.lean_fastapi import denoise_png
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-options = ort.SessionOptions()
-options.intra_op_num_threads = 1
-session = ort.InferenceSession(
-    os.environ.get("BARE_MODEL", "models/mnist/autoencoder.int8.onnx"), options, providers=["CPUExecutionProvider"]
-)
-
-
-def denoise_png(data: bytes) -> bytes:
-    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.float32) / 255.0
-    (output,) = session.run(None, {"image": pixels[None, :, :, None]})
-    buffer = io.BytesIO()
-    Image.fromarray((np.clip(output[0, :, :, 0], 0, 1) * 255 + 0.5).astype(np.uint8)).save(
-        buffer, format="PNG", compress_level=1
-    )
-    return buffer.getvalue()
 
 
 async def app(scope: Message, receive: Receive, send: Send) -> None:
