@@ -133,6 +133,8 @@ def main() -> int:
             tree = stack.enter_context(checkout(args.before, work))
             services[f"ours at {args.before}"] = partial(ours, name="before", source=tree)
         if args.env:
+            if malformed := [setting for setting in args.env if "=" not in setting]:
+                parser.error(f"--env takes NAME=VALUE, not {', '.join(malformed)}")
             env = dict(setting.partition("=")[::2] for setting in args.env)
             services[f"ours with {' '.join(args.env)}"] = partial(ours, env=env, name="env")
         if args.floor:
