@@ -100,14 +100,31 @@ def _answers(docker: str) -> bool:
         return False
 
 
+def with_base_images(engine: Engine) -> Engine:
+    """``engine`` once it holds both base images (pulled where missing); skip (fail under CI) where one is
+    missing and cannot be pulled, as on an engine with no registry to reach."""
+    for image in (engine.python_image, engine.nginx_image):
+        if engine.run("image", "inspect", image, check=False).returncode == 0:
+            continue
+        pulled = engine.run("pull", image, timeout=600, check=False)
+        if pulled.returncode != 0:
+            error = pulled.stderr.strip()[-300:]
+            reason = f"base image {image} is not on the Docker engine and cannot be pulled: {error}"
+            if os.environ.get("CI"):
+                raise AssertionError(f"CI needs it: {reason}")
+            pytest.skip(f"{reason} (set $PYTHON_IMAGE and $NGINX_IMAGE to local images; docs/deploy.md)")
+    return engine
+
+
 def start_engine() -> Engine:
-    """The user's engine if one answers, else the local one docker-local.sh starts; skip where neither is."""
+    """The user's engine if one answers, else the local one docker-local.sh starts; skip where neither is, or
+    where the base images are neither on it nor reachable (:func:`with_base_images`)."""
     given = {name: os.environ[name] for name in ("DOCKER", *DEFAULT_IMAGES) if os.environ.get(name)}
     if "DOCKER" in given and _answers(given["DOCKER"]):
-        return Engine({**DEFAULT_IMAGES, **given})
+        return with_base_images(Engine({**DEFAULT_IMAGES, **given}))
     on_path = shutil.which("docker")
     if on_path is not None and _answers(on_path):
-        return Engine({**DEFAULT_IMAGES, **given, "DOCKER": on_path})
+        return with_base_images(Engine({**DEFAULT_IMAGES, **given, "DOCKER": on_path}))
     if not DOCKER_LOCAL.is_file():
         if os.environ.get("CI"):
             raise AssertionError(f"CI needs a Docker engine: none answers and {DOCKER_LOCAL} is missing")
