@@ -146,10 +146,6 @@ class RequestContext:
     def describe_span(self) -> None:
         """Put the request's id, model and image count on its span, where tracing is on and the span is
         still recording (an HTTP request's span ends with its response's last byte)."""
-        if tracing.tracer() is None:
-            return
-        if self.protocol != "grpc":  # a gRPC call's span is named by its method already
-            tracing.name_http_span(self.method, self.endpoint)
         tracing.annotate(request_id=self.request_id, model=self.model, images=self.images)
 
     def finish(self, status: int | str, error: bool = False) -> None:

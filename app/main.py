@@ -156,9 +156,9 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         lifespan=lifespan,
         docs_url=None,  # served by install_api_docs: self-hosted, under a strict Content-Security-Policy
         redoc_url=None,
-        # Tracing is app/tracing.py's (one ASGI instrumentation with the service's own provider): FastAPI's
-        # native telemetry stays off, so that no request is instrumented twice or asks whether to be.
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Request spans from the service's own provider, behind one sampling decision (app/tracing.py);
+        # none of FastAPI's own metrics and logs (the service has its metrics and access line).
+        telemetry=tracing.telemetry(tracer_provider),
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -177,7 +177,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     limits = Limits(settings.max_body_bytes, settings.body_timeout_s)
     app.add_middleware(RequestContextMiddleware, services=services, limits=limits)
     if tracer_provider is not None:
-        tracing.install(app, tracer_provider)  # outside the request context: its span is current there
+        tracing.install(app, tracer_provider)  # outside the request context: the caller's context is current there
     _document_keys(app, keys, routers)
     if settings.cors_origin_list:
         # Outermost, so that preflight requests are answered without a key and errors carry CORS headers.

@@ -60,7 +60,7 @@ async def decode_images(
             [decode(data, options, offset + index if numbered else None) for index, data in enumerate(uploads)]
         )
 
-    with tracing.span("decode", images=len(uploads)):
+    with tracing.step("decode", len(uploads)):
         if options.resize and _decode_cost(uploads) > THREAD_DECODE_PIXELS:
             return await run_in_threadpool(run)
         return run()
@@ -111,7 +111,7 @@ async def output_pngs(outputs: np.ndarray, reinvert: bool) -> list[bytes]:
 async def encode_pngs(pixels: np.ndarray) -> list[bytes]:
     """PNG-encode (n, 28, 28) uint8 images, yielding the event loop between slices."""
     images: list[bytes] = []
-    with tracing.span("encode", images=len(pixels)):
+    with tracing.step("encode", len(pixels)):
         for start in range(0, len(pixels), ENCODE_SLICE):
             if start:
                 await asyncio.sleep(0)

@@ -8,38 +8,44 @@
   SDK itself.
 
 Each worker process builds its own provider when it builds the app (:func:`provider_from_environment`),
-so every worker exports. :func:`install` instruments the HTTP app (the ASGI instrumentation: a W3C
-``traceparent`` continues the caller's trace; health and metrics routes are not traced) behind one
-sampling decision per request (:class:`SampledFirst`: a request left unsampled pays for that decision
-alone, not for a span, its attributes and the instrumentation's bookkeeping), and gives the
-rest of the service its tracer: the gRPC server's interceptor (:func:`grpc_interceptors`), the image
-pipeline's ``decode`` and ``encode`` spans (:func:`span`) and the batchers' ``queue wait`` and
-``onnxruntime batch`` spans (:mod:`app.runtime.batcher`).
+so every worker exports. FastAPI's own telemetry makes each HTTP request's span (:func:`telemetry`: a
+W3C ``traceparent`` continues the caller's trace; the span is named by the route matched; health and
+metrics routes are not traced), behind one sampling decision per request (:class:`SamplingGate`: a
+request left unsampled pays for that decision alone, not for a span, its attributes and their
+bookkeeping). :func:`install` gives the rest of the service its tracer: the gRPC server's interceptor
+(:func:`grpc_interceptors`), the image pipeline's ``decode`` and ``encode`` steps and the batchers'
+``queue wait`` (:func:`step`, :func:`event`) and ``onnxruntime batch`` spans (:mod:`app.runtime.batcher`).
+
+A span costs tens of microseconds to make, end and export, more than decoding or encoding one 28×28
+PNG: a step of a single-image request is an event on the request's span (its start, with its
+duration), and a step over several images is a span of its own.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import re
+import time
+from collections.abc import MutableMapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from importlib.metadata import EntryPoint, entry_points
+from types import TracebackType
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry import context, propagate, trace
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
-from opentelemetry.util.http import parse_excluded_urls
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-#: HTTP paths not traced (regular expressions searched in the URL, as the instrumentation takes them).
-UNTRACED_URLS = "/health/,/metrics$,/v2/health/"
+#: HTTP paths not traced: health and metrics.
+UNTRACED_PATHS = re.compile(r"^(/v2)?/health/|^/metrics$")
 #: gRPC methods not traced: the protocol's health checks.
 UNTRACED_METHODS = ("ServerLive", "ServerReady", "ModelReady")
 #: ``OTEL_EXPORTER_OTLP_PROTOCOL`` (or its ``_TRACES_`` form) values, and the exporter each selects for ``otlp``.
@@ -104,19 +110,15 @@ def provider_from_environment() -> TracerProvider | None:
     return provider
 
 
-def _method_only(scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The request span's first name: its method. The route the request matched names it once known
-    (:func:`name_http_span`), which spares matching the routes a second time for every request."""
-    return str(scope.get("method", "HTTP")), {}
-
-
 #: The trace id a request's sampling decision was made on, for its span to take (:class:`_DecidedTraceIds`).
 _decided_trace_id: ContextVar[int | None] = ContextVar("denoise_decided_trace_id", default=None)
+#: The ASGI scope key under which :class:`SamplingGate` leaves an unsampled caller's context.
+CALLER_CONTEXT = "denoise.caller_context"
 
 
 class _DecidedTraceIds(IdGenerator):
     """A provider's id generator, except that the first trace id asked for in a request that
-    :class:`SampledFirst` let through is the one its sampling decision was made on: the SDK's sampler then
+    :class:`SamplingGate` let through is the one its sampling decision was made on: the SDK's sampler then
     decides the same for the request's span (the built-in samplers decide by the parent and the trace id)."""
 
     def __init__(self, ids: IdGenerator) -> None:
@@ -133,33 +135,25 @@ class _DecidedTraceIds(IdGenerator):
         return decided
 
 
-class SampledFirst:
-    """The outermost HTTP layer where tracing is on: the provider's sampler decides once per request,
-    on the caller's context (``traceparent``) and the request's trace id, before anything is recorded. A
-    sampled request goes through the ASGI instrumentation, whose span takes that trace id and so the same
-    decision; any other goes straight to the app, with the caller's context current (the access line keeps
-    the caller's trace id). Health and metrics paths are not traced."""
+class SamplingGate:
+    """The provider's sampler, asked once per HTTP request before anything is recorded: FastAPI's own
+    telemetry (which makes the request's span) calls :meth:`exclude` first, and makes no span, attributes
+    or bookkeeping for a request it excludes. A sampled request's span then takes the trace id the
+    decision was made on, and so the same decision; an unsampled caller's context is left in the scope
+    for :class:`CallersContext` (the access line keeps the caller's trace id). Health and metrics paths
+    are not traced."""
 
-    def __init__(self, app: ASGIApp, *, provider: TracerProvider) -> None:
+    def __init__(self, provider: TracerProvider) -> None:
         if not isinstance(provider.id_generator, _DecidedTraceIds):
-            # Before the instrumentation's tracer is made: a tracer keeps the generator it was made with.
+            # Before the request tracer is made: a tracer keeps the generator it was made with.
             provider.id_generator = _DecidedTraceIds(provider.id_generator)  # type: ignore[assignment]
-        self.app = app
         self.sampler = provider.sampler
         self.ids = provider.id_generator
-        self.untraced = parse_excluded_urls(UNTRACED_URLS)
-        self.traced = OpenTelemetryMiddleware(
-            app,
-            excluded_urls=UNTRACED_URLS,
-            default_span_details=_method_only,
-            tracer_provider=provider,
-            exclude_spans=["receive", "send"],
-        )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.untraced.url_disabled(scope["path"]):
-            await self.app(scope, receive, send)
-            return
+    def exclude(self, scope: MutableMapping[str, Any]) -> bool:
+        """FastAPI's ``telemetry["exclude"]``: True where the request is not to be traced."""
+        if scope["type"] != "http" or UNTRACED_PATHS.search(scope["path"]):
+            return True
         # ASGI header names are lower case, as the propagators ask for them.
         caller = propagate.extract(
             {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
@@ -168,25 +162,49 @@ class SampledFirst:
         trace_id = parent.trace_id if parent.is_valid else self.ids.generate_trace_id()
         decision = self.sampler.should_sample(caller, trace_id, scope["method"], trace.SpanKind.SERVER)
         if decision.decision is not Decision.DROP:  # recorded: sampled, or recorded only (a custom sampler)
-            decided = _decided_trace_id.set(None if parent.is_valid else trace_id)
-            try:
-                await self.traced(scope, receive, send)
-            finally:
-                _decided_trace_id.reset(decided)
+            _decided_trace_id.set(None if parent.is_valid else trace_id)
+            return False
+        if parent.is_valid:
+            scope[CALLER_CONTEXT] = caller
+        return True
+
+
+class CallersContext:
+    """The caller's trace context made current for a request :class:`SamplingGate` left unsampled."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        caller = scope.pop(CALLER_CONTEXT, None)
+        if caller is None:
+            await self.app(scope, receive, send)
             return
-        token = context.attach(caller) if parent.is_valid else None
+        token = context.attach(caller)
         try:
             await self.app(scope, receive, send)
         finally:
-            if token is not None:
-                context.detach(token)
+            context.detach(token)
+
+
+def telemetry(provider: TracerProvider | None) -> TelemetryConfig:
+    """FastAPI's ``telemetry`` setting: request spans from ``provider`` behind :class:`SamplingGate`
+    where tracing is on, and none of FastAPI's own metrics, logs or per-operation spans (the service has
+    its own metrics and access line)."""
+    config: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+    if provider is not None:
+        config["tracing"] = True
+        config["tracer_provider"] = provider
+        config["exclude"] = SamplingGate(provider).exclude
+    return config
 
 
 def install(app: FastAPI, provider: TracerProvider) -> None:
-    """Trace ``app``'s HTTP requests (:class:`SampledFirst`, as the outermost middleware added so far) and
-    give the rest of the service its tracer (see the module's text)."""
+    """Give the service its tracer (see the module's text) and make an unsampled caller's context
+    current (:class:`CallersContext`, as the outermost middleware added so far). The app was made
+    with :func:`telemetry`'s setting for ``provider``."""
     global _tracer
-    app.add_middleware(SampledFirst, provider=provider)
+    app.add_middleware(CallersContext)
     _tracer = provider.get_tracer("denoise")
 
 
@@ -220,9 +238,64 @@ def span(name: str, **attributes: Any) -> AbstractContextManager[object]:
     request's children would not be, and cost as much to make); else a context that does nothing."""
     if _tracer is None or not trace.get_current_span().is_recording():
         return _NOTHING
-    return _tracer.start_as_current_span(
-        name, attributes={f"denoise.{key}": value for key, value in attributes.items()}
-    )
+    return _tracer.start_as_current_span(name, attributes=_attributes(attributes))
+
+
+def step(name: str, images: int) -> AbstractContextManager[object]:
+    """A step of the current request over ``images``, where its span is recorded: a child span (with
+    ``denoise.images``) where there are several images, else a :func:`timed` event on the request's span
+    (whose ``denoise.images`` says 1)."""
+    if images > 1:
+        return span(name, images=images)
+    return timed(name)
+
+
+def timed(name: str, **attributes: Any) -> AbstractContextManager[object]:
+    """The block as a :class:`TimedEvent` on the current span, where it is recorded."""
+    if _tracer is None:
+        return _NOTHING
+    current = trace.get_current_span()
+    if not current.is_recording():
+        return _NOTHING
+    return TimedEvent(current, name, _attributes(attributes))
+
+
+def event(name: str, started_ns: int, parent: context.Context | None = None, **attributes: Any) -> None:
+    """Add the event ``name``, which started at ``started_ns`` (``time.time_ns()``) and ends now, to the
+    span current in ``parent`` (by default the current one), where it is recorded."""
+    current = trace.get_current_span(parent)
+    if _tracer is not None and current.is_recording():
+        TimedEvent(current, name, _attributes(attributes), started_ns).end()
+
+
+class TimedEvent:
+    """Work timed as an event on ``span`` rather than as a span of its own: the event, added when the work
+    ends, has the work's start as its timestamp and its length as ``denoise.duration_us`` (and the
+    error's type as ``denoise.error`` where it failed). Also a context manager timing its block."""
+
+    __slots__ = ("attributes", "name", "span", "started_ns")
+
+    def __init__(self, span: trace.Span, name: str, attributes: dict[str, Any], started_ns: int = 0) -> None:
+        self.span, self.name, self.attributes = span, name, attributes
+        self.started_ns = started_ns or time.time_ns()
+
+    def end(self, error: BaseException | None = None) -> None:
+        if error is not None:
+            self.attributes["denoise.error"] = type(error).__name__
+        self.attributes["denoise.duration_us"] = (time.time_ns() - self.started_ns) // 1000
+        self.span.add_event(self.name, self.attributes, timestamp=self.started_ns)
+
+    def __enter__(self) -> None:
+        self.started_ns = time.time_ns()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.end(error)
+
+
+def _attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    return {f"denoise.{key}": value for key, value in attributes.items()}
 
 
 def trace_id() -> str | None:
@@ -233,21 +306,10 @@ def trace_id() -> str | None:
     return format(context.trace_id, "032x") if context.is_valid else None
 
 
-def name_http_span(method: str, route: str) -> None:
-    """Name the current HTTP request's span by its route (``POST /v2/models/{model}/infer``), as the
-    semantic conventions ask, and set ``http.route``."""
-    if _tracer is None:
-        return
-    current = trace.get_current_span()
-    if current.is_recording():
-        current.update_name(f"{method} {route}")
-        current.set_attribute("http.route", route)
-
-
 def annotate(**attributes: Any) -> None:
     """Add ``denoise.<key>`` attributes to the current span, where one is being recorded."""
     if _tracer is None:
         return
     current = trace.get_current_span()
     if current.is_recording():
-        current.set_attributes({f"denoise.{key}": value for key, value in attributes.items()})
+        current.set_attributes(_attributes(attributes))

@@ -7,8 +7,8 @@ would run it) and with every request sampled. Each round measures the service's 
 over every process of it (the load generator shares the cores). Prints each round, the means and
 each set-up's CPU per request against tracing off.
 
-``--baseline REV`` adds the service at another commit (a git worktree of it, tracing off) to the
-rounds: tracing off against code without the tracing hooks at all.
+``--before REV`` adds the service at another commit (a git worktree of it) to the rounds, tracing off
+and with every request sampled: what a change did to tracing's cost, and to the service untraced.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per set-up per round")
-    parser.add_argument("--baseline", metavar="REV", help="also measure the service at this commit, tracing off")
+    parser.add_argument(
+        "--before", metavar="REV", help="also measure the service at this commit, tracing off and all sampled"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
@@ -41,18 +43,20 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-tracing-"))
     with ExitStack() as stack:
         collector, endpoint = stack.enter_context(otlp_collector())
-        baseline = stack.enter_context(checkout(args.baseline, work)) if args.baseline else None
+        before = stack.enter_context(checkout(args.before, work)) if args.before else None
         traced = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+        all_sampled = {**traced, "OTEL_TRACES_SAMPLER": "parentbased_always_on"}
         setups: dict[str, tuple[dict[str, str], Path]] = {
             "off": ({}, REPO),
             "on, 10% sampled": (
                 {**traced, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
                 REPO,
             ),
-            "on, all sampled": ({**traced, "OTEL_TRACES_SAMPLER": "parentbased_always_on"}, REPO),
+            "on, all sampled": (all_sampled, REPO),
         }
-        if baseline is not None:
-            setups[f"off at {args.baseline}"] = ({}, baseline)
+        if before is not None:
+            setups[f"off at {args.before}"] = ({}, before)
+            setups[f"all sampled at {args.before}"] = (all_sampled, before)
         rounds: dict[str, list[dict[str, float]]] = {name: [] for name in setups}
         for number in range(args.rounds):
             for index, (name, (env, source)) in enumerate(setups.items()):

@@ -22,9 +22,11 @@ images run in one call, so they return two outputs).
   goes away: work whose deadline has passed when it is submitted, or by the time its batch is
   formed, is not run, and its caller gets :class:`~app.errors.DeadlineExceeded` (504); work whose
   client has gone (an HTTP connection closed, a gRPC call cancelled) is dropped the same way.
-- Where tracing is on (:mod:`app.tracing`), each piece of queued work gets a ``queue wait`` span
-  under its request's span, and each ONNX Runtime call an ``onnxruntime batch`` span linked to
-  every request in it (those whose traces are recorded: sampled).
+- Where tracing is on (:mod:`app.tracing`), each piece of queued work gets a ``queue wait`` event
+  on its request's span (when it was queued, and for how long), and each ONNX Runtime call that
+  merges the work of several requests an ``onnxruntime batch`` span linked to every request in it
+  (those whose traces are recorded: sampled); a call that runs one request's work alone is an
+  ``onnxruntime batch`` event on that request's span.
 - With no batching window (``max_delay == 0``, the default), when the batcher is idle (nothing
   queued, nothing running) and the caller is ``alone`` (the only request the worker has in
   progress), a small request runs at once on the
@@ -58,7 +60,7 @@ RETRY_AFTER_S = 1
 INLINE_MAX_IMAGES = 2
 
 #: The spans the batcher makes where tracing is on.
-QUEUE_SPAN, BATCH_SPAN = "queue wait", "onnxruntime batch"
+QUEUE_EVENT, BATCH_SPAN = "queue wait", "onnxruntime batch"
 
 #: What one call returns: one or more arrays whose first dimension is the batch.
 Outputs = tuple[np.ndarray, ...]
@@ -176,7 +178,7 @@ class Batcher:
         until.check()
         self._check_room()
         if self._pending == 0 and len(inputs) <= INLINE_MAX_IMAGES and self.max_delay_s == 0 and self._alone():
-            with tracing.span(BATCH_SPAN, batcher=self.name, batch_size=len(inputs), requests=1):
+            with tracing.timed(BATCH_SPAN, batcher=self.name):
                 return self._call(inputs)
         futures = [
             self._enqueue(inputs[start : start + self.max_batch], until)
@@ -280,8 +282,9 @@ class Batcher:
             span = self._trace(live, len(batch))
             running.add_done_callback(functools.partial(self._done, live, span))
 
-    def _trace(self, live: list[_Item], size: int) -> trace.Span | None:
-        """End each recorded request's ``queue wait`` span; start the batch's span, linked to every
+    def _trace(self, live: list[_Item], size: int) -> trace.Span | tracing.TimedEvent | None:
+        """Note each recorded request's ``queue wait``; start timing the batch: where it holds one
+        request's work alone, as an event on that request's span, else as a span linked to every
         recorded request in it and under the first (None when no request in it is recorded)."""
         tracer = tracing.tracer()
         if tracer is None:
@@ -290,13 +293,15 @@ class Batcher:
         for item in live:
             if item.trace is None:
                 continue
-            tracer.start_span(QUEUE_SPAN, context=item.trace, start_time=item.queued_ns).end()
+            tracing.event(QUEUE_EVENT, item.queued_ns, item.trace)
             request = trace.get_current_span(item.trace).get_span_context()
             links.append(trace.Link(request))
             if parent is None:
                 parent = item.trace
         if parent is None:
             return None
+        if len(live) == 1:  # its size is the request's images (on the request's span)
+            return tracing.TimedEvent(trace.get_current_span(parent), BATCH_SPAN, {"denoise.batcher": self.name})
         attributes: dict[str, str | int] = {
             "denoise.batcher": self.name,
             "denoise.batch_size": size,
@@ -304,11 +309,16 @@ class Batcher:
         }
         return tracer.start_span(BATCH_SPAN, context=parent, links=links, attributes=attributes)
 
-    def _done(self, live: list[_Item], span: trace.Span | None, running: asyncio.Future[Outputs]) -> None:
+    def _done(
+        self, live: list[_Item], span: trace.Span | tracing.TimedEvent | None, running: asyncio.Future[Outputs]
+    ) -> None:
         """Hand each caller its rows of every output, or the error; free the slot."""
-        if span is not None:
-            if not running.cancelled() and running.exception() is not None:
-                span.set_status(trace.StatusCode.ERROR, str(running.exception()))
+        error = None if running.cancelled() else running.exception()
+        if isinstance(span, tracing.TimedEvent):
+            span.end(error)
+        elif span is not None:
+            if error is not None:
+                span.set_status(trace.StatusCode.ERROR, str(error))
             span.end()
         self._running.discard(running)
         self._pending -= len(live)
@@ -321,7 +331,7 @@ class Batcher:
                 continue
             if running.cancelled():
                 item.future.cancel()
-            elif (error := running.exception()) is not None:  # _call logged it; every caller gets it
+            elif error is not None:  # _call logged it; every caller gets it
                 item.future.set_exception(error)
             else:
                 item.future.set_result(tuple(output[rows] for output in running.result()))

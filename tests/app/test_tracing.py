@@ -1,6 +1,8 @@
 """Tracing over real HTTP and gRPC calls: a caller's W3C ``traceparent`` continues through the own API,
-V2 REST and gRPC; spans for the request, its queue wait, decode, encode and the ONNX Runtime batch
-(linked to every request in it); the trace id on the access line; health and metrics untraced.
+V2 REST and gRPC; a span for the request, with events for a single image's decode, queue wait, ONNX
+Runtime call and encode (spans for a multi-image request's decode and encode); a span for an ONNX
+Runtime call that merges several requests, linked to every one of them; the trace id on the access
+line; health and metrics untraced.
 
 The service runs in this process (uvicorn on a loopback port, the real protocol and gRPC server) so
 that the SDK's in-memory exporter sees its spans; a user's set-ups (the console exporter, OTLP from
@@ -25,17 +27,17 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
 import uvicorn
+from fastapi import FastAPI, Response
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
-from starlette.types import Receive, Scope, Send
 
+from app import tracing
 from app.main import create_app
-from app.runtime.batcher import BATCH_SPAN, QUEUE_SPAN
-from app.tracing import SampledFirst
+from app.runtime.batcher import BATCH_SPAN, QUEUE_EVENT
 from tests.conftest import MODEL, digit, png, service_settings
 from tests.docs import blocks
 from tests.otlp import otlp_collector
@@ -102,26 +104,31 @@ def _by_name(spans: list[ReadableSpan]) -> dict[str, list[ReadableSpan]]:
 
 
 def _check_request_trace(spans: list[ReadableSpan], caller_span: str, server_name: str) -> ReadableSpan:
-    """The request's span continues the caller's; queue wait, decode and encode are its children;
-    its batch's span is linked to it. Returns the request's span."""
-    named = _by_name(spans)
-    (server,) = named[server_name]
+    """The request's span continues the caller's and is its trace's only span here: its single image's
+    decode, queue wait, ONNX Runtime call and encode are events on it, in that order, each timed within
+    it. Returns the request's span."""
+    (server,) = spans
+    assert server.name == server_name
     assert server.kind == SpanKind.SERVER
     assert server.parent is not None
     assert format(server.parent.span_id, "016x") == caller_span
     assert server.attributes is not None
     assert server.attributes["denoise.model"] == MODEL
-    for child in ("decode", QUEUE_SPAN, "encode"):
-        (span,) = named[child]
-        assert span.parent is not None, child
-        assert span.parent.span_id == server.context.span_id, child
-        assert span.start_time is not None
-        assert server.start_time is not None
-        assert span.start_time >= server.start_time
-    (batch,) = named[BATCH_SPAN]
-    assert server.context.span_id in {link.context.span_id for link in batch.links}
+    assert [event.name for event in server.events] == ["decode", QUEUE_EVENT, BATCH_SPAN, "encode"]
+    assert server.start_time is not None
+    assert server.end_time is not None
+    previous = server.start_time
+    for event in server.events:
+        assert previous <= event.timestamp, event.name
+        previous = event.timestamp
+        assert event.attributes is not None
+        duration = event.attributes["denoise.duration_us"]
+        assert isinstance(duration, int)
+        assert 0 <= duration * 1000 <= server.end_time - event.timestamp, event.name
+    (batch,) = [event for event in server.events if event.name == BATCH_SPAN]
     assert batch.attributes is not None
     assert batch.attributes["denoise.batcher"] == f"{MODEL}/autoencoder"
+    assert server.attributes["denoise.images"] == 1
     return server
 
 
@@ -159,6 +166,24 @@ def test_grpc_continues_the_callers_trace_from_metadata(traced: Traced) -> None:
     assert result.as_numpy("denoised_png") is not None
     poll(lambda: any(s.kind == SpanKind.SERVER for s in traced.trace(trace_id)), 10, "the call's span ended")
     _check_request_trace(traced.trace(trace_id), span_id, "/inference.GRPCInferenceService/ModelInfer")
+
+
+def test_a_batch_of_images_gets_decode_and_encode_spans(traced: Traced) -> None:
+    traceparent, trace_id, _ = _traceparent()
+    files = [("file", (f"{i}.png", png(digit(i)), "image/png")) for i in range(3)]
+    response = httpx.post(f"{traced.url}/denoise", files=files, headers={"traceparent": traceparent})
+    assert response.status_code == 200, response.text
+    assert response.json()["count"] == 3
+    poll(lambda: _served(traced, trace_id), 10, "the request's span ended")
+    named = _by_name(traced.trace(trace_id))
+    (server,) = named["POST /denoise"]
+    for step in ("decode", "encode"):
+        (span,) = named[step]
+        assert span.parent is not None
+        assert span.parent.span_id == server.context.span_id
+        assert span.attributes is not None
+        assert span.attributes["denoise.images"] == 3
+    assert [event.name for event in server.events] == [QUEUE_EVENT, BATCH_SPAN]
 
 
 def test_one_batch_span_is_linked_to_every_request_in_it(traced: Traced) -> None:
@@ -268,7 +293,9 @@ def test_console_exporter_set_by_the_environment() -> None:
     mine = [span for span in spans if span["context"]["trace_id"] == f"0x{trace_id}"]
     names = {span["name"] for span in mine}
     # Alone on an idle worker with no batching window, the request runs at once: no queue wait.
-    assert {"POST /denoise", "decode", BATCH_SPAN, "encode"} <= names
+    assert names == {"POST /denoise"}
+    (server,) = mine
+    assert [event["name"] for event in server["events"]] == ["decode", BATCH_SPAN, "encode"]
     assert all(span["resource"]["attributes"]["service.name"] == "denoise-console-test" for span in mine)
     assert not any("health" in span["name"] for span in spans)
 
@@ -300,31 +327,34 @@ def test_every_worker_exports_over_otlp_as_the_docs_turn_it_on() -> None:
             poll(lambda: len(collector.pids(sent)) == 2, 15, "spans from both workers")
 
 
-def _sampled_first(ratio: float) -> tuple[SampledFirst, InMemorySpanExporter, list[bool], list[bool]]:
-    """:class:`SampledFirst` around an app that notes whether each request has a span and whether it is
-    recorded, with a provider sampling ``ratio`` of the traces that start here."""
+def _sampled_first(ratio: float) -> tuple[FastAPI, InMemorySpanExporter, list[bool], list[bool]]:
+    """An app traced as the service is (:func:`app.tracing.telemetry`, :class:`app.tracing.CallersContext`)
+    whose route notes whether each request has a span and whether it is recorded, with a provider
+    sampling ``ratio`` of the traces that start here."""
     spans = InMemorySpanExporter()
     provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
     provider.add_span_processor(SimpleSpanProcessor(spans))
     recorded: list[bool] = []
     spanned: list[bool] = []
+    app = FastAPI(telemetry=tracing.telemetry(provider))
+    app.add_middleware(tracing.CallersContext)
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    @app.post("/denoise")
+    def route() -> Response:
         recorded.append(trace.get_current_span().is_recording())
         spanned.append(trace.get_current_span().get_span_context().is_valid)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        return Response()
 
-    return SampledFirst(app, provider=provider), spans, recorded, spanned
+    return app, spans, recorded, spanned
 
 
 def test_a_request_is_sampled_once_and_an_unsampled_one_gets_no_span() -> None:
     """A trace that starts here is decided once, on the trace id its span then takes: at 50%, half the
     requests are traced (a second, independent decision would leave a quarter)."""
-    gate, spans, recorded, spanned = _sampled_first(0.5)
+    app, spans, recorded, spanned = _sampled_first(0.5)
 
     async def send_all() -> None:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gate), base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
             for _ in range(400):
                 assert (await client.post("/denoise")).status_code == 200
 
@@ -337,10 +367,10 @@ def test_a_request_is_sampled_once_and_an_unsampled_one_gets_no_span() -> None:
 
 
 def test_nothing_is_sampled_at_zero_and_the_callers_decision_is_kept() -> None:
-    gate, spans, recorded, spanned = _sampled_first(0.0)
+    app, spans, recorded, spanned = _sampled_first(0.0)
 
     async def send(headers: dict[str, str]) -> None:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gate), base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
             assert (await client.post("/denoise", headers=headers)).status_code == 200
 
     asyncio.run(send({}))
