@@ -13,8 +13,9 @@ W3C ``traceparent`` continues the caller's trace; the span is named by the route
 metrics routes are not traced), behind one sampling decision per request (:class:`SamplingGate`: a
 request left unsampled pays for that decision alone, not for a span, its attributes and their
 bookkeeping). :func:`install` gives the rest of the service its tracer: the gRPC server's interceptor
-(:func:`grpc_interceptors`), the image pipeline's ``decode`` and ``encode`` steps and the batchers'
-``queue wait`` (:func:`step`, :func:`event`) and ``onnxruntime batch`` spans (:mod:`app.runtime.batcher`).
+(:func:`grpc_interceptors`), the image pipeline's ``decode`` and ``encode`` steps (:func:`step`), the
+batchers' ``queue wait`` events (:func:`event`) and ``onnxruntime batch`` spans or events
+(:mod:`app.runtime.batcher`).
 
 A span costs tens of microseconds to make, end and export, more than decoding or encoding one 28×28
 PNG: a step of a single-image request is an event on the request's span (its start, with its
