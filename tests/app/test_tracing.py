@@ -254,6 +254,10 @@ def test_an_error_is_recorded_on_the_request_span(traced: Traced) -> None:
     poll(lambda: any(s.kind == SpanKind.SERVER for s in traced.trace(trace_id)), 10, "the request's span ended")
     (server,) = [s for s in traced.trace(trace_id) if s.kind == SpanKind.SERVER]
     assert _status(server) == 400
+    (decode,) = server.events  # it failed there: nothing queued, nothing encoded
+    assert decode.name == "decode"
+    assert decode.attributes is not None
+    assert decode.attributes["denoise.error"] == "UndecodableImage"
 
 
 def _access_line(caplog: pytest.LogCaptureFixture, response: httpx.Response) -> logging.LogRecord:
