@@ -14,7 +14,7 @@ metrics routes are not traced), behind one sampling decision per request (:class
 request left unsampled pays for that decision alone, not for a span, its attributes and their
 bookkeeping). :func:`install` gives the rest of the service its tracer: the gRPC server's interceptor
 (:func:`grpc_interceptors`), the image pipeline's ``decode`` and ``encode`` steps (:func:`step`), the
-batchers' ``queue wait`` events (:func:`event`) and ``onnxruntime batch`` spans or events
+batchers' ``queue wait`` events and ``onnxruntime batch`` spans or events (:class:`TimedEvent`)
 (:mod:`app.runtime.batcher`).
 
 A span costs tens of microseconds to make, end and export, more than decoding or encoding one 28×28
@@ -261,14 +261,6 @@ def timed(name: str, **attributes: Any) -> AbstractContextManager[object]:
     return TimedEvent(current, name, _attributes(attributes))
 
 
-def event(name: str, started_ns: int, parent: context.Context | None = None, **attributes: Any) -> None:
-    """Add the event ``name``, which started at ``started_ns`` (``time.time_ns()``) and ends now, to the
-    span current in ``parent`` (by default the current one), where it is recorded."""
-    current = trace.get_current_span(parent)
-    if _tracer is not None and current.is_recording():
-        TimedEvent(current, name, _attributes(attributes), started_ns).end()
-
-
 class TimedEvent:
     """Work timed as an event on ``span`` rather than as a span of its own: the event, added when the work
     ends, has the work's start as its timestamp and its length as ``denoise.duration_us`` (and the
@@ -287,7 +279,7 @@ class TimedEvent:
         self.span.add_event(self.name, self.attributes, timestamp=self.started_ns)
 
     def __enter__(self) -> None:
-        self.started_ns = time.time_ns()
+        pass  # timed from its making, just before the block
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None

@@ -289,19 +289,19 @@ class Batcher:
         tracer = tracing.tracer()
         if tracer is None:
             return None
-        links, parent = [], None
+        links, parent, first = [], None, None
         for item in live:
-            if item.trace is None:
+            if item.trace is None:  # not recorded
                 continue
-            tracing.event(QUEUE_EVENT, item.queued_ns, item.trace)
-            request = trace.get_current_span(item.trace).get_span_context()
-            links.append(trace.Link(request))
+            request = trace.get_current_span(item.trace)
+            tracing.TimedEvent(request, QUEUE_EVENT, {}, item.queued_ns).end()
+            links.append(trace.Link(request.get_span_context()))
             if parent is None:
-                parent = item.trace
-        if parent is None:
+                parent, first = item.trace, request
+        if parent is None or first is None:
             return None
         if len(live) == 1:  # its size is the request's images (on the request's span)
-            return tracing.TimedEvent(trace.get_current_span(parent), BATCH_SPAN, {"denoise.batcher": self.name})
+            return tracing.TimedEvent(first, BATCH_SPAN, {"denoise.batcher": self.name})
         attributes: dict[str, str | int] = {
             "denoise.batcher": self.name,
             "denoise.batch_size": size,
