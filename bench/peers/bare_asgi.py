@@ -1,8 +1,8 @@
-"""A request's own cost, as a floor to measure against: the lean script's work (lean_fastapi.py's
-``denoise_png``: Pillow decode, one ``session.run``, Pillow encode) in a bare ASGI callable, with no
-framework and no thread hand-off (the call runs on the event loop's thread). No validation, routing,
-limits, batching, metrics or logs: what is left of a ``/denoise`` request is the HTTP exchange, the PNG
-codec and the model.
+"""A request's own cost, as a floor to measure against: a PNG decoded and encoded by the service's codec
+(libpng through imagecodecs) around one ``session.run`` of the lean script's session, in a bare ASGI
+callable, with no framework and no thread hand-off (the call runs on the event loop's thread). No
+validation, routing, limits, batching, metrics or logs: what is left of a ``/denoise`` request is the HTTP
+exchange, the PNG codec and the model.
 
     LEAN_MODEL=models/mnist/autoencoder.int8.onnx uvicorn bench.peers.bare_asgi:app --workers 2 --port 9000
 """
@@ -12,11 +12,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from bench.peers.lean_fastapi import denoise_png
+import imagecodecs
+import numpy as np
+
+from bench.peers.lean_fastapi import session
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+
+def denoise_png(data: bytes) -> bytes:
+    pixels = imagecodecs.png_decode(data).astype(np.float32) / 255.0
+    (output,) = session.run(None, {"image": pixels[None, :, :, None]})
+    return bytes(imagecodecs.png_encode((np.clip(output[0, :, :, 0], 0, 1) * 255 + 0.5).astype(np.uint8), level=1))
 
 
 async def app(scope: Message, receive: Receive, send: Send) -> None:

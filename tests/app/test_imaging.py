@@ -5,9 +5,14 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import png as pypng
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from PIL import Image
 
+from app import imaging
 from app.errors import InvalidInput, PayloadTooLarge, UndecodableImage, UnsupportedMediaType
 from app.imaging import DecodeOptions, decode, encode_png
 from tests.conftest import png
@@ -112,3 +117,74 @@ def test_corrupt_crc_is_undecodable() -> None:
 def test_encode_png_round_trips() -> None:
     pixels = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28)
     assert np.array_equal(decode(encode_png(pixels), OPTIONS), pixels)
+
+
+def _pypng(pixels: np.ndarray, **writer: object) -> bytes:
+    buffer = io.BytesIO()
+    pypng.Writer(28, 28, greyscale=True, bitdepth=8, **writer).write(buffer, pixels.tolist())
+    return buffer.getvalue()
+
+
+def _pillow_pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("L"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pixels=arrays(np.uint8, (28, 28)),
+    encoder=st.sampled_from(["pillow", "pillow-level-9", "pypng-interlaced", "pypng-level-0", "ours"]),
+)
+def test_a_28x28_grayscale_png_decodes_as_pillow_reads_it(pixels: np.ndarray, encoder: str) -> None:
+    """The common upload skips Pillow (libpng decodes it); every encoder's file gives Pillow's pixels."""
+    data = {
+        "pillow": lambda: png(pixels),
+        "pillow-level-9": lambda: png(pixels, compress_level=9),
+        "pypng-interlaced": lambda: _pypng(pixels, interlace=True),
+        "pypng-level-0": lambda: _pypng(pixels, compression=0),
+        "ours": lambda: encode_png(pixels),
+    }[encoder]()
+    assert np.array_equal(decode(data, OPTIONS), _pillow_pixels(data))
+    assert np.array_equal(decode(data, DecodeOptions(invert=True)), 255 - _pillow_pixels(data))
+
+
+def test_the_common_upload_does_not_go_through_pillow(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> None:
+        raise AssertionError("Pillow opened a 28x28 8-bit grayscale PNG")
+
+    monkeypatch.setattr(imaging, "_open", refuse)
+    pixels = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28)
+    assert np.array_equal(decode(png(pixels), OPTIONS), pixels)
+
+
+def test_a_grayscale_png_with_a_transparent_value_keeps_its_gray_levels() -> None:
+    """tRNS on a grayscale image names a transparent gray value; the rule composites alpha channels only."""
+    pixels = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28)
+    assert np.array_equal(decode(png(pixels, transparency=5), OPTIONS), pixels)
+
+
+@pytest.mark.parametrize("cut", [1, 13, 40, 200])
+def test_a_truncated_grayscale_png_is_undecodable_or_complete(cut: int) -> None:
+    """Cut anywhere, a PNG is answered as Pillow answers it: an error naming the problem, or (when only the
+    end marker is lost) the image."""
+    pixels = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28)
+    data = png(pixels)[:-cut]
+    try:
+        expected = _pillow_pixels(data)
+    except Exception:  # whatever Pillow raises, decode must answer UndecodableImage
+        with pytest.raises(UndecodableImage, match=r"PNG|corrupt"):
+            decode(data, OPTIONS)
+    else:
+        assert np.array_equal(decode(data, OPTIONS), expected)
+
+
+def test_a_grayscale_png_refused_by_the_allow_list_stays_refused() -> None:
+    with pytest.raises(UnsupportedMediaType, match="PNG"):
+        decode(png(np.zeros((28, 28), dtype=np.uint8)), DecodeOptions(formats=("BMP",)))
+
+
+def test_encode_png_writes_an_8_bit_grayscale_png() -> None:
+    pixels = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28)
+    with Image.open(io.BytesIO(encode_png(pixels))) as image:
+        assert (image.format, image.mode, image.size) == ("PNG", "L", (28, 28))
+        assert np.array_equal(np.asarray(image), pixels)
