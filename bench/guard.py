@@ -4,13 +4,14 @@ In one run (two to three minutes on 2 cores), it measures:
 
 - the server's CPU per single-image ``/denoise`` request, the service as shipped against the lean
   FastAPI + onnxruntime script (``bench/peers/lean_fastapi.py``), in alternating rounds
-  (:mod:`bench.cpu`'s measurement: wrk at 32 connections, CPU from /proc); the guard needs the lean
-  script's CPU per request to be at least ``--min-ratio`` times ours (default 1.3);
+  (:mod:`bench.cpu`'s measurement: wrk at 32 connections, CPU from /proc; five rounds, each measuring
+  both, one right after the other); the guard needs the median of the rounds' ratios (the lean
+  script's CPU per request over ours) to be at least ``--min-ratio`` (default 1.3);
 - the shipped model's int8 autoencoder in-process (µs per image at batch 64 on one thread, as the
   service runs it), against the figure committed in ``bench/results/guard.json``; the guard fails above
   ``--max-regression`` (default 10%) over it.
 
-``--gross`` applies the loose limits CI uses on a shared, noisy machine (0.75x and +25%): only a gross
+``--gross`` applies the loose limits CI uses on a shared, noisy machine (1.1x and +25%): only a gross
 regression fails there. ``--record`` writes this run's int8 figure into ``bench/results/guard.json``
 (do it when a model change is meant to change it, and commit the file with the change). Exit status 0
 when within the limits, 1 when not, 2 when it cannot measure (no wrk).
@@ -37,10 +38,9 @@ from tests.server import MODEL, MODELS, REPO
 
 RESULTS = REPO / "bench" / "results" / "guard.json"
 #: (least lean/ours CPU per request, most int8 cost over its committed figure). "gross" is what CI fails on:
-#: the service is level with the lean script today (0.90-1.17x in alternating rounds on 2 shared cores,
-#: CI's run after the tests included), so CI fails only when it is clearly behind it, or the model
-#: clearly slower.
-LIMITS = {"strict": (1.3, 0.10), "gross": (0.75, 0.25)}
+#: the rounds' ratios have ranged from 1.09x to 1.66x on 2 shared cores (their medians 1.19x to 1.55x), so
+#: CI fails only when the service is clearly closer to the lean script than that, or the model clearly slower.
+LIMITS = {"strict": (1.3, 0.10), "gross": (1.1, 0.25)}
 INT8_BATCH = 64
 
 
@@ -61,12 +61,18 @@ def int8_cost(bundle: Path, seconds: float) -> float:
 
 
 def cpu_ratio(rounds: int, seconds: float) -> tuple[dict[str, dict[str, float]], float]:
+    """Each service's medians over ``rounds`` rounds, and the median of the rounds' ratios (the lean script's
+    CPU per request over ours, both measured in the same round, one right after the other: a ratio of
+    neighbours in time, which the machine's drift between rounds does not move). Which service goes first
+    alternates from round to round."""
     work = Path(tempfile.mkdtemp(prefix="bench-guard-"))
     services: dict[str, Any] = {"ours": ours, "lean script": lean}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in services}
+    ratios = []
     for number in range(rounds):
-        for name, start in services.items():
-            service: AbstractContextManager[tuple[str, list[int]]] = start(work)
+        order = list(services) if number % 2 == 0 else list(reversed(services))
+        for name in order:
+            service: AbstractContextManager[tuple[str, list[int]]] = services[name](work)
             with service as (url, pids):
                 runs[name].append(measure(url, pids, seconds))
             row = runs[name][-1]
@@ -75,16 +81,18 @@ def cpu_ratio(rounds: int, seconds: float) -> tuple[dict[str, dict[str, float]],
                 f"{row['requests_per_s']:.0f} requests/s  p99 {row['p99_ms']:.1f} ms  errors {row['errors']:.0f}",
                 flush=True,
             )
+        ratios.append(runs["lean script"][-1]["cpu_ms_per_request"] / runs["ours"][-1]["cpu_ms_per_request"])
+        print(f"round {number + 1} lean script / ours: {ratios[-1]:.2f}x", flush=True)
     shutil.rmtree(work, ignore_errors=True)
     medians = {name: {key: float(np.median([r[key] for r in rows])) for key in rows[0]} for name, rows in runs.items()}
-    return medians, medians["lean script"]["cpu_ms_per_request"] / medians["ours"]["cpu_ms_per_request"]
+    return medians, float(np.median(ratios))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per service per round")
-    parser.add_argument("--gross", action="store_true", help="CI's loose limits (0.75x, +25%%)")
+    parser.add_argument("--gross", action="store_true", help="CI's loose limits (1.1x, +25%%)")
     parser.add_argument("--min-ratio", type=float, help="least lean/ours CPU per request (default 1.3)")
     parser.add_argument("--max-regression", type=float, help="most int8 cost over the committed figure (0.10)")
     parser.add_argument("--record", action="store_true", help=f"write this run's int8 figure to {RESULTS}")
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             f"median {name:12} CPU {row['cpu_ms_per_request']:.3f} ms/request  {row['requests_per_s']:.0f} "
             f"requests/s  p99 {row['p99_ms']:.1f} ms"
         )
-    print(f"lean script's CPU per request / ours: {ratio:.2f}x (needs {min_ratio}x)")
+    print(f"lean script's CPU per request / ours, median of the rounds: {ratio:.2f}x (needs {min_ratio}x)")
     failures = []
     if ratio < min_ratio:
         failures.append(f"CPU per request only {ratio:.2f}x below the lean script's (needs {min_ratio}x)")

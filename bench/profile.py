@@ -34,8 +34,16 @@ from tests.server import running_server
 #: (layer, frame substrings), innermost first: a sample goes to the first layer met walking up from its leaf.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model (ONNX Runtime)", ("onnxruntime/",)),
-    ("PNG decode (Pillow)", ("decode (app/imaging.py", "_open (app/imaging.py", "_to_gray (app/imaging.py")),
-    ("PNG encode (Pillow)", ("encode_png (app/imaging.py",)),
+    (
+        "PNG decode (libpng, Pillow)",
+        (
+            "decode (app/imaging.py",
+            "_decode_gray (app/imaging.py",
+            "_open (app/imaging.py",
+            "_to_gray (app/imaging.py",
+        ),
+    ),
+    ("PNG encode (libpng)", ("encode_png (app/imaging.py",)),
     ("multipart parsing", ("app/multipart.py", "python_multipart/")),
     ("metrics (prometheus_client)", ("prometheus_client/", "app/metrics.py")),
     ("access log (logging, JSON)", ("logging/", "pythonjsonlogger/", "app/logs.py")),

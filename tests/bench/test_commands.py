@@ -24,6 +24,23 @@ def _run(*argv: str) -> str:
     return result.stdout
 
 
+def test_guard_measures_both_and_fails_below_its_limit() -> None:
+    """Two rounds (the lean script first in the second), a ratio per round and their median; a limit no
+    service can meet fails the run, naming what failed."""
+    if shutil.which("wrk") is None and not os.environ.get("CI"):
+        pytest.skip("needs wrk (apt-get install wrk; .ci/run installs it)")
+    command = [sys.executable, "-m", "bench.guard", "--rounds", "2", "--seconds", "1", "--min-ratio", "1000"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False, timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    rounds = [line.split()[2] for line in lines if re.match(r"round \d (ours|lean script) +CPU ", line)]
+    assert rounds == ["ours", "lean", "lean", "ours"]
+    assert len([line for line in lines if re.match(r"round \d lean script / ours: [\d.]+x$", line)]) == 2
+    assert re.search(r"int8 autoencoder, batch 64, 1 thread: \d+ µs per image", result.stdout)
+    assert "bench.guard: FAIL: CPU per request only" in result.stdout
+    assert "(needs 1000.0x)" in result.stdout
+
+
 def test_liveness_bench_runs_both_front_doors() -> None:
     output = _run("bench.liveness", "--seconds", "2")
     assert "/v2/models/mnist/infer" in output

@@ -15,9 +15,13 @@ ENCODE = "encode_png (app/imaging.py:123)"
 @pytest.mark.parametrize(
     ("stack", "layer"),
     [
-        # the innermost layer wins: Pillow under our encoder is encoding, not the route that called it
-        ([ROUTE, ENCODE, "ImageFile._save (PIL/ImageFile.py:640)"], "PNG encode (Pillow)"),
-        ([ROUTE, "decode (app/imaging.py:110)", "ImageFile.load (PIL/ImageFile.py:425)"], "PNG decode (Pillow)"),
+        # the innermost layer wins: the codec under our encoder is encoding, not the route that called it
+        ([ROUTE, ENCODE], "PNG encode (libpng)"),
+        (
+            [ROUTE, "decode (app/imaging.py:110)", "ImageFile.load (PIL/ImageFile.py:425)"],
+            "PNG decode (libpng, Pillow)",
+        ),
+        ([ROUTE, "decode (app/imaging.py:110)", "_decode_gray (app/imaging.py:80)"], "PNG decode (libpng, Pillow)"),
         (
             ["_worker (concurrent/futures/thread.py:83)", "Session.run (onnxruntime/capi/x.py:406)"],
             "model (ONNX Runtime)",
@@ -53,4 +57,4 @@ def test_split_counts_samples_per_layer(tmp_path: Path) -> None:
         "Thread._bootstrap (threading.py:1002);_worker (concurrent/futures/thread.py:81) 50\n"
         f"{ROUTE} 3\n"
     )
-    assert split([raw]) == {"PNG encode (Pillow)": 7, "routes and responses": 3}
+    assert split([raw]) == {"PNG encode (libpng)": 7, "routes and responses": 3}
