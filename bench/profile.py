@@ -1,6 +1,6 @@
 """Where the CPU goes per request: the service as shipped under load, every process sampled with py-spy.
 
-    python -m bench.profile [--connections 32] [--seconds 10] [--rate 250] [--keep DIR]
+    python -m bench.profile [--connections 32] [--seconds 10] [--rate 250] [--keep DIR] [--env NAME=VALUE]
 
 Starts ``python -m app`` with its shipped defaults (the JSON access log written to a file), drives
 ``/denoise`` with single PNGs from wrk, and meanwhile samples every process of the service with
@@ -121,7 +121,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds (after 3 s of warm-up)")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--keep", type=Path, help="folder for py-spy's collapsed stacks (flamegraph.pl input)")
+    parser.add_argument(
+        "--env",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="start the service with this environment variable set (repeatable), e.g. OTEL_TRACES_EXPORTER=otlp",
+    )
     args = parser.parse_args()
+    if malformed := [setting for setting in args.env if "=" not in setting]:
+        parser.error(f"--env takes NAME=VALUE, not {', '.join(malformed)}")
+    env = dict(setting.partition("=")[::2] for setting in args.env)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if shutil.which("wrk") is None or not Path(py_spy).exists():
         print("needs wrk (apt-get install wrk) and py-spy (pip install py-spy)", file=sys.stderr)
@@ -130,7 +140,7 @@ def main() -> int:
     out = args.keep or work
     out.mkdir(parents=True, exist_ok=True)
     log = work / "service.log"
-    with log.open("wb") as stderr, running_server({}, stderr=stderr) as (url, process):
+    with log.open("wb") as stderr, running_server(env, stderr=stderr) as (url, process):
         wait_for_workers(log)
         pids = session_pids(process.pid)
         wrk(f"{url}/denoise", SAMPLE, "image/png", args.connections, 3)
