@@ -37,6 +37,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry import context, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -113,6 +114,9 @@ def provider_from_environment() -> TracerProvider | None:
 
 #: The trace id a request's sampling decision was made on, for its span to take (:class:`_DecidedTraceIds`).
 _decided_trace_id: ContextVar[int | None] = ContextVar("denoise_decided_trace_id", default=None)
+#: Whether the current HTTP request is recorded, as :class:`SamplingGate` decided (None outside one: a gRPC
+#: call, background work): an unsampled request's steps skip looking up its span.
+_sampled: ContextVar[bool | None] = ContextVar("denoise_sampled", default=None)
 #: The ASGI scope key under which :class:`SamplingGate` leaves an unsampled caller's context.
 CALLER_CONTEXT = "denoise.caller_context"
 
@@ -150,23 +154,30 @@ class SamplingGate:
             provider.id_generator = _DecidedTraceIds(provider.id_generator)  # type: ignore[assignment]
         self.sampler = provider.sampler
         self.ids = provider.id_generator
+        #: The headers the configured propagators read (``OTEL_PROPAGATORS``), as ASGI names them.
+        self.fields = frozenset(field.lower().encode("latin-1") for field in propagate.get_global_textmap().fields)
 
     def exclude(self, scope: MutableMapping[str, Any]) -> bool:
         """FastAPI's ``telemetry["exclude"]``: True where the request is not to be traced."""
         if scope["type"] != "http" or UNTRACED_PATHS.search(scope["path"]):
+            _sampled.set(False)
             return True
-        # ASGI header names are lower case, as the propagators ask for them.
-        caller = propagate.extract(
-            {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-        )
+        headers = scope["headers"]
+        if any(name in self.fields for name, _ in headers):
+            # ASGI header names are lower case, as the propagators ask for them.
+            caller = propagate.extract({name.decode("latin-1"): value.decode("latin-1") for name, value in headers})
+        else:
+            caller = Context()  # what the propagators make of a request without their headers
         parent = trace.get_current_span(caller).get_span_context()
         trace_id = parent.trace_id if parent.is_valid else self.ids.generate_trace_id()
         decision = self.sampler.should_sample(caller, trace_id, scope["method"], trace.SpanKind.SERVER)
         if decision.decision is not Decision.DROP:  # recorded: sampled, or recorded only (a custom sampler)
             _decided_trace_id.set(None if parent.is_valid else trace_id)
+            _sampled.set(True)
             return False
         if parent.is_valid:
             scope[CALLER_CONTEXT] = caller
+        _sampled.set(False)
         return True
 
 
@@ -229,15 +240,24 @@ def grpc_interceptors(provider: TracerProvider | None) -> Sequence[Any]:
     return (aio_server_interceptor(tracer_provider=provider, filter_=filters.negate(untraced)),)  # type: ignore[no-untyped-call]
 
 
+def _recorded_span() -> trace.Span | None:
+    """The current span where tracing is on and it is recorded; None otherwise, found without a lookup
+    in a request :class:`SamplingGate` left unsampled."""
+    if _tracer is None or _sampled.get() is False:
+        return None
+    current = trace.get_current_span()
+    return current if current.is_recording() else None
+
+
 def recording() -> bool:
     """Whether tracing is on and the current request's span is recorded (sampled)."""
-    return _tracer is not None and trace.get_current_span().is_recording()
+    return _recorded_span() is not None
 
 
 def span(name: str, **attributes: Any) -> AbstractContextManager[object]:
     """A child span of the current one for the block, where the current one is recorded (an unsampled
     request's children would not be, and cost as much to make); else a context that does nothing."""
-    if _tracer is None or not trace.get_current_span().is_recording():
+    if _tracer is None or _recorded_span() is None:
         return _NOTHING
     return _tracer.start_as_current_span(name, attributes=_attributes(attributes))
 
@@ -253,10 +273,8 @@ def step(name: str, images: int) -> AbstractContextManager[object]:
 
 def timed(name: str, **attributes: Any) -> AbstractContextManager[object]:
     """The block as a :class:`TimedEvent` on the current span, where it is recorded."""
-    if _tracer is None:
-        return _NOTHING
-    current = trace.get_current_span()
-    if not current.is_recording():
+    current = _recorded_span()
+    if current is None:
         return _NOTHING
     return TimedEvent(current, name, _attributes(attributes))
 
@@ -301,8 +319,6 @@ def trace_id() -> str | None:
 
 def annotate(**attributes: Any) -> None:
     """Add ``denoise.<key>`` attributes to the current span, where one is being recorded."""
-    if _tracer is None:
-        return
-    current = trace.get_current_span()
-    if current.is_recording():
+    current = _recorded_span()
+    if current is not None:
         current.set_attributes(_attributes(attributes))
