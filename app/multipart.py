@@ -44,6 +44,7 @@ class _Collector:
         self.parts: list[Part] = []
         self.ended = False
         self._count = 0
+        self._files = 0
         self._current: Part | None = None
         self._name = bytearray()
         self._value = bytearray()
@@ -84,10 +85,12 @@ class _Collector:
         if options.get(b"name") != self.field:
             return  # another field: read past it
         part = Part(is_file=b"filename" in options)
-        if part.is_file and sum(p.is_file for p in self.parts) >= self.max_files:
-            raise PayloadTooLarge(
-                f"Too many files: at most {self.max_files} images per request (DENOISE_MAX_BATCH_IMAGES); split it"
-            )
+        if part.is_file:
+            if self._files >= self.max_files:
+                raise PayloadTooLarge(
+                    f"Too many files: at most {self.max_files} images per request (DENOISE_MAX_BATCH_IMAGES); split it"
+                )
+            self._files += 1
         self.parts.append(part)
         self._current = part
 
