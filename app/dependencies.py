@@ -13,7 +13,6 @@ from app.errors import InvalidInput, UnsupportedMediaType
 from app.imaging import DecodeOptions
 from app.multipart import read_parts
 from app.pipeline import decode_options
-from app.query import query_reader
 from app.repository import ModelRepository
 from app.routing import request_context
 from app.runtime.model import LoadedModel
@@ -57,7 +56,7 @@ def media_type(request: Request) -> str:
 
 
 class ImageQuery(BaseModel):
-    """The query of a route that reads images (read by :func:`app.query.query_reader`)."""
+    """The query of a route that reads images (read by :func:`app.query.read_query`)."""
 
     model: str | None = Field(None, description="model name (default: DENOISE_DEFAULT_MODEL)", max_length=64)
     resize: bool = Field(False, description="resample any size to 28x28 (Lanczos) instead of rejecting it")
@@ -84,10 +83,6 @@ class ImageRequest:
         settings: Settings = request.app.state.settings
         loaded = resolve_model(request, query.model)
         return cls(loaded, settings, decode_options(settings, resize=query.resize, invert=query.invert))
-
-
-ImageQueryDep = Annotated[ImageQuery, Depends(query_reader(ImageQuery))]
-ImageOutputQueryDep = Annotated[ImageOutputQuery, Depends(query_reader(ImageOutputQuery))]
 
 
 async def _multipart_files(request: Request, settings: Settings) -> list[bytes]:

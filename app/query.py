@@ -1,14 +1,16 @@
-"""A route's query string read into a pydantic model in one validation, as a FastAPI dependency, and the
-OpenAPI parameters that document it (generated from the model's JSON schema).
+"""A route's query string read into a pydantic model in one validation, called by the route itself, and
+the OpenAPI parameters that document it (generated from the model's JSON schema).
 
 FastAPI validates declared query parameters one by one, in Python, on every request (about 50 µs for
-four of them); one ``model_validate`` of the query takes a few. A bad value is answered as FastAPI
-answers one: a :class:`~fastapi.exceptions.RequestValidationError` located at ``("query", name)``.
+four of them); one ``model_validate`` of the query takes a few. Read as a FastAPI dependency instead,
+the same validation cost about 60 µs more per request in FastAPI's dependency resolution
+(``python -m bench.asgi_cost``), so the image routes call :func:`read_query` first thing. A bad value is
+answered as FastAPI answers one: a :class:`~fastapi.exceptions.RequestValidationError` located at
+``("query", name)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -18,19 +20,15 @@ from pydantic import BaseModel, ValidationError
 Q = TypeVar("Q", bound=BaseModel)
 
 
-def query_reader(model: type[Q]) -> Callable[[Request], Coroutine[Any, Any, Q]]:
-    """A dependency giving the request's query as ``model`` (unknown names ignored; a repeated name: its
-    last value, as FastAPI reads a single-valued parameter)."""
-
-    async def read(request: Request) -> Q:
-        try:
-            return model.model_validate(dict(request.query_params))
-        except ValidationError as error:
-            raise RequestValidationError(
-                [{**problem, "loc": ("query", *problem["loc"])} for problem in error.errors(include_url=False)]
-            ) from None
-
-    return read
+def read_query(request: Request, model: type[Q]) -> Q:
+    """The request's query as ``model`` (unknown names ignored; a repeated name: its last value, as FastAPI
+    reads a single-valued parameter)."""
+    try:
+        return model.model_validate(dict(request.query_params))
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**problem, "loc": ("query", *problem["loc"])} for problem in error.errors(include_url=False)]
+        ) from None
 
 
 def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:

@@ -9,13 +9,11 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from app.config import Settings
 from app.dependencies import (
     ImageOutputQuery,
-    ImageOutputQueryDep,
     ImageQuery,
-    ImageQueryDep,
     ImageRequest,
-    SettingsDep,
     media_type,
     read_uploads,
     resolve_model,
@@ -23,7 +21,7 @@ from app.dependencies import (
 from app.latents import check_latents, parse_latents
 from app.pipeline import infer_images, output_pngs
 from app.policy import INFERENCE
-from app.query import query_parameters
+from app.query import query_parameters, read_query
 from app.routing import policy_route, request_context
 from app.runtime.model import Inference, LoadedModel
 from app.schemas import DenoiseBatchResponse, ErrorResponse, Latents
@@ -134,7 +132,8 @@ async def _infer_images(request: Request, image: ImageRequest, graph: GraphName)
     responses={**_PNG_OR_BATCH, **_IMAGE_ERRORS},
     openapi_extra={**_IMAGE_BODY, "parameters": query_parameters(ImageOutputQuery)},
 )
-async def denoise(request: Request, query: ImageOutputQueryDep) -> Response:
+async def denoise(request: Request) -> Response:
+    query = read_query(request, ImageOutputQuery)
     image = ImageRequest.of(request, query)
     return await _image_response(
         request, image.model, await _infer_images(request, image, "autoencoder"), query.reinvert
@@ -148,8 +147,8 @@ async def denoise(request: Request, query: ImageOutputQueryDep) -> Response:
     responses=_IMAGE_ERRORS,
     openapi_extra={**_IMAGE_BODY, "parameters": query_parameters(ImageQuery)},
 )
-async def encode(request: Request, query: ImageQueryDep) -> JSONResponse:
-    image = ImageRequest.of(request, query)
+async def encode(request: Request) -> JSONResponse:
+    image = ImageRequest.of(request, read_query(request, ImageQuery))
     result = await _infer_images(request, image, "encoder")
     model = image.model
     latents = result.outputs
@@ -181,8 +180,10 @@ async def encode(request: Request, query: ImageQueryDep) -> JSONResponse:
         "parameters": query_parameters(ImageOutputQuery),
     },
 )
-async def reconstruct(request: Request, settings: SettingsDep, query: ImageOutputQueryDep) -> Response:
+async def reconstruct(request: Request) -> Response:
+    query = read_query(request, ImageOutputQuery)
     if media_type(request) == "application/json":
+        settings: Settings = request.app.state.settings
         payload = parse_latents(await request.body())
         loaded = resolve_model(request, query.model or payload.model)
         latents = check_latents(payload, loaded, settings.max_batch_images)
