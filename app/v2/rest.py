@@ -16,8 +16,8 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from app.config import Settings
 from app.context import RequestContext
-from app.dependencies import SettingsDep
 from app.policy import ADMIN, INFERENCE, KEYED, PUBLIC
 from app.routing import policy_route, request_context
 from app.v2.dataplane import DataPlane
@@ -270,14 +270,12 @@ _INFER: dict[str, Any] = {
 
 @infer_router.post("/models/{model}/infer", summary="Inference (JSON or binary tensor data)", **_INFER)
 @infer_router.post("/models/{model}/versions/{version}/infer", summary="Inference on a version", **_INFER)
-async def infer(
-    request: Request,
-    plane: DataPlaneDep,
-    context: ContextDep,
-    settings: SettingsDep,
-    model: ModelPath,
-    version: str | None = None,
-) -> Response:
+async def infer(request: Request, model: ModelPath, version: str | None = None) -> Response:
+    # What the other routes get as dependencies, read directly: FastAPI's dependency resolution costs an
+    # inference request more than the lookups themselves (app/query.py).
+    plane: DataPlane = request.app.state.v2
+    context = request_context(request)
+    settings: Settings = request.app.state.settings
     found = plane.model(model, version, context)
     body = _inflate(
         await request.body(), request.headers.get("content-encoding", "").strip().lower(), settings.max_body_bytes
