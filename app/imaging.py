@@ -1,9 +1,9 @@
 """Image decoding, validation and encoding: the only module that reads or writes images.
 
 The common upload (a 28x28 8-bit grayscale PNG) and every output are decoded and encoded by libpng
-through imagecodecs, at a fifth (decoding) to two fifths (encoding) of what Pillow costs on an image this small; every
-other upload (other modes, sizes and formats, animated or damaged files) goes through Pillow, which
-applies the rule below and says what is wrong with a file it refuses.
+through imagecodecs, at a fifth (decoding) to a quarter (encoding) of what Pillow costs on an image
+this small; every other upload (other modes, sizes and formats, animated or damaged files) goes
+through Pillow, which applies the rule below and says what is wrong with a file it refuses.
 
 Every upload is normalised by :data:`NORMALISATION`, which the API documentation shows as it is.
 """
