@@ -18,9 +18,11 @@ from tests.server import BUNDLES, MODELS, free_port, poll
 
 pytestmark = pytest.mark.container
 
-#: The image's size budget: the serving dependencies (onnxruntime, numpy, grpcio, Pillow) on Python
-#: slim, with the committed bundles. A training library pulled in by mistake is ten times this margin.
-SIZE_BUDGET_MB = 560
+#: The image's size budget: the serving dependencies (onnxruntime, numpy, grpcio, Pillow, and imagecodecs,
+#: whose libpng decodes the common upload and encodes every output: about 80 MB of codec libraries) on
+#: Python slim, with the committed bundles (588 MB as built). A training library pulled in by mistake is
+#: ten times this margin.
+SIZE_BUDGET_MB = 640
 #: What Kubernetes sets (deploy/k8s/deployment.yaml): read-only root, a writable /tmp, no capabilities.
 AS_KUBERNETES = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
 
