@@ -47,7 +47,7 @@ EQUALIZE_STRENGTH = 0.5
 METHOD = (
     "static QDQ (onnxruntime.quantization) after folding batch normalisation into the transposed convolutions, "
     f"equalising activation ranges (strength {EQUALIZE_STRENGTH}) and rewriting each transposed convolution as a "
-    "convolution and a DepthToSpace (run on the 8-bit values): int8 weights per channel, uint8 "
+    "convolution and a DepthToSpace (run on the 8-bit values, channels-last): int8 weights per channel, uint8 "
     f"activations over their min-max range on {CALIBRATION_IMAGES} blind-noise training images; float32: the "
     "first convolution, the convolutions around the latent, the last convolution and the sigmoid"
 )

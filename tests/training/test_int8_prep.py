@@ -179,7 +179,7 @@ def test_the_committed_autoencoder_rewritten_has_no_transposed_convolution_and_t
     np.testing.assert_allclose(_run(rewritten, images)[0], _run(model, images)[0], atol=1e-5)
 
 
-def _interleave(scales: tuple[float, float], zero_points: tuple[int, int]) -> onnx.ModelProto:
+def _interleave(scales: tuple[float, float], zero_points: tuple[int, int], mode: str = "DCR") -> onnx.ModelProto:
     """uint8 -> DequantizeLinear -> DepthToSpace -> QuantizeLinear -> uint8, with these parameters."""
     constants = [
         numpy_helper.from_array(np.array(value, dtype), name)
@@ -192,24 +192,52 @@ def _interleave(scales: tuple[float, float], zero_points: tuple[int, int]) -> on
     ]
     nodes = [
         helper.make_node("DequantizeLinear", ["q", "s_in", "z_in"], ["f"]),
-        helper.make_node("DepthToSpace", ["f"], ["g"], blocksize=2),
+        helper.make_node("DepthToSpace", ["f"], ["g"], blocksize=2, mode=mode),
         helper.make_node("QuantizeLinear", ["g", "s_out", "z_out"], ["y"]),
     ]
-    q = helper.make_tensor_value_info("q", onnx.TensorProto.UINT8, [1, 8, 3, 3])
-    y = helper.make_tensor_value_info("y", onnx.TensorProto.UINT8, [1, 2, 6, 6])
+    q = helper.make_tensor_value_info("q", onnx.TensorProto.UINT8, ["n", 12, 3, 5])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.UINT8, ["n", 3, 6, 10])
     return helper.make_model(
         helper.make_graph(nodes, "interleave", [q], [y], constants), opset_imports=[helper.make_opsetid("", 17)]
     )
 
 
-def test_an_interleave_between_the_same_quantisation_moves_the_8_bit_values() -> None:
+@pytest.mark.parametrize("batch", [1, 3])
+def test_an_interleave_between_the_same_quantisation_moves_the_8_bit_values_in_channels_last(batch: int) -> None:
     model = _interleave((0.05, 0.05), (3, 3))
     rewritten = eight_bit_interleaves(model)
-    assert [node.op_type for node in rewritten.graph.node] == ["DepthToSpace"]
+    assert [node.op_type for node in rewritten.graph.node] == [
+        "Transpose",
+        "Reshape",
+        "Transpose",
+        "Reshape",
+        "Transpose",
+    ]
     onnx.checker.check_model(rewritten, full_check=True)
-    q = np.random.default_rng(6).integers(0, 256, (1, 8, 3, 3), dtype=np.uint8)
+    q = np.random.default_rng(6).integers(0, 256, (batch, 12, 3, 5), dtype=np.uint8)
     (expected,), (got,) = (_session(m).run(["y"], {"q": q}) for m in (model, rewritten))
     np.testing.assert_array_equal(got, expected)
+
+
+def test_a_column_row_interleave_is_moved_to_8_bits_as_it_is() -> None:
+    """Only ``DepthToSpace``'s default (DCR) order has the channels-last form; CRD keeps its node."""
+    rewritten = eight_bit_interleaves(_interleave((0.05, 0.05), (3, 3), mode="CRD"))
+    assert [node.op_type for node in rewritten.graph.node] == ["DequantizeLinear", "DepthToSpace", "QuantizeLinear"]
+
+
+def test_onnx_runtime_runs_each_interleave_of_the_committed_int8_graph_as_one_transpose(tmp_path: Path) -> None:
+    """Its layout pass runs the int8 convolutions channels-last: the transposes it puts around them cancel
+    the interleave's outer two, leaving no ``DepthToSpace`` and one ``Transpose`` per interleave."""
+    graph = GRAPH.with_name("autoencoder.int8.onnx")
+    interleaves = sum(node.name.endswith("/spread") for node in onnx.load(graph).graph.node)
+    assert interleaves == 2
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")  # at the level the service runs: all
+    ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    nodes = onnx.load(tmp_path / "optimized.onnx").graph.node
+    assert not [node for node in nodes if node.op_type == "DepthToSpace"]
+    assert [node.name for node in nodes if node.name.endswith(("/to_channels_last", "/to_channels_first"))] == []
+    assert sum(node.name.endswith("/spread") for node in nodes) == interleaves
 
 
 @pytest.mark.parametrize(("scales", "zero_points"), [((0.05, 0.06), (3, 3)), ((0.05, 0.05), (3, 4))])
