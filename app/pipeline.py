@@ -56,9 +56,8 @@ async def decode_images(
         numbered = len(uploads) > 1
 
     def run() -> np.ndarray:
-        return np.stack(
-            [decode(data, options, offset + index if numbered else None) for index, data in enumerate(uploads)]
-        )
+        images = [decode(data, options, offset + index if numbered else None) for index, data in enumerate(uploads)]
+        return images[0][np.newaxis] if len(images) == 1 else np.stack(images)  # a view: np.stack copies
 
     with tracing.step("decode", len(uploads)):
         if options.resize and _decode_cost(uploads) > THREAD_DECODE_PIXELS:

@@ -135,7 +135,7 @@ class LoadedModel:
         scores = outputs[1][:, 0] if len(outputs) > 1 else None
         threshold = self.manifest.anomaly.threshold
         if scores is not None:
-            self.observer.observe_scores(self.manifest.name, scores, int((scores > threshold).sum()))
+            self.observer.observe_scores(self.manifest.name, scores, int(np.count_nonzero(scores > threshold)))
         return Inference(outputs[0], scores, threshold)
 
     def runner(self, graph: GraphName, scored: bool) -> Callable[[np.ndarray], Outputs]:
