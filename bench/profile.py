@@ -45,7 +45,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("PNG encode (libpng)", ("encode_png (app/imaging.py",)),
     ("multipart parsing", ("app/multipart.py", "python_multipart/")),
-    ("tracing (OpenTelemetry, OTLP export)", ("opentelemetry/", "app/tracing.py", "google/protobuf/", "grpc/")),
+    (
+        "telemetry (FastAPI's hooks, OpenTelemetry, OTLP export)",
+        ("opentelemetry/", "fastapi/telemetry/", "app/tracing.py", "google/protobuf/", "grpc/"),
+    ),
     ("metrics (prometheus_client)", ("prometheus_client/", "app/metrics.py")),
     ("access log (logging, JSON)", ("logging/", "pythonjsonlogger/", "app/logs.py")),
     ("batcher and inference threads", ("app/runtime/", "concurrent/futures/")),

@@ -38,6 +38,25 @@ ENCODE = "encode_png (app/imaging.py:123)"
             ],
             "request context (ids, keys, limits)",
         ),
+        (
+            [
+                "FastAPI.__call__ (fastapi/applications.py:1229)",
+                "NativeTelemetry.__call__ (fastapi/telemetry/_asgi.py:322)",
+                "Tracer.start_span (opentelemetry/sdk/trace/__init__.py:1138)",
+            ],
+            "telemetry (FastAPI's hooks, OpenTelemetry, OTLP export)",
+        ),
+        (
+            ["FastAPI.__call__ (fastapi/applications.py:1229)", "_legacy_otel (fastapi/telemetry/_asgi.py:79)"],
+            "telemetry (FastAPI's hooks, OpenTelemetry, OTLP export)",
+        ),
+        (
+            [
+                "NativeTelemetry.__call__ (fastapi/telemetry/_asgi.py:429)",
+                "APIRouter.app (fastapi/routing.py:2929)",
+            ],
+            "FastAPI and Starlette",
+        ),
         (["main (<string>:1)", "somewhere (numpy/core.py:1)"], OTHER),
     ],
 )
