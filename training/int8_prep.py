@@ -296,7 +296,7 @@ def eight_bit_interleaves(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of a quantised ``model`` where each ``DequantizeLinear -> DepthToSpace -> QuantizeLinear``
     with the same scale and zero point on both sides moves the 8-bit values themselves (the same result:
     ``DepthToSpace`` only moves values; ONNX Runtime's quantiser leaves it in float32), written as
-    :func:`_channels_last_interleave`."""
+    :func:`_channels_last_interleave` where its input's size is known and its order is DCR."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     readers = _consumers(graph)
@@ -316,15 +316,17 @@ def eight_bit_interleaves(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         if len(readers.get(dequantize.output[0], [])) != 1 or not _same_quantisation(constants, dequantize, quantize):
             continue
+        dropped |= {id(dequantize), id(quantize)}
         shape = shapes.get(node.input[0], [])
         dcr = next((attr.s for attr in node.attribute if attr.name == "mode"), b"DCR") == b"DCR"
-        if len(shape) != 4 or not all(shape[1:]) or not dcr:
-            continue
-        blocksize = next(attr.i for attr in node.attribute if attr.name == "blocksize")
-        replaced[id(node)] = _channels_last_interleave(
-            graph, node.name or node.output[0], dequantize.input[0], quantize.output[0], shape[1:], blocksize
-        )
-        dropped |= {id(dequantize), id(quantize)}
+        if len(shape) == 4 and all(shape[1:]) and dcr:
+            blocksize = next(attr.i for attr in node.attribute if attr.name == "blocksize")
+            replaced[id(node)] = _channels_last_interleave(
+                graph, node.name or node.output[0], dequantize.input[0], quantize.output[0], shape[1:], blocksize
+            )
+        else:  # the node itself, on the 8-bit values
+            node.input[0] = dequantize.input[0]
+            node.output[0] = quantize.output[0]
     nodes = [new for node in graph.node if id(node) not in dropped for new in replaced.get(id(node), [node])]
     del graph.node[:]
     graph.node.extend(nodes)

@@ -219,10 +219,15 @@ def test_an_interleave_between_the_same_quantisation_moves_the_8_bit_values_in_c
     np.testing.assert_array_equal(got, expected)
 
 
-def test_a_column_row_interleave_is_moved_to_8_bits_as_it_is() -> None:
-    """Only ``DepthToSpace``'s default (DCR) order has the channels-last form; CRD keeps its node."""
-    rewritten = eight_bit_interleaves(_interleave((0.05, 0.05), (3, 3), mode="CRD"))
-    assert [node.op_type for node in rewritten.graph.node] == ["DequantizeLinear", "DepthToSpace", "QuantizeLinear"]
+def test_a_column_row_interleave_moves_the_8_bit_values_with_its_own_node() -> None:
+    """Only ``DepthToSpace``'s default (DCR) order has the channels-last form here; CRD keeps its node."""
+    model = _interleave((0.05, 0.05), (3, 3), mode="CRD")
+    rewritten = eight_bit_interleaves(model)
+    assert [node.op_type for node in rewritten.graph.node] == ["DepthToSpace"]
+    onnx.checker.check_model(rewritten, full_check=True)
+    q = np.random.default_rng(7).integers(0, 256, (2, 12, 3, 5), dtype=np.uint8)
+    (expected,), (got,) = (_session(m).run(["y"], {"q": q}) for m in (model, rewritten))
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_onnx_runtime_runs_each_interleave_of_the_committed_int8_graph_as_one_transpose(tmp_path: Path) -> None:
