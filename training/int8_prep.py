@@ -168,6 +168,15 @@ def _subpixel_weight(weight: np.ndarray, stride: int, taps: int) -> np.ndarray:
     return conv.reshape(stride * stride * outputs, inputs, taps, taps)
 
 
+def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Each inferred tensor's shape (and the inputs'), 0 where a dimension is not known."""
+    inferred = shape_inference.infer_shapes(model)
+    return {
+        info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
+        for info in [*inferred.graph.value_info, *inferred.graph.input]
+    }
+
+
 def _plain_transposed(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto], shape: list[int]) -> bool:
     """A 2-D ``ConvTranspose`` with constant weights, equal strides, a square kernel, no groups,
     dilations, ``auto_pad`` or ``output_shape``, and an input of known size."""
@@ -254,11 +263,7 @@ def subpixel_transposed_convolutions(model: onnx.ModelProto) -> onnx.ModelProto:
     convolution's pads crop its full output)."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
-    inferred = shape_inference.infer_shapes(model)
-    shapes = {
-        info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
-        for info in [*inferred.graph.value_info, *inferred.graph.input]
-    }
+    shapes = _shapes(model)
     constants = {tensor.name: tensor for tensor in graph.initializer}
     readers = _consumers(graph)
     nodes: list[onnx.NodeProto] = []
@@ -302,11 +307,7 @@ def eight_bit_interleaves(model: onnx.ModelProto) -> onnx.ModelProto:
     readers = _consumers(graph)
     producer = {name: node for node in graph.node for name in node.output}
     constants = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
-    inferred = shape_inference.infer_shapes(model)
-    shapes = {
-        info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
-        for info in [*inferred.graph.value_info, *inferred.graph.input]
-    }
+    shapes = _shapes(model)
     replaced: dict[int, list[onnx.NodeProto]] = {}
     dropped: set[int] = set()
     for node in graph.node:
@@ -372,12 +373,7 @@ def _channels_last_interleave(
 def bottleneck_nodes(model: onnx.ModelProto) -> list[str]:
     """The convolution writing the narrowest convolution output (the latent), the convolution reading it,
     and the convolution (with the activations between) writing the latent's input."""
-    inferred = shape_inference.infer_shapes(model)
-    sizes: dict[str, int] = {}
-    for info in inferred.graph.value_info:
-        dims = [d.dim_value for d in info.type.tensor_type.shape.dim][1:]
-        if dims and all(dims):
-            sizes[info.name] = int(np.prod(dims))
+    sizes = {name: int(np.prod(shape[1:])) for name, shape in _shapes(model).items() if shape[1:] and all(shape[1:])}
     graph = model.graph
     producer = {name: node for node in graph.node for name in node.output}
     readers = _consumers(graph)
