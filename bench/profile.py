@@ -44,7 +44,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("PNG encode (libpng)", ("encode_png (app/imaging.py",)),
-    ("multipart parsing", ("app/multipart.py", "python_multipart/")),
+    ("multipart parsing", ("multipart.py",)),  # app/multipart.py and the multipart library's module
     (
         "telemetry (FastAPI's hooks, OpenTelemetry, OTLP export)",
         ("opentelemetry/", "fastapi/telemetry/", "app/tracing.py", "google/protobuf/", "grpc/"),

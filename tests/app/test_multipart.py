@@ -66,7 +66,7 @@ def test_too_many_parts() -> None:
 
 def test_oversized_part_headers() -> None:
     body, content_type = _body([("f" * 5000, "a.png", b"x")])
-    assert "Maximum header size exceeded" in _refused(body, content_type)
+    assert "Maximum segment header length exceeded" in _refused(body, content_type)
 
 
 def test_truncated_body() -> None:
@@ -83,3 +83,34 @@ def test_truncated_body() -> None:
 )
 def test_malformed(body: bytes, content_type: str, message: str) -> None:
     assert message in _refused(body, content_type)
+
+
+def _raw(*parts: bytes) -> tuple[bytes, str]:
+    body = b"".join(b"--b0undary\r\n" + part + b"\r\n" for part in parts) + b"--b0undary--\r\n"
+    return body, "multipart/form-data; boundary=b0undary"
+
+
+def test_too_many_headers_in_a_part() -> None:
+    headers = b"".join(b"X-%d: v\r\n" % i for i in range(8))
+    body, content_type = _raw(b'Content-Disposition: form-data; name="file"; filename="a.png"\r\n' + headers + b"\r\nx")
+    assert "Maximum segment header count exceeded" in _refused(body, content_type)
+
+
+def test_part_without_content_disposition() -> None:
+    body, content_type = _raw(b"Content-Type: image/png\r\n\r\nx")
+    assert "Missing Content-Disposition" in _refused(body, content_type)
+
+
+def test_empty_filename_is_still_a_file_and_quoted_names_are_unquoted() -> None:
+    body, content_type = _raw(
+        b'Content-Disposition: form-data; name="file"; filename=""\r\n\r\nfirst',
+        b'Content-Disposition: form-data; name="file"; filename="a \\"b\\".png"\r\n\r\nsecond',
+    )
+    parts = _read(body, content_type)
+    assert [(p.is_file, p.data) for p in parts] == [(True, b"first"), (True, b"second")]
+
+
+def test_bytes_after_the_closing_boundary_are_ignored() -> None:
+    body, content_type = _body([("file", "a.png", b"x")])
+    (part,) = _read(body + b"epilogue", content_type)
+    assert part.data == b"x"

@@ -92,3 +92,10 @@ def test_tracing_bench_measures_off_and_on() -> None:
     assert set(summaries) == {"tracing off", "tracing on, 10% sampled", "tracing on, all sampled"}
     assert all("errors 0" in line for line in summaries.values())
     assert all(int(summaries[name].rsplit(" ", 1)[1]) > 0 for name in summaries if name != "tracing off")
+
+
+def test_multipart_bench_reads_every_part_with_each_reader() -> None:
+    output = _run("bench.multipart", "--parts", "20", "--rounds", "1")
+    assert "20 PNG parts" in output
+    for reader in ("ours (multipart's push parser)", "Starlette's request.form()", "python-multipart, in memory"):
+        assert re.search(rf"{re.escape(reader)} +\d+\.\d$", output, re.MULTILINE), output
