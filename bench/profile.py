@@ -1,9 +1,10 @@
 """Where the CPU goes per request: the service as shipped under load, every process sampled with py-spy.
 
     python -m bench.profile [--connections 32] [--seconds 10] [--rate 250] [--keep DIR] [--env NAME=VALUE]
+                            [--batch N]
 
 Starts ``python -m app`` with its shipped defaults (the JSON access log written to a file), drives
-``/denoise`` with single PNGs from wrk, and meanwhile samples every process of the service with
+``/denoise`` with single PNGs from wrk (or, with ``--batch N``, multipart bodies of N PNGs), and meanwhile samples every process of the service with
 py-spy (the ``bench`` extra; it needs ptrace: root, or CAP_SYS_PTRACE in a container). Prints the
 CPU time per request, measured from /proc, and how it splits between the layers a request passes.
 
@@ -27,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.load import SAMPLE, wrk
+from bench.load import SAMPLE, multipart, wrk
 from bench.services import wait_for_workers
 from tests.server import running_server
 
@@ -132,6 +133,7 @@ def main() -> int:
         default=[],
         help="start the service with this environment variable set (repeatable), e.g. OTEL_TRACES_EXPORTER=otlp",
     )
+    parser.add_argument("--batch", type=int, default=1, help="images per request (several: a multipart body)")
     args = parser.parse_args()
     if malformed := [setting for setting in args.env if "=" not in setting]:
         parser.error(f"--env takes NAME=VALUE, not {', '.join(malformed)}")
@@ -144,10 +146,14 @@ def main() -> int:
     out = args.keep or work
     out.mkdir(parents=True, exist_ok=True)
     log = work / "service.log"
+    body, content_type = SAMPLE, "image/png"
+    if args.batch > 1:
+        body = work / f"batch{args.batch}.body"
+        content_type = multipart(args.batch, body)
     with log.open("wb") as stderr, running_server(env, stderr=stderr) as (url, process):
         wait_for_workers(log)
         pids = session_pids(process.pid)
-        wrk(f"{url}/denoise", SAMPLE, "image/png", args.connections, 3)
+        wrk(f"{url}/denoise", body, content_type, args.connections, 3)
         before = cpu_seconds(pids)
         spies = [
             subprocess.Popen(
@@ -169,14 +175,14 @@ def main() -> int:
             for pid in pids
         ]
         time.sleep(0.5)  # py-spy attached
-        result = wrk(f"{url}/denoise", SAMPLE, "image/png", args.connections, args.seconds)
+        result = wrk(f"{url}/denoise", body, content_type, args.connections, args.seconds)
         used = cpu_seconds(pids) - before
         for spy in spies:
             spy.wait()
     requests = result["requests"]
     per_request_ms = used / requests * 1000
     print(
-        f"/denoise, {args.connections} connections, {args.seconds:g} s: {requests / (result['duration_us'] / 1e6):.0f}"
+        f"/denoise, {args.batch} image(s) per request, {args.connections} connections, {args.seconds:g} s: {requests / (result['duration_us'] / 1e6):.0f}"
         f" requests/s, p99 {result['p99_us'] / 1000:.1f} ms, errors {result['non_2xx'] + result['timeout']}"
     )
     print(f"service CPU per request (all {len(pids)} processes, /proc): {per_request_ms:.3f} ms\n")

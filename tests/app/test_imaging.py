@@ -14,7 +14,7 @@ from PIL import Image
 
 from app import imaging
 from app.errors import InvalidInput, PayloadTooLarge, UndecodableImage, UnsupportedMediaType
-from app.imaging import DecodeOptions, decode, encode_png
+from app.imaging import DecodeOptions, decode, encode_png, to_pixels
 from tests.conftest import png
 
 OPTIONS = DecodeOptions()
@@ -188,3 +188,14 @@ def test_encode_png_writes_an_8_bit_grayscale_png() -> None:
     with Image.open(io.BytesIO(encode_png(pixels))) as image:
         assert (image.format, image.mode, image.size) == ("PNG", "L", (28, 28))
         assert np.array_equal(np.asarray(image), pixels)
+
+
+def test_to_pixels_clips_and_rounds_each_image_of_a_batch() -> None:
+    values = np.array([-0.5, 0.0, 0.5 / 255, 0.499 / 255, 0.5, 1.0, 7.0], dtype=np.float32)
+    batch = np.stack([np.resize(values, (28, 28)), np.resize(values[::-1], (28, 28))])[..., np.newaxis]
+    pixels = to_pixels(batch)
+    assert pixels.dtype == np.uint8 and pixels.shape == (2, 28, 28)
+    assert pixels[0, 0, :7].tolist() == [0, 0, 1, 0, 128, 255, 255]
+    assert pixels[1, 0, :7].tolist() == [255, 255, 128, 0, 1, 0, 0]
+    assert (to_pixels(batch[1:]) == pixels[1:]).all()
+    assert batch[0, 0, 0, 0] == np.float32(-0.5)  # the model's output is left as it was
