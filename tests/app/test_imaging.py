@@ -14,7 +14,7 @@ from PIL import Image
 
 from app import imaging
 from app.errors import InvalidInput, PayloadTooLarge, UndecodableImage, UnsupportedMediaType
-from app.imaging import DecodeOptions, decode, encode_png, to_pixels
+from app.imaging import DecodeOptions, decode, encode_png, to_model_input, to_pixels
 from tests.conftest import png
 
 OPTIONS = DecodeOptions()
@@ -199,3 +199,12 @@ def test_to_pixels_clips_and_rounds_each_image_of_a_batch() -> None:
     assert pixels[1, 0, :7].tolist() == [255, 255, 128, 0, 1, 0, 0]
     assert (to_pixels(batch[1:]) == pixels[1:]).all()
     assert batch[0, 0, 0, 0] == np.float32(-0.5)  # the model's output is left as it was
+
+
+def test_to_model_input_scales_to_unit_range_with_a_channel_axis() -> None:
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    values = to_model_input(pixels)
+    assert values.dtype == np.float32 and values.shape == (1, 16, 16, 1)
+    assert values[0, 0, 0, 0] == 0.0 and values[0, 15, 15, 0] == 1.0
+    assert np.allclose(values[..., 0], pixels / 255, rtol=1e-6, atol=0)
+    assert pixels[0, 15, 15] == 255  # the pixels are left as they were
