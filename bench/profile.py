@@ -4,9 +4,10 @@
                             [--batch N]
 
 Starts ``python -m app`` with its shipped defaults (the JSON access log written to a file), drives
-``/denoise`` with single PNGs from wrk (or, with ``--batch N``, multipart bodies of N PNGs), and meanwhile samples every process of the service with
-py-spy (the ``bench`` extra; it needs ptrace: root, or CAP_SYS_PTRACE in a container). Prints the
-CPU time per request, measured from /proc, and how it splits between the layers a request passes.
+``/denoise`` with single PNGs from wrk (or, with ``--batch N``, multipart bodies of N PNGs), and
+meanwhile samples every process of the service with py-spy (the ``bench`` extra; it needs ptrace:
+root, or CAP_SYS_PTRACE in a container). Prints the CPU time per request, measured from /proc, and
+how it splits between the layers a request passes.
 
 Each layer's share is its share of py-spy's samples, scaled to the measured CPU. A sample is put in
 the innermost layer its stack passes through (a PNG decode called from a route counts as decoding).
@@ -182,7 +183,8 @@ def main() -> int:
     requests = result["requests"]
     per_request_ms = used / requests * 1000
     print(
-        f"/denoise, {args.batch} image(s) per request, {args.connections} connections, {args.seconds:g} s: {requests / (result['duration_us'] / 1e6):.0f}"
+        f"/denoise, {args.batch} image(s) per request, {args.connections} connections, {args.seconds:g} s:"
+        f" {requests / (result['duration_us'] / 1e6):.0f}"
         f" requests/s, p99 {result['p99_us'] / 1000:.1f} ms, errors {result['non_2xx'] + result['timeout']}"
     )
     print(f"service CPU per request (all {len(pids)} processes, /proc): {per_request_ms:.3f} ms\n")

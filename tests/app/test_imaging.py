@@ -194,7 +194,8 @@ def test_to_pixels_clips_and_rounds_each_image_of_a_batch() -> None:
     values = np.array([-0.5, 0.0, 0.5 / 255, 0.499 / 255, 0.5, 1.0, 7.0], dtype=np.float32)
     batch = np.stack([np.resize(values, (28, 28)), np.resize(values[::-1], (28, 28))])[..., np.newaxis]
     pixels = to_pixels(batch)
-    assert pixels.dtype == np.uint8 and pixels.shape == (2, 28, 28)
+    assert pixels.dtype == np.uint8
+    assert pixels.shape == (2, 28, 28)
     assert pixels[0, 0, :7].tolist() == [0, 0, 1, 0, 128, 255, 255]
     assert pixels[1, 0, :7].tolist() == [255, 255, 128, 0, 1, 0, 0]
     assert (to_pixels(batch[1:]) == pixels[1:]).all()
@@ -204,7 +205,9 @@ def test_to_pixels_clips_and_rounds_each_image_of_a_batch() -> None:
 def test_to_model_input_scales_to_unit_range_with_a_channel_axis() -> None:
     pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
     values = to_model_input(pixels)
-    assert values.dtype == np.float32 and values.shape == (1, 16, 16, 1)
-    assert values[0, 0, 0, 0] == 0.0 and values[0, 15, 15, 0] == 1.0
+    assert values.dtype == np.float32
+    assert values.shape == (1, 16, 16, 1)
+    assert values[0, 0, 0, 0] == 0.0
+    assert values[0, 15, 15, 0] == 1.0
     assert np.allclose(values[..., 0], pixels / 255, rtol=1e-6, atol=0)
     assert pixels[0, 15, 15] == 255  # the pixels are left as they were
