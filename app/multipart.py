@@ -4,7 +4,7 @@ Starlette's form parser (python-multipart underneath) spools every part into a
 ``SpooledTemporaryFile`` behind an async ``UploadFile`` and walks each part's headers a byte at a
 time in Python; ``multipart.PushMultipartParser`` finds boundaries and header lines with
 ``bytes.find``, at a quarter of that cost per part on a batch of small PNGs (``python -m
-bench.multipart`` measures the three). The body is already bounded by the size limit
+bench.multipart_readers`` measures the three). The body is already bounded by the size limit
 (:mod:`app.middleware`), so the parts are kept as bytes.
 
 Limits, each refused naming it: at most ``max_files`` file uploads named ``field`` (413, the batch

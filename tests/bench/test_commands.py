@@ -95,7 +95,7 @@ def test_tracing_bench_measures_off_and_on() -> None:
 
 
 def test_multipart_bench_reads_every_part_with_each_reader() -> None:
-    output = _run("bench.multipart", "--parts", "20", "--rounds", "1")
+    output = _run("bench.multipart_readers", "--parts", "20", "--rounds", "1")
     assert "20 PNG parts" in output
     for reader in ("ours (multipart's push parser)", "Starlette's request.form()", "python-multipart, in memory"):
         assert re.search(rf"{re.escape(reader)} +\d+\.\d$", output, re.MULTILINE), output

@@ -2,7 +2,7 @@
 ``multipart`` library's push parser) against Starlette's ``request.form()`` (python-multipart, what a
 FastAPI app gets from ``UploadFile``) and python-multipart's own callback parser with no spooling.
 
-    python -m bench.multipart [--parts 256] [--rounds 30]
+    python -m bench.multipart_readers [--parts 256] [--rounds 30]
 
 The body is the one bench.run sends (256 copies of the sample PNG, each with its own filename), fed
 in 64 KiB chunks as uvicorn hands it over; the best of ``--rounds`` is reported for each reader.
