@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from fastapi import Request, Response
 from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.policy import INFERENCE, PUBLIC
 from app.routes import health, inference, models
-from app.routing import PolicyRoute
+from app.routing import PolicyRoute, _request_only
 from app.v2 import rest as v2_rest
 from tests.conftest import MODEL, service_settings
 
@@ -96,3 +97,29 @@ def test_metrics_label_requests_by_route_template(client: TestClient) -> None:
     assert 'endpoint="/v2/models/{model}/versions/{version}/config"' in text
     assert 'endpoint="other"' in text  # the path no route matched
     assert f'endpoint="/models/{MODEL}/samples"' not in text
+
+
+async def _request_only_endpoint(request: Request) -> Response:
+    return Response()
+
+
+async def _with_a_parameter(request: Request, model: str) -> Response:
+    return Response()
+
+
+async def _returning_a_dict(request: Request) -> dict[str, str]:
+    return {}
+
+
+def _returning_sync(request: Request) -> Response:
+    return Response()
+
+
+def test_only_endpoints_taking_the_request_alone_and_returning_a_response_skip_fastapis_handler() -> None:
+    assert _request_only(_request_only_endpoint)
+    assert not _request_only(_with_a_parameter)
+    assert not _request_only(_returning_a_dict)
+    assert not _request_only(_returning_sync)
+    direct = {path for (_, path), route in _policies().items() if _request_only(route.endpoint)}
+    assert {"/denoise", "/encode", "/reconstruct"} <= direct
+    assert not any(path.startswith("/v2") for path in direct)  # path parameters: FastAPI's handler
