@@ -22,7 +22,7 @@ import multipart
 
 from app.errors import BadRequestBody, PayloadTooLarge
 
-#: The parser's limits on each part's headers (its defaults, stated so the API docs can quote them).
+#: The limits on each part's headers (the parser's defaults, set here as the API promises them: docs/api.md).
 MAX_PART_HEADERS = 8
 MAX_PART_HEADER_BYTES = 4096 + 128
 
