@@ -36,7 +36,7 @@ class Part:
 
     @property
     def data(self) -> bytes:
-        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        return b"".join(self.chunks)  # one chunk: that chunk itself, not a copy
 
 
 class _Collector:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from pathlib import Path
@@ -21,23 +22,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from python_multipart.multipart import MultipartParser  # noqa: E402
+from python_multipart.multipart import MultipartParser, parse_options_header  # noqa: E402
 from starlette.datastructures import Headers  # noqa: E402
 from starlette.formparsers import MultiPartParser  # noqa: E402
 
 from app.multipart import read_parts  # noqa: E402
-from bench.load import SAMPLE  # noqa: E402
+from bench.load import multipart  # noqa: E402
 
-BOUNDARY = "bench-multipart-boundary"
-CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
 CHUNK = 65536
-
-
-def body(parts: int) -> bytes:
-    png = SAMPLE.read_bytes()
-    head = 'Content-Disposition: form-data; name="file"; filename="{}.png"\r\nContent-Type: image/png\r\n\r\n'
-    pieces = [f"--{BOUNDARY}\r\n{head.format(i)}".encode() + png + b"\r\n" for i in range(parts)]
-    return b"".join(pieces) + f"--{BOUNDARY}--\r\n".encode()
 
 
 async def _chunks(data: bytes) -> AsyncGenerator[bytes, None]:
@@ -45,20 +37,20 @@ async def _chunks(data: bytes) -> AsyncGenerator[bytes, None]:
         yield data[start : start + CHUNK]
 
 
-async def ours(data: bytes, parts: int) -> int:
-    found = await read_parts(_chunks(data), CONTENT_TYPE, field="file", max_files=parts, max_parts=parts + 16)
+async def ours(data: bytes, content_type: str, parts: int) -> int:
+    found = await read_parts(_chunks(data), content_type, field="file", max_files=parts, max_parts=parts + 16)
     return len(found)
 
 
-async def starlette_form(data: bytes, parts: int) -> int:
-    parser = MultiPartParser(Headers({"content-type": CONTENT_TYPE}), _chunks(data), max_files=parts)
+async def starlette_form(data: bytes, content_type: str, parts: int) -> int:
+    parser = MultiPartParser(Headers({"content-type": content_type}), _chunks(data), max_files=parts)
     form = await parser.parse()
     count = len(form.getlist("file"))
     await form.close()
     return count
 
 
-async def python_multipart(data: bytes, parts: int) -> int:
+async def python_multipart(data: bytes, content_type: str, parts: int) -> int:
     """python-multipart's parser with callbacks that keep each part's bytes in memory."""
     found: list[list[bytes]] = []
 
@@ -68,14 +60,15 @@ async def python_multipart(data: bytes, parts: int) -> int:
     def on_part_data(chunk: bytes, start: int, end: int) -> None:
         found[-1].append(chunk[start:end])
 
-    parser = MultipartParser(BOUNDARY, {"on_part_begin": on_part_begin, "on_part_data": on_part_data})
+    boundary = parse_options_header(content_type)[1][b"boundary"]
+    parser = MultipartParser(boundary, {"on_part_begin": on_part_begin, "on_part_data": on_part_data})
     async for chunk in _chunks(data):
         parser.write(chunk)
     parser.finalize()
     return len([b"".join(chunks) for chunks in found])
 
 
-Reader = Callable[[bytes, int], Coroutine[Any, Any, int]]
+Reader = Callable[[bytes, str, int], Coroutine[Any, Any, int]]
 
 READERS: dict[str, Reader] = {
     "ours (multipart's push parser)": ours,
@@ -84,11 +77,11 @@ READERS: dict[str, Reader] = {
 }
 
 
-def best_micros_per_part(reader: Reader, data: bytes, parts: int, rounds: int) -> float:
+def best_micros_per_part(reader: Reader, data: bytes, content_type: str, parts: int, rounds: int) -> float:
     best = float("inf")
     for _ in range(rounds):
         started = time.perf_counter()
-        count = asyncio.run(reader(data, parts))
+        count = asyncio.run(reader(data, content_type, parts))
         best = min(best, time.perf_counter() - started)
         if count != parts:
             raise SystemExit(f"{reader.__name__} read {count} parts of {parts}")
@@ -100,10 +93,13 @@ def main() -> int:
     parser.add_argument("--parts", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
-    data = body(args.parts)
+    with tempfile.TemporaryDirectory() as work:
+        body = Path(work) / "body"
+        content_type = multipart(args.parts, body)
+        data = body.read_bytes()
     print(f"{args.parts} PNG parts, {len(data)} bytes, best of {args.rounds} rounds, µs per part:")
     for name, reader in READERS.items():
-        print(f"  {name:32s} {best_micros_per_part(reader, data, args.parts, args.rounds):7.1f}")
+        print(f"  {name:32s} {best_micros_per_part(reader, data, content_type, args.parts, args.rounds):7.1f}")
     return 0
 
 
