@@ -34,6 +34,12 @@ images run in one call, so they return two outputs).
   and back costs more latency than the run itself. The loop is held for at most
   ``INLINE_MAX_IMAGES`` images (well under a millisecond on a CPU core); anything that arrives
   meanwhile finds the batcher busy and queues as usual.
+- Before it decides that a request is alone, the batcher lets the loop run once. Under load, the
+  server reads several requests in one turn of the loop, and their tasks start one after the other.
+  A request that ran at once would be alone every time: the others have not started yet, so they
+  are not counted. After one turn, each of them has reached the batcher. So they run as one batch
+  (one ONNX Runtime call per batch costs much less CPU per image than one call per request), and
+  the ONNX Runtime call leaves the loop free. The turn costs a lone request a few microseconds.
 """
 
 from __future__ import annotations
@@ -175,9 +181,14 @@ class Batcher:
 
     async def submit(self, inputs: np.ndarray, until: Until = ALWAYS) -> Outputs:
         """Run ``inputs`` (a batch of one or more) and return the matching rows of every output."""
+        inline = self._pending == 0 and len(inputs) <= INLINE_MAX_IMAGES and self.max_delay_s == 0
+        if inline:
+            # Requests read in the same turn of the loop as this one, ready to run but not yet started,
+            # reach the batcher first: then this one is not alone, and they all run as one batch.
+            await asyncio.sleep(0)
         until.check()
         self._check_room()
-        if self._pending == 0 and len(inputs) <= INLINE_MAX_IMAGES and self.max_delay_s == 0 and self._alone():
+        if inline and self._pending == 0 and self._alone():
             with tracing.timed(BATCH_SPAN, batcher=self.name):
                 return self._call(inputs)
         futures = [

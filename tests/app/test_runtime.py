@@ -508,6 +508,49 @@ def test_an_idle_batcher_runs_a_lone_small_request_on_the_spot(alone: bool) -> N
     assert threads == [threading.current_thread().name if alone else "infer-t_0"]
 
 
+def test_requests_started_in_the_same_turn_of_the_loop_run_as_one_batch() -> None:
+    """Requests whose tasks start one after the other (as the server's, read in one turn of the loop) are
+    each alone when they start; the batcher lets them all arrive before deciding, and runs them as one
+    batch on an inference thread, not one by one on the loop."""
+    threads: list[str] = []
+    sizes: list[int] = []
+    in_progress = 0
+
+    def run(x: np.ndarray) -> tuple[np.ndarray]:
+        threads.append(threading.current_thread().name)
+        return (x + 1,)
+
+    async def scenario() -> list[tuple[np.ndarray, ...]]:
+        batcher = Batcher(
+            run,
+            name="t",
+            max_batch=8,
+            max_delay_s=0,
+            queue_size=8,
+            on_batch=sizes.append,
+            alone=lambda: in_progress <= 1,
+        )
+        batcher.start()
+
+        async def request(value: float) -> tuple[np.ndarray, ...]:
+            nonlocal in_progress
+            in_progress += 1
+            try:
+                return await batcher.submit(np.full((1, 1), value, dtype=np.float32))
+            finally:
+                in_progress -= 1
+
+        results = await asyncio.gather(*(request(value) for value in range(4)))
+        alone = await request(10.0)  # the only one: run on the spot
+        await batcher.stop()
+        return [*results, alone]
+
+    results = asyncio.run(scenario())
+    assert [float(result[0][0, 0]) for result in results] == [1.0, 2.0, 3.0, 4.0, 11.0]
+    assert sizes == [4, 1]
+    assert threads == ["infer-t_0", threading.current_thread().name]
+
+
 def test_a_larger_request_and_what_queues_behind_it_go_to_an_inference_thread() -> None:
     """Above INLINE_MAX_IMAGES a request queues; a small one behind it merges with it, not run on the spot."""
     threads: list[str] = []
