@@ -3,7 +3,8 @@
 Both serve single-image ``/denoise`` to wrk at 32 connections, in alternating rounds on the same
 machine (the load generator shares the cores, so requests/s alone would mislead); each round
 measures the service's CPU time from /proc over every process of it. Prints each round and the
-means: CPU per request, requests/s, p99, and the ratio of the lean script's CPU per request to ours.
+means: CPU per request, requests/s, p99, our service's images per ONNX Runtime call (from its
+``/metrics``), and the ratio of the lean script's CPU per request to ours.
 ``--before REV`` adds the service at another commit (a git worktree of it) to the same rounds: a change's
 before and after, measured together; ``--env NAME=VALUE`` adds it with settings changed; ``--floor`` adds
 the lean script on the int8 graph and a bare ASGI app (bench/peers/bare_asgi.py).
@@ -22,7 +23,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.load import SAMPLE, wrk
 from bench.profile import cpu_seconds, session_pids
@@ -64,17 +67,45 @@ def bare(work: Path) -> AbstractContextManager[tuple[str, list[int]]]:
     return uvicorn_app(work, "bench.peers.bare_asgi:app", {"LEAN_MODEL": str(INT8_GRAPH)}, "/health", "bare")
 
 
+BATCH_CALLS, BATCH_IMAGES = "denoise_inference_batch_size_count", "denoise_inference_batch_size_sum"
+
+
+def onnxruntime_calls(url: str) -> tuple[float, float] | None:
+    """The ONNX Runtime calls our service has made to ``mnist``'s autoencoder so far, and the images in
+    them (``denoise_inference_batch_size`` on its ``/metrics``); None for a service without it (a peer)."""
+    try:
+        response = httpx.get(f"{url}/metrics", timeout=5)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    series = {"autoencoder", "mnist"}
+    for family in text_string_to_metric_families(response.text):
+        if family.name == "denoise_inference_batch_size":
+            found = {sample.name: sample.value for sample in family.samples if set(sample.labels.values()) == series}
+            if BATCH_CALLS in found:
+                return found[BATCH_CALLS], found[BATCH_IMAGES]
+    return None
+
+
 def measure(url: str, pids: list[int], seconds: float) -> dict[str, float]:
+    """One measured run of single-image ``/denoise`` at 32 connections: the service's CPU per request,
+    requests/s, p99 and errors, and (for our service) the images per ONNX Runtime call."""
     wrk(f"{url}/denoise", SAMPLE, "image/png", CONNECTIONS, 2)  # warm
+    calls_before = onnxruntime_calls(url)
     before = cpu_seconds(pids)
     result: dict[str, Any] = wrk(f"{url}/denoise", SAMPLE, "image/png", CONNECTIONS, seconds)
     used = cpu_seconds(pids) - before
-    return {
+    figures = {
         "cpu_ms_per_request": used / result["requests"] * 1000,
         "requests_per_s": result["requests"] / (result["duration_us"] / 1e6),
         "p99_ms": result["p99_us"] / 1000,
         "errors": result["non_2xx"] + result["timeout"],
     }
+    calls_after = onnxruntime_calls(url)
+    if calls_before is not None and calls_after is not None and calls_after[0] > calls_before[0]:
+        figures["images_per_call"] = (calls_after[1] - calls_before[1]) / (calls_after[0] - calls_before[0])
+    return figures
 
 
 Service = Callable[[Path], AbstractContextManager[tuple[str, list[int]]]]
@@ -91,11 +122,15 @@ def alternate(services: dict[str, Service], work: Path, rounds: int, seconds: fl
                 figures[name].append(measure(url, pids, seconds))
             shown = json.dumps({k: round(v, 3) for k, v in figures[name][-1].items()})
             print(f"round {number + 1} {name:{width}} {shown}", flush=True)
-    means = {name: {key: float(np.mean([r[key] for r in runs])) for key in runs[0]} for name, runs in figures.items()}
+    means = {
+        name: {key: float(np.mean([r[key] for r in runs])) for key in runs[0] if all(key in r for r in runs)}
+        for name, runs in figures.items()
+    }
     for name, mean in means.items():
+        per_call = f"  {mean['images_per_call']:.1f} images per ONNX Runtime call" if "images_per_call" in mean else ""
         print(
             f"{name:{width}} CPU {mean['cpu_ms_per_request']:.3f} ms/request  {mean['requests_per_s']:.0f} requests/s"
-            f"  p99 {mean['p99_ms']:.2f} ms  errors {mean['errors']:.0f}"
+            f"  p99 {mean['p99_ms']:.2f} ms  errors {mean['errors']:.0f}{per_call}"
         )
     return means
 

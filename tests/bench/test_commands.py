@@ -60,6 +60,10 @@ def test_cpu_bench_compares_with_the_lean_script() -> None:
     assert "lean script's CPU per request / lean script, int8 graph:" in output
     assert "lean script's CPU per request / bare ASGI, int8 graph:" in output
     assert output.count("errors 0") == 6
+    # our service's three set-ups say how many images each ONNX Runtime call held; the peers have no /metrics
+    per_call = re.findall(r"^(\S.*?) +CPU .* errors 0 +([\d.]+) images per ONNX Runtime call$", output, re.MULTILINE)
+    assert {name for name, _ in per_call} == {"ours", "ours at HEAD", f"ours with {setting}"}
+    assert all(float(images) >= 1 for _, images in per_call)
 
 
 def test_asgi_cost_bench_measures_the_app_in_process_before_and_after() -> None:
