@@ -79,10 +79,10 @@ def onnxruntime_calls(url: str) -> tuple[float, float] | None:
         return None
     if response.status_code != 200:
         return None
-    series = {"autoencoder", "mnist"}
+    series = {"model": "mnist", "graph": "autoencoder"}
     for family in text_string_to_metric_families(response.text):
         if family.name == "denoise_inference_batch_size":
-            found = {sample.name: sample.value for sample in family.samples if set(sample.labels.values()) == series}
+            found = {sample.name: sample.value for sample in family.samples if sample.labels == series}
             if BATCH_CALLS in found:
                 return found[BATCH_CALLS], found[BATCH_IMAGES]
     return None
