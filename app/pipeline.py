@@ -12,7 +12,9 @@ answering probes and handing inference threads their next batches:
   thread while the next is decoded;
 - many outputs are PNG-encoded :data:`ENCODE_SLICE` at a time, between turns of the loop.
 
-Where tracing is on, decoding and encoding are ``decode`` and ``encode`` spans of the request.
+Where tracing is on, decoding and encoding are timed on the request's span (:func:`app.tracing.step`):
+as ``decode`` and ``encode`` spans over several images, as ``denoise.decode_us`` and
+``denoise.encode_us`` for one.
 """
 
 from __future__ import annotations

@@ -14,12 +14,12 @@ metrics routes are not traced), behind one sampling decision per request (:class
 request left unsampled pays for that decision alone, not for a span, its attributes and their
 bookkeeping). :func:`install` gives the rest of the service its tracer: the gRPC server's interceptor
 (:func:`grpc_interceptors`), the image pipeline's ``decode`` and ``encode`` steps (:func:`step`), the
-batchers' ``queue wait`` events and ``onnxruntime batch`` spans or events (:class:`TimedEvent`)
-(:mod:`app.runtime.batcher`).
+batchers' queue waits and ``onnxruntime batch`` spans (:mod:`app.runtime.batcher`).
 
-A span costs tens of microseconds to make, end and export, more than decoding or encoding one 28×28
-PNG: a step of a single-image request is an event on the request's span (its start, with its
-duration), and a step over several images is a span of its own.
+A span costs tens of microseconds to make, end and export, and an event on a span about ten, as
+much as decoding or encoding one 28×28 PNG: a step of a single-image request is a duration
+attribute of the request's span (``denoise.decode_us``: :class:`Timed`), and a step over several
+images is a span of its own.
 """
 
 from __future__ import annotations
@@ -264,37 +264,43 @@ def span(name: str, **attributes: Any) -> AbstractContextManager[object]:
 
 def step(name: str, images: int) -> AbstractContextManager[object]:
     """A step of the current request over ``images``, where its span is recorded: a child span (with
-    ``denoise.images``) where there are several images, else a :func:`timed` event on the request's span
+    ``denoise.images``) where there are several images, else :func:`timed` on the request's span
     (whose ``denoise.images`` says 1)."""
     if images > 1:
         return span(name, images=images)
     return timed(name)
 
 
-def timed(name: str, **attributes: Any) -> AbstractContextManager[object]:
-    """The block as a :class:`TimedEvent` on the current span, where it is recorded."""
+def timed(step: str) -> AbstractContextManager[object]:
+    """The block timed as :class:`Timed` on the current span, where it is recorded."""
     current = _recorded_span()
     if current is None:
         return _NOTHING
-    return TimedEvent(current, name, _attributes(attributes))
+    return Timed(current, step)
 
 
-class TimedEvent:
-    """Work timed as an event on ``span`` rather than as a span of its own: the event, added when the work
-    ends, has the work's start as its timestamp and its length as ``denoise.duration_us`` (and the
-    error's type as ``denoise.error`` where it failed). Also a context manager timing its block."""
+class Timed:
+    """A step's time as an attribute of ``span`` rather than a span or event of its own:
+    ``denoise.<step>_us``, the microseconds it took, added to what the span's earlier steps of that
+    name took (a request queued in several pieces waits several times), and ``denoise.<step>_error``,
+    the error's type, where it failed. Also a context manager timing its block."""
 
-    __slots__ = ("attributes", "name", "span", "started_ns")
+    __slots__ = ("span", "started_ns", "step")
 
-    def __init__(self, span: trace.Span, name: str, attributes: dict[str, Any], started_ns: int = 0) -> None:
-        self.span, self.name, self.attributes = span, name, attributes
-        self.started_ns = started_ns or time.time_ns()
+    def __init__(self, span: trace.Span, step: str, started_ns: int = 0) -> None:
+        self.span, self.step = span, step
+        #: When the step started, by ``time.perf_counter_ns()``.
+        self.started_ns = started_ns or time.perf_counter_ns()
 
     def end(self, error: BaseException | None = None) -> None:
+        took = (time.perf_counter_ns() - self.started_ns) // 1000
+        name = f"denoise.{self.step}_us"
+        recorded = getattr(self.span, "attributes", None)  # the SDK's spans show theirs; the API's have none
+        earlier = recorded.get(name, 0) if recorded else 0
+        attributes: dict[str, Any] = {name: earlier + took}
         if error is not None:
-            self.attributes["denoise.error"] = type(error).__name__
-        self.attributes["denoise.duration_us"] = (time.time_ns() - self.started_ns) // 1000
-        self.span.add_event(self.name, self.attributes, timestamp=self.started_ns)
+            attributes[f"denoise.{self.step}_error"] = type(error).__name__
+        self.span.set_attributes(attributes)
 
     def __enter__(self) -> None:
         pass  # timed from its making, just before the block

@@ -22,11 +22,11 @@ images run in one call, so they return two outputs).
   goes away: work whose deadline has passed when it is submitted, or by the time its batch is
   formed, is not run, and its caller gets :class:`~app.errors.DeadlineExceeded` (504); work whose
   client has gone (an HTTP connection closed, a gRPC call cancelled) is dropped the same way.
-- Where tracing is on (:mod:`app.tracing`), each piece of queued work gets a ``queue wait`` event
-  on its request's span (when it was queued, and for how long), and each ONNX Runtime call that
-  merges the work of several requests an ``onnxruntime batch`` span linked to every request in it
-  (those whose traces are recorded: sampled); a call that runs one request's work alone is an
-  ``onnxruntime batch`` event on that request's span.
+- Where tracing is on (:mod:`app.tracing`), the time a request's work waited in the queue is its
+  span's ``denoise.queue_us``, and each ONNX Runtime call that merges the work of several requests
+  an ``onnxruntime batch`` span linked to every request in it (those whose traces are recorded:
+  sampled); the time of a call that runs one request's work alone is that request's
+  ``denoise.onnxruntime_us``.
 - With no batching window (``max_delay == 0``, the default), when the batcher is idle (nothing
   queued, nothing running) and the caller is ``alone`` (the only request the worker has in
   progress), a small request runs at once on the
@@ -65,8 +65,11 @@ RETRY_AFTER_S = 1
 #: The largest request an idle batcher runs on the event loop's thread instead of an inference thread.
 INLINE_MAX_IMAGES = 2
 
-#: The spans the batcher makes where tracing is on.
-QUEUE_EVENT, BATCH_SPAN = "queue wait", "onnxruntime batch"
+#: The span of an ONNX Runtime call that merges several requests, where tracing is on.
+BATCH_SPAN = "onnxruntime batch"
+#: The steps timed on a request's span (:class:`~app.tracing.Timed`): its wait in the queue, and the
+#: ONNX Runtime calls that ran its work alone.
+QUEUE_STEP, CALL_STEP = "queue", "onnxruntime"
 
 #: What one call returns: one or more arrays whose first dimension is the batch.
 Outputs = tuple[np.ndarray, ...]
@@ -117,7 +120,8 @@ class _Item:
     inputs: np.ndarray
     future: asyncio.Future[Outputs]
     until: Until
-    #: The request's trace context and when the work was queued (``time.time_ns()``), where tracing is on.
+    #: The request's trace context and when the work was queued (``time.perf_counter_ns()``), where
+    #: tracing is on.
     trace: otel_context.Context | None = None
     queued_ns: int = 0
 
@@ -189,7 +193,7 @@ class Batcher:
         until.check()
         self._check_room()
         if inline and self._pending == 0 and self._alone():
-            with tracing.timed(BATCH_SPAN, batcher=self.name):
+            with tracing.timed(CALL_STEP):
                 return self._call(inputs)
         futures = [
             self._enqueue(inputs[start : start + self.max_batch], until)
@@ -232,7 +236,7 @@ class Batcher:
     def _enqueue(self, inputs: np.ndarray, until: Until) -> asyncio.Future[Outputs]:
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
         if tracing.recording():
-            item = _Item(inputs, future, until, otel_context.get_current(), time.time_ns())
+            item = _Item(inputs, future, until, otel_context.get_current(), time.perf_counter_ns())
         else:
             item = _Item(inputs, future, until)
         self._queue.put_nowait(item)
@@ -293,10 +297,10 @@ class Batcher:
             span = self._trace(live, len(batch))
             running.add_done_callback(functools.partial(self._done, live, span))
 
-    def _trace(self, live: list[_Item], size: int) -> trace.Span | tracing.TimedEvent | None:
-        """Note each recorded request's ``queue wait``; start timing the batch: where it holds one
-        request's work alone, as an event on that request's span, else as a span linked to every
-        recorded request in it and under the first (None when no request in it is recorded)."""
+    def _trace(self, live: list[_Item], size: int) -> trace.Span | tracing.Timed | None:
+        """Note each recorded request's wait in the queue; start timing the batch: where it holds one
+        request's work alone, on that request's span, else as a span linked to every recorded request
+        in it and under the first (None when no request in it is recorded)."""
         tracer = tracing.tracer()
         if tracer is None:
             return None
@@ -305,14 +309,14 @@ class Batcher:
             if item.trace is None:  # not recorded
                 continue
             request = trace.get_current_span(item.trace)
-            tracing.TimedEvent(request, QUEUE_EVENT, {}, item.queued_ns).end()
+            tracing.Timed(request, QUEUE_STEP, item.queued_ns).end()
             links.append(trace.Link(request.get_span_context()))
             if parent is None:
                 parent, first = item.trace, request
         if parent is None or first is None:
             return None
         if len(live) == 1:  # its size is the request's images (on the request's span)
-            return tracing.TimedEvent(first, BATCH_SPAN, {"denoise.batcher": self.name})
+            return tracing.Timed(first, CALL_STEP)
         attributes: dict[str, str | int] = {
             "denoise.batcher": self.name,
             "denoise.batch_size": size,
@@ -321,11 +325,11 @@ class Batcher:
         return tracer.start_span(BATCH_SPAN, context=parent, links=links, attributes=attributes)
 
     def _done(
-        self, live: list[_Item], span: trace.Span | tracing.TimedEvent | None, running: asyncio.Future[Outputs]
+        self, live: list[_Item], span: trace.Span | tracing.Timed | None, running: asyncio.Future[Outputs]
     ) -> None:
         """Hand each caller its rows of every output, or the error; free the slot."""
         error = None if running.cancelled() else running.exception()
-        if isinstance(span, tracing.TimedEvent):
+        if isinstance(span, tracing.Timed):
             span.end(error)
         elif span is not None:
             if error is not None:

@@ -1,6 +1,6 @@
 """Tracing over real HTTP and gRPC calls: a caller's W3C ``traceparent`` continues through the own API,
-V2 REST and gRPC; a span for the request, with events for a single image's decode, queue wait, ONNX
-Runtime call and encode (spans for a multi-image request's decode and encode); a span for an ONNX
+V2 REST and gRPC; a span for the request, with the durations of a single image's decode, queue wait,
+ONNX Runtime call and encode as its attributes (spans for a multi-image request's decode and encode); a span for an ONNX
 Runtime call that merges several requests, linked to every one of them; the trace id on the access
 line; health and metrics untraced.
 
@@ -19,6 +19,7 @@ import re
 import secrets
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -37,7 +38,7 @@ from opentelemetry.trace import SpanKind
 
 from app import tracing
 from app.main import create_app
-from app.runtime.batcher import BATCH_SPAN, QUEUE_EVENT
+from app.runtime.batcher import BATCH_SPAN
 from tests.conftest import MODEL, digit, png, service_settings
 from tests.docs import blocks
 from tests.otlp import otlp_collector
@@ -103,10 +104,23 @@ def _by_name(spans: list[ReadableSpan]) -> dict[str, list[ReadableSpan]]:
     return named
 
 
+STEPS = ("decode", "queue", "onnxruntime", "encode")
+
+
+def _step_durations(span: ReadableSpan) -> dict[str, int]:
+    """The steps timed on a request's span: ``denoise.<step>_us``, by step."""
+    assert span.attributes is not None
+    return {
+        step: int(value)  # type: ignore[arg-type]
+        for step in STEPS
+        if (value := span.attributes.get(f"denoise.{step}_us")) is not None
+    }
+
+
 def _check_request_trace(spans: list[ReadableSpan], caller_span: str, server_name: str) -> ReadableSpan:
     """The request's span continues the caller's and is its trace's only span here: its single image's
-    decode, queue wait, ONNX Runtime call and encode are events on it, in that order, each timed within
-    it. Returns the request's span."""
+    decode, queue wait, ONNX Runtime call and encode are timed as its attributes, with no events, and
+    together took no longer than the request. Returns the request's span."""
     (server,) = spans
     assert server.name == server_name
     assert server.kind == SpanKind.SERVER
@@ -114,21 +128,17 @@ def _check_request_trace(spans: list[ReadableSpan], caller_span: str, server_nam
     assert format(server.parent.span_id, "016x") == caller_span
     assert server.attributes is not None
     assert server.attributes["denoise.model"] == MODEL
-    assert [event.name for event in server.events] == ["decode", QUEUE_EVENT, BATCH_SPAN, "encode"]
+    assert server.attributes["denoise.images"] == 1
+    assert server.events == ()
     assert server.start_time is not None
     assert server.end_time is not None
-    previous = server.start_time
-    for event in server.events:
-        assert previous <= event.timestamp, event.name
-        previous = event.timestamp
-        assert event.attributes is not None
-        duration = event.attributes["denoise.duration_us"]
-        assert isinstance(duration, int)
-        assert 0 <= duration * 1000 <= server.end_time - event.timestamp, event.name
-    (batch,) = [event for event in server.events if event.name == BATCH_SPAN]
-    assert batch.attributes is not None
-    assert batch.attributes["denoise.batcher"] == f"{MODEL}/autoencoder"
-    assert server.attributes["denoise.images"] == 1
+    durations = _step_durations(server)
+    assert set(durations) == set(STEPS)
+    assert all(isinstance(server.attributes[f"denoise.{step}_us"], int) for step in STEPS)
+    assert min(durations.values()) >= 0
+    # The steps run one after the other, within the request (microseconds against nanoseconds).
+    assert sum(durations.values()) * 1000 <= server.end_time - server.start_time
+    assert durations["onnxruntime"] > 0
     return server
 
 
@@ -183,7 +193,8 @@ def test_a_batch_of_images_gets_decode_and_encode_spans(traced: Traced) -> None:
         assert span.parent.span_id == server.context.span_id
         assert span.attributes is not None
         assert span.attributes["denoise.images"] == 3
-    assert [event.name for event in server.events] == [QUEUE_EVENT, BATCH_SPAN]
+    assert server.events == ()
+    assert set(_step_durations(server)) == {"queue", "onnxruntime"}
 
 
 def test_one_batch_span_is_linked_to_every_request_in_it(traced: Traced) -> None:
@@ -254,10 +265,9 @@ def test_an_error_is_recorded_on_the_request_span(traced: Traced) -> None:
     poll(lambda: any(s.kind == SpanKind.SERVER for s in traced.trace(trace_id)), 10, "the request's span ended")
     (server,) = [s for s in traced.trace(trace_id) if s.kind == SpanKind.SERVER]
     assert _status(server) == 400
-    (decode,) = server.events  # it failed there: nothing queued, nothing encoded
-    assert decode.name == "decode"
-    assert decode.attributes is not None
-    assert decode.attributes["denoise.error"] == "UndecodableImage"
+    assert server.attributes is not None
+    assert server.attributes["denoise.decode_error"] == "UndecodableImage"
+    assert set(_step_durations(server)) == {"decode"}  # it failed there: nothing queued, nothing encoded
 
 
 def _access_line(caplog: pytest.LogCaptureFixture, response: httpx.Response) -> logging.LogRecord:
@@ -299,7 +309,9 @@ def test_console_exporter_set_by_the_environment() -> None:
     # Alone on an idle worker with no batching window, the request runs at once: no queue wait.
     assert names == {"POST /denoise"}
     (server,) = mine
-    assert [event["name"] for event in server["events"]] == ["decode", BATCH_SPAN, "encode"]
+    assert server["events"] == []
+    timed = {name for name in server["attributes"] if re.fullmatch(r"denoise\.\w+_us", name)}
+    assert timed == {"denoise.decode_us", "denoise.onnxruntime_us", "denoise.encode_us"}
     assert all(span["resource"]["attributes"]["service.name"] == "denoise-console-test" for span in mine)
     assert not any("health" in span["name"] for span in spans)
 
@@ -386,3 +398,22 @@ def test_nothing_is_sampled_at_zero_and_the_callers_decision_is_kept() -> None:
     asyncio.run(send({"traceparent": unsampled}))  # an unsampled caller's context is current, nothing recorded
     assert (recorded[-1], spanned[-1]) == (False, True)
     assert [_hex(span.context.trace_id) for span in spans.get_finished_spans()] == [trace_id]
+
+
+def test_a_step_timed_twice_on_a_span_adds_up_and_a_failure_names_its_error() -> None:
+    """A request queued in several pieces waits several times: its span's ``denoise.queue_us`` is their sum."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    request = provider.get_tracer("test").start_span("request")
+    started = time.perf_counter_ns()
+    tracing.Timed(request, "queue", started - 3_000_000).end()  # 3 ms ago
+    tracing.Timed(request, "queue", started - 2_000_000).end(RuntimeError("lost"))
+    request.end()
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes is not None
+    waited = span.attributes["denoise.queue_us"]
+    assert isinstance(waited, int)
+    assert 5_000 <= waited < 5_000 + (time.perf_counter_ns() - started) // 1000 * 2
+    assert span.attributes["denoise.queue_error"] == "RuntimeError"
+    assert span.events == ()
