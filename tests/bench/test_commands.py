@@ -103,3 +103,13 @@ def test_multipart_bench_reads_every_part_with_each_reader() -> None:
     assert "20 PNG parts" in output
     for reader in ("ours (multipart's push parser)", "Starlette's request.form()", "python-multipart, in memory"):
         assert re.search(rf"{re.escape(reader)} +\d+\.\d$", output, re.MULTILINE), output
+
+
+def test_span_cost_bench_measures_each_content() -> None:
+    output = _run("bench.span_cost", "--spans", "600", "--rounds", "1")
+    row = r"make and end +(\d+\.\d) µs +encode +(\d+\.\d) µs +total +(\d+\.\d) µs$"
+    figures = re.findall(row, output, re.MULTILINE)
+    assert len(figures) == 3, output
+    assert all(float(value) > 0 for row in figures for value in row)
+    for content in ("FastAPI's attributes alone", "as the service records it", "the steps as events"):
+        assert content in output
