@@ -16,10 +16,10 @@ bookkeeping). :func:`install` gives the rest of the service its tracer: the gRPC
 (:func:`grpc_interceptors`), the image pipeline's ``decode`` and ``encode`` steps (:func:`step`), the
 batchers' queue waits and ``onnxruntime batch`` spans (:mod:`app.runtime.batcher`).
 
-A span costs tens of microseconds to make, end and export, and an event on a span about ten, as
-much as decoding or encoding one 28×28 PNG: a step of a single-image request is a duration
-attribute of the request's span (``denoise.decode_us``: :class:`Timed`), and a step over several
-images is a span of its own.
+A span costs tens of microseconds to make, end and export, and even an event on one costs more
+than decoding or encoding a 28×28 PNG (``python -m bench.span_cost``): a step of a single-image
+request is a duration attribute of the request's span (``denoise.decode_us``: :class:`Timed`), and
+a step over several images is a span of its own.
 """
 
 from __future__ import annotations

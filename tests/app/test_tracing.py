@@ -1,8 +1,8 @@
 """Tracing over real HTTP and gRPC calls: a caller's W3C ``traceparent`` continues through the own API,
 V2 REST and gRPC; a span for the request, with the durations of a single image's decode, queue wait,
-ONNX Runtime call and encode as its attributes (spans for a multi-image request's decode and encode); a span for an ONNX
-Runtime call that merges several requests, linked to every one of them; the trace id on the access
-line; health and metrics untraced.
+ONNX Runtime call and encode as its attributes (spans for a multi-image request's decode and encode);
+a span for an ONNX Runtime call that merges several requests, linked to every one of them; the trace
+id on the access line; health and metrics untraced.
 
 The service runs in this process (uvicorn on a loopback port, the real protocol and gRPC server) so
 that the SDK's in-memory exporter sees its spans; a user's set-ups (the console exporter, OTLP from
