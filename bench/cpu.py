@@ -5,6 +5,10 @@ machine (the load generator shares the cores, so requests/s alone would mislead)
 measures the service's CPU time from /proc over every process of it. Prints each round and the
 means: CPU per request, requests/s, p99, our service's images per ONNX Runtime call (from its
 ``/metrics``), and the ratio of the lean script's CPU per request to ours.
+``--request`` measures another request of our service (the lean script serves only the first):
+``denoise`` (the default), ``encode`` (one PNG to ``/encode``, latents back as JSON), ``v2-json`` (one
+image as V2 JSON ``data`` to ``mnist-autoencoder``, its output as JSON), ``batch256`` (a 256-PNG
+multipart ``/denoise`` at 2 connections; CPU per image as well).
 ``--before REV`` adds the service at another commit (a git worktree of it) to the same rounds: a change's
 before and after, measured together; ``--env NAME=VALUE`` adds it with settings changed; ``--floor`` adds
 the lean script on the int8 graph and a bare ASGI app (bench/peers/bare_asgi.py).
@@ -19,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,12 +32,45 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.load import SAMPLE, wrk
+from bench.load import SAMPLE, multipart, png_pixels, wrk
 from bench.profile import cpu_seconds, session_pids
 from bench.services import FLOAT32_GRAPH, INT8_GRAPH, checkout, peer_process, wait_for_workers
 from tests.server import REPO, free_port, running_server
 
 CONNECTIONS = 32
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One request, sent over and over by wrk."""
+
+    path: str
+    body: Path
+    content_type: str
+    connections: int = CONNECTIONS
+    images: int = 1
+
+
+SINGLE_IMAGE = Workload("/denoise", SAMPLE, "image/png")
+REQUESTS = ("denoise", "encode", "v2-json", "batch256")
+
+
+def workload(request: str, work: Path) -> Workload:
+    """The request named ``request`` (one of :data:`REQUESTS`), its body written under ``work``."""
+    if request == "denoise":
+        return SINGLE_IMAGE
+    if request == "encode":
+        return Workload("/encode", SAMPLE, "image/png")
+    if request == "batch256":
+        body = work / "batch256.body"
+        return Workload("/denoise", body, multipart(256, body), connections=2, images=256)
+    if request == "v2-json":
+        pixels = np.asarray(png_pixels(SAMPLE.read_bytes()), dtype=np.float32) / 255
+        tensor = {"name": "image", "datatype": "FP32", "shape": [1, 28, 28, 1], "data": pixels.ravel().tolist()}
+        body = work / "v2.json"
+        body.write_text(json.dumps({"inputs": [tensor]}))
+        return Workload("/v2/models/mnist-autoencoder/infer", body, "application/json")
+    raise ValueError(f"unknown request {request!r}; one of {', '.join(REQUESTS)}")
 
 
 @contextmanager
@@ -88,13 +126,15 @@ def onnxruntime_calls(url: str) -> tuple[float, float] | None:
     return None
 
 
-def measure(url: str, pids: list[int], seconds: float) -> dict[str, float]:
-    """One measured run of single-image ``/denoise`` at 32 connections: the service's CPU per request,
-    requests/s, p99 and errors, and (for our service) the images per ONNX Runtime call."""
-    wrk(f"{url}/denoise", SAMPLE, "image/png", CONNECTIONS, 2)  # warm
+def measure(url: str, pids: list[int], seconds: float, load: Workload = SINGLE_IMAGE) -> dict[str, float]:
+    """One measured run of ``load`` (single-image ``/denoise`` at 32 connections unless said): the
+    service's CPU per request (and per image, for a batch), requests/s, p99 and errors, and (for our
+    service) the images per ONNX Runtime call."""
+    run = partial(wrk, f"{url}{load.path}", load.body, load.content_type, load.connections)
+    run(seconds=2)  # warm
     calls_before = onnxruntime_calls(url)
     before = cpu_seconds(pids)
-    result: dict[str, Any] = wrk(f"{url}/denoise", SAMPLE, "image/png", CONNECTIONS, seconds)
+    result: dict[str, Any] = run(seconds=seconds)
     used = cpu_seconds(pids) - before
     figures = {
         "cpu_ms_per_request": used / result["requests"] * 1000,
@@ -102,6 +142,8 @@ def measure(url: str, pids: list[int], seconds: float) -> dict[str, float]:
         "p99_ms": result["p99_us"] / 1000,
         "errors": result["non_2xx"] + result["timeout"],
     }
+    if load.images > 1:
+        figures["cpu_us_per_image"] = used / (result["requests"] * load.images) * 1e6
     calls_after = onnxruntime_calls(url)
     if calls_before is not None and calls_after is not None and calls_after[0] > calls_before[0]:
         figures["images_per_call"] = (calls_after[1] - calls_before[1]) / (calls_after[0] - calls_before[0])
@@ -111,15 +153,17 @@ def measure(url: str, pids: list[int], seconds: float) -> dict[str, float]:
 Service = Callable[[Path], AbstractContextManager[tuple[str, list[int]]]]
 
 
-def alternate(services: dict[str, Service], work: Path, rounds: int, seconds: float) -> dict[str, dict[str, float]]:
-    """Measure each service in turn (started for its slot, stopped after it), ``rounds`` times; print every
-    round and the means, and return the means by service."""
+def alternate(
+    services: dict[str, Service], work: Path, rounds: int, seconds: float, load: Workload = SINGLE_IMAGE
+) -> dict[str, dict[str, float]]:
+    """Measure each service in turn (started for its slot, stopped after it), ``rounds`` times, under
+    ``load``; print every round and the means, and return the means by service."""
     width = max(map(len, services))
     figures: dict[str, list[dict[str, float]]] = {name: [] for name in services}
     for number in range(rounds):
         for name, start in services.items():
             with start(work) as (url, pids):
-                figures[name].append(measure(url, pids, seconds))
+                figures[name].append(measure(url, pids, seconds, load))
             shown = json.dumps({k: round(v, 3) for k, v in figures[name][-1].items()})
             print(f"round {number + 1} {name:{width}} {shown}", flush=True)
     means = {
@@ -127,10 +171,12 @@ def alternate(services: dict[str, Service], work: Path, rounds: int, seconds: fl
         for name, runs in figures.items()
     }
     for name, mean in means.items():
+        per_image = f" ({mean['cpu_us_per_image']:.0f} µs/image)" if "cpu_us_per_image" in mean else ""
         per_call = f"  {mean['images_per_call']:.1f} images per ONNX Runtime call" if "images_per_call" in mean else ""
         print(
-            f"{name:{width}} CPU {mean['cpu_ms_per_request']:.3f} ms/request  {mean['requests_per_s']:.0f} requests/s"
-            f"  p99 {mean['p99_ms']:.2f} ms  errors {mean['errors']:.0f}{per_call}"
+            f"{name:{width}} CPU {mean['cpu_ms_per_request']:.3f} ms/request{per_image}"
+            f"  {mean['requests_per_s']:.0f} requests/s  p99 {mean['p99_ms']:.2f} ms"
+            f"  errors {mean['errors']:.0f}{per_call}"
         )
     return means
 
@@ -154,15 +200,23 @@ def main() -> int:
         " the HTTP exchange, the PNG codec and one int8 call: how much of the lead is the model, and how far"
         " the stack around a request could go",
     )
+    parser.add_argument(
+        "--request",
+        choices=REQUESTS,
+        default="denoise",
+        help="the request measured (the lean script is measured with the default only)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
+    if args.floor and args.request != "denoise":
+        parser.error("--floor measures single-image /denoise only")
     work = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
-    services: dict[str, Service] = {
-        "ours": ours,
-        "lean script": lean,
-    }
+    load = workload(args.request, work)
+    services: dict[str, Service] = {"ours": ours}
+    if args.request == "denoise":
+        services["lean script"] = lean
     with ExitStack() as stack:
         if args.before:
             tree = stack.enter_context(checkout(args.before, work))
@@ -175,9 +229,9 @@ def main() -> int:
         if args.floor:
             services["lean script, int8 graph"] = partial(lean, graph=INT8_GRAPH, name="lean-int8")
             services["bare ASGI, int8 graph"] = bare
-        means = alternate(services, work, args.rounds, args.seconds)
+        means = alternate(services, work, args.rounds, args.seconds, load)
     for name in means:
-        if name != "lean script":
+        if "lean script" in means and name != "lean script":
             ratio = means["lean script"]["cpu_ms_per_request"] / means[name]["cpu_ms_per_request"]
             print(f"lean script's CPU per request / {name}: {ratio:.2f}x")
     return 0

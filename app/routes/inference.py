@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
 from app.config import Settings
 from app.dependencies import (
@@ -18,6 +17,7 @@ from app.dependencies import (
     read_uploads,
     resolve_model,
 )
+from app.jsonbody import JSONBody
 from app.latents import check_latents, parse_latents
 from app.pipeline import infer_images, output_pngs
 from app.policy import INFERENCE
@@ -114,7 +114,7 @@ async def _image_response(request: Request, model: LoadedModel, result: Inferenc
         images=[base64.b64encode(image).decode("ascii") for image in await output_pngs(result.outputs, reinvert)],
         **_anomaly_fields(result),
     )
-    return JSONResponse(body.model_dump(exclude_none=True), headers=headers)
+    return JSONBody(body.model_dump(exclude_none=True), headers=headers)
 
 
 async def _infer_images(request: Request, image: ImageRequest, graph: GraphName) -> Inference:
@@ -147,17 +147,17 @@ async def denoise(request: Request) -> Response:
     responses=_IMAGE_ERRORS,
     openapi_extra={**_IMAGE_BODY, "parameters": query_parameters(ImageQuery)},
 )
-async def encode(request: Request) -> JSONResponse:
+async def encode(request: Request) -> JSONBody:
     image = ImageRequest.of(request, read_query(request, ImageQuery))
     result = await _infer_images(request, image, "encoder")
     model = image.model
     latents = result.outputs
-    return JSONResponse(
+    return JSONBody(
         {
             "model": model.manifest.name,
             "version": model.manifest.version,
             "latent_shape": list(model.manifest.latent_shape),
-            "latents": latents.reshape(len(latents), -1).tolist(),
+            "latents": np.ascontiguousarray(latents).reshape(len(latents), -1),
             **_anomaly_fields(result),
         },
         headers=_headers(model, result),

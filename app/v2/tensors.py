@@ -3,18 +3,19 @@
 A REST body is a JSON header, optionally followed by binary tensor data (Triton's binary data
 extension: ``Inference-Header-Content-Length`` says where the JSON ends; each binary input names its
 ``binary_data_size``, and the sections follow in input order). ``BYTES`` elements in binary form are
-each a 4-byte little-endian length and the bytes; in JSON they are strings.
+each a 4-byte little-endian length and the bytes; in JSON they are strings. The JSON is read and
+written by :mod:`app.jsonbody` (numeric tensors written from their arrays).
 """
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from app import jsonbody
 from app.errors import ApiError, clip
 
 #: V2 datatypes and their numpy types (``BYTES`` elements are ``bytes`` in an object array).
@@ -194,10 +195,8 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 
 def parse_json(header: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(header)
-    except RecursionError:
-        raise V2Error("request JSON nests too deeply") from None
-    except (UnicodeDecodeError, ValueError) as exc:
+        value = jsonbody.loads(header)
+    except jsonbody.JSONDecodeError as exc:
         raise V2Error(f"request body is not valid JSON: {exc}") from None
     return _object(value, "the request")
 
@@ -257,12 +256,14 @@ def parse_infer_request(payload: dict[str, Any], binary: bytes) -> InferRequest:
     )
 
 
-def to_json_data(tensor: Tensor) -> list[Any]:
+def to_json_data(tensor: Tensor) -> list[Any] | np.ndarray:
+    """A tensor's elements, flattened, as :func:`app.jsonbody.dumps` writes them: base64 strings for
+    ``BYTES``, else the array itself."""
     if tensor.datatype == "BYTES":
         import base64
 
         return [base64.b64encode(value).decode("ascii") for value in tensor.data]
-    return list(tensor.data.ravel().tolist())
+    return np.ascontiguousarray(tensor.data).ravel()
 
 
 def to_binary(tensor: Tensor) -> bytes:
@@ -290,7 +291,7 @@ def response_body(
     if request.id is not None:
         head["id"] = request.id
     head["outputs"] = described
-    header = json.dumps(head, separators=(",", ":")).encode()
+    header = jsonbody.dumps(head)
     if not sections:
         return header, None
     return header + b"".join(sections), len(header)

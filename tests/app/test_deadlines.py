@@ -90,7 +90,8 @@ def test_v2_timeout_parameter_in_microseconds(slow_batches: TestClient) -> None:
     for bad in ("1000", -1, 1.5, True, 2**64, 10**400):
         response = slow_batches.post(f"/v2/models/{MODEL}/infer", json=_v2_body(bad))
         assert response.status_code == 400, bad
-        assert "timeout" in response.json()["error"]
+        # a number past a double's range is refused as the JSON is read, before its field is looked at
+        assert ("number is infinity" if bad == 10**400 else "timeout") in response.json()["error"]
         assert len(response.json()["error"]) < 300  # what was sent is quoted clipped
 
 

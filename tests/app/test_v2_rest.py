@@ -318,7 +318,7 @@ def bad_requests() -> list[tuple[str, str, Callable[[], tuple[bytes, dict[str, s
             "exceeds the limit",
         ),
         ("malformed JSON", INFER, lambda: (b'{"inputs": [', {}), 400, "not valid JSON"),
-        ("deep nesting", INFER, lambda: (deep + b"0" + b"]" * 100_000 + b"}]}", {}), 400, "deep"),
+        ("deep nesting", INFER, lambda: (deep + b"0" + b"]" * 100_000 + b"}]}", {}), 400, "depth limit exceeded"),
         (
             "nesting deeper than the shape",
             INFER,
