@@ -7,7 +7,8 @@ means: CPU per request, requests/s, p99, our service's images per ONNX Runtime c
 ``/metrics``), and the ratio of the lean script's CPU per request to ours.
 ``--request`` measures another request of our service (the lean script serves only the first):
 ``denoise`` (the default), ``encode`` (one PNG to ``/encode``, latents back as JSON), ``v2-json`` (one
-image as V2 JSON ``data`` to ``mnist-autoencoder``, its output as JSON), ``batch256`` (a 256-PNG
+image as V2 JSON ``data`` to ``mnist-autoencoder``, its output as JSON), ``grpc`` (one PNG to
+``mnist`` over gRPC, from h2load at 32 connections), ``batch256`` (a 256-PNG
 multipart ``/denoise`` at 2 connections; CPU per image as well).
 ``--before REV`` adds the service at another commit (a git worktree of it) to the same rounds: a change's
 before and after, measured together; ``--env NAME=VALUE`` adds it with settings changed; ``--floor`` adds
@@ -32,7 +33,16 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.load import SAMPLE, multipart, png_pixels, wrk
+from bench.load import (
+    GRPC_INFER_PATH,
+    SAMPLE,
+    grpc_failures,
+    grpc_png_body,
+    h2load_grpc,
+    multipart,
+    png_pixels,
+    wrk,
+)
 from bench.profile import cpu_seconds, session_pids
 from bench.services import FLOAT32_GRAPH, INT8_GRAPH, checkout, peer_process, wait_for_workers
 from tests.server import REPO, free_port, running_server
@@ -49,10 +59,17 @@ class Workload:
     content_type: str
     connections: int = CONNECTIONS
     images: int = 1
+    #: Sent as unary gRPC calls by h2load to this port of our service, not over HTTP/1.1 by wrk.
+    grpc_port: int | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What our service needs set to answer it."""
+        return {} if self.grpc_port is None else {"DENOISE_GRPC_PORT": str(self.grpc_port)}
 
 
 SINGLE_IMAGE = Workload("/denoise", SAMPLE, "image/png")
-REQUESTS = ("denoise", "encode", "v2-json", "batch256")
+REQUESTS = ("denoise", "encode", "v2-json", "grpc", "batch256")
 
 
 def workload(request: str, work: Path) -> Workload:
@@ -61,6 +78,9 @@ def workload(request: str, work: Path) -> Workload:
         return SINGLE_IMAGE
     if request == "encode":
         return Workload("/encode", SAMPLE, "image/png")
+    if request == "grpc":
+        body = grpc_png_body(work / "grpc.body")
+        return Workload(GRPC_INFER_PATH, body, "application/grpc", grpc_port=free_port())
     if request == "batch256":
         body = work / "batch256.body"
         return Workload("/denoise", body, multipart(256, body), connections=2, images=256)
@@ -130,12 +150,18 @@ def measure(url: str, pids: list[int], seconds: float, load: Workload = SINGLE_I
     """One measured run of ``load`` (single-image ``/denoise`` at 32 connections unless said): the
     service's CPU per request (and per image, for a batch), requests/s, p99 and errors, and (for our
     service) the images per ONNX Runtime call."""
-    run = partial(wrk, f"{url}{load.path}", load.body, load.content_type, load.connections)
+    if load.grpc_port is None:
+        run = partial(wrk, f"{url}{load.path}", load.body, load.content_type, load.connections)
+    else:
+        run = partial(h2load_grpc, f"http://127.0.0.1:{load.grpc_port}{load.path}", load.body, load.connections)
     run(seconds=2)  # warm
     calls_before = onnxruntime_calls(url)
+    failed_before = 0 if load.grpc_port is None else grpc_failures(url)
     before = cpu_seconds(pids)
     result: dict[str, Any] = run(seconds=seconds)
     used = cpu_seconds(pids) - before
+    if load.grpc_port is not None:
+        result["non_2xx"] += grpc_failures(url) - failed_before
     figures = {
         "cpu_ms_per_request": used / result["requests"] * 1000,
         "requests_per_s": result["requests"] / (result["duration_us"] / 1e6),
@@ -207,25 +233,25 @@ def main() -> int:
         help="the request measured (the lean script is measured with the default only)",
     )
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk not found: apt-get install wrk", file=sys.stderr)
+    if shutil.which("wrk") is None or (args.request == "grpc" and shutil.which("h2load") is None):
+        print("needs wrk (and h2load for gRPC): apt-get install wrk nghttp2-client", file=sys.stderr)
         return 2
     if args.floor and args.request != "denoise":
         parser.error("--floor measures single-image /denoise only")
     work = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
     load = workload(args.request, work)
-    services: dict[str, Service] = {"ours": ours}
+    services: dict[str, Service] = {"ours": partial(ours, env=load.env)}
     if args.request == "denoise":
         services["lean script"] = lean
     with ExitStack() as stack:
         if args.before:
             tree = stack.enter_context(checkout(args.before, work))
-            services[f"ours at {args.before}"] = partial(ours, name="before", source=tree)
+            services[f"ours at {args.before}"] = partial(ours, env=load.env, name="before", source=tree)
         if args.env:
             if malformed := [setting for setting in args.env if "=" not in setting]:
                 parser.error(f"--env takes NAME=VALUE, not {', '.join(malformed)}")
             env = dict(setting.partition("=")[::2] for setting in args.env)
-            services[f"ours with {' '.join(args.env)}"] = partial(ours, env=env, name="env")
+            services[f"ours with {' '.join(args.env)}"] = partial(ours, env={**load.env, **env}, name="env")
         if args.floor:
             services["lean script, int8 graph"] = partial(lean, graph=INT8_GRAPH, name="lean-int8")
             services["bare ASGI, int8 graph"] = bare

@@ -1,4 +1,4 @@
-"""The load generators and measurements the benchmarks share: wrk, a gRPC client, the in-process
+"""The load generators and measurements the benchmarks share: wrk, h2load for gRPC, the in-process
 ceiling of an ONNX graph, a liveness probe; each result as a :class:`Row`."""
 
 from __future__ import annotations
@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +41,14 @@ class Row:
     non_2xx: int
 
 
+def _version(tool: str, flag: str) -> str | None:
+    """The first line ``tool flag`` prints, or None where the tool is not installed."""
+    if shutil.which(tool) is None:
+        return None
+    output = subprocess.run([tool, flag], capture_output=True, text=True, check=False).stdout
+    return output.split("\n")[0].strip()
+
+
 def machine() -> dict[str, Any]:
     cpu = next(
         (
@@ -54,7 +65,8 @@ def machine() -> dict[str, Any]:
         "cores": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
-        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.split("\n")[0],
+        "wrk": _version("wrk", "-v"),
+        "h2load": _version("h2load", "--version"),
     }
 
 
@@ -155,46 +167,82 @@ def v2_body(path: Path, model_input: str, datatype: str, shape: list[int], data:
     return "Inference-Header-Content-Length", str(len(header))
 
 
-def grpc_load(scenario: str, name: str, address: str, concurrency: int, seconds: float) -> Row:
-    """A bounded asyncio gRPC client: ``concurrency`` calls in flight for ``seconds``, one PNG each."""
-    import asyncio
+#: The Open Inference Protocol's inference method, as an HTTP/2 path.
+GRPC_INFER_PATH = "/inference.GRPCInferenceService/ModelInfer"
 
-    import grpc
-    from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-    request = service_pb2.ModelInferRequest(model_name="mnist")
+def grpc_png_body(path: Path, model: str = "mnist") -> Path:
+    """Write a unary gRPC request message (the 5-byte prefix, uncompressed, then a ``ModelInferRequest``
+    of one PNG, the sample, to ``model``) for h2load to send; return ``path``."""
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=model)
     request.inputs.add(name="png", datatype="BYTES", shape=[1])
     png = SAMPLE.read_bytes()
     request.raw_input_contents.append(len(png).to_bytes(4, "little") + png)
-    latencies: list[float] = []
-    errors = 0
+    message = request.SerializeToString()
+    path.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
+    return path
 
-    async def run() -> float:
-        nonlocal errors
-        async with grpc.aio.insecure_channel(address) as channel:
-            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-            await stub.ServerReady(service_pb2.ServerReadyRequest())
-            started = time.perf_counter()
-            deadline = started + seconds
 
-            async def caller() -> None:
-                nonlocal errors
-                while time.perf_counter() < deadline:
-                    begin = time.perf_counter()
-                    try:
-                        await stub.ModelInfer(request, timeout=10)
-                    except grpc.RpcError:
-                        errors += 1
-                    latencies.append(time.perf_counter() - begin)
+def h2load_grpc(url: str, body: Path, connections: int, seconds: float) -> dict[str, Any]:
+    """Unary gRPC calls from h2load (nghttp2's HTTP/2 load generator, in C): ``body`` (a gRPC message,
+    :func:`grpc_png_body`) posted to ``url`` (``http://host:port`` and the method's path) for ``seconds``
+    on ``connections`` connections, one call in flight on each, as wrk keeps one request in flight per
+    connection. Returns the figures :data:`WRK_SCRIPT` reports, latencies from h2load's per-request log.
+    ``non_2xx`` counts HTTP statuses only: a call's gRPC status travels in its trailers, which h2load
+    does not read (:func:`grpc_failures` counts them on the server)."""
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "requests.tsv"
+        command = [
+            *("h2load", "-c", str(connections), "-m", "1", "-D", str(max(1, round(seconds)))),
+            *("--log-file", str(log), "-d", str(body)),
+            *("-H", "content-type: application/grpc", "-H", "te: trailers", url),
+        ]
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        # One line per request: its start (µs since the epoch), its HTTP status, its latency (µs).
+        lines = [line.split("\t") for line in log.read_text().splitlines() if line.strip()]
+    finished = re.search(r"finished in ([\d.]+)(ms|s),", output)
+    timeouts = re.search(r" (\d+) timeout", output)
+    if finished is None or timeouts is None or not lines:
+        raise RuntimeError(f"h2load reported no requests:\n{output[-2000:]}")
+    latencies = np.asarray([int(latency) for _, _, latency in lines], dtype=np.float64)
+    p50, p95, p99 = (float(np.percentile(latencies, q)) for q in (50, 95, 99))
+    return {
+        "requests": len(lines),
+        "duration_us": float(finished[1]) * (1e3 if finished[2] == "ms" else 1e6),
+        # A request that failed below HTTP (a connection lost) is logged with a status of -1.
+        "non_2xx": sum(1 for _, status, _ in lines if not status.startswith("2")),
+        "connect": 0,
+        "read": 0,
+        "write": 0,
+        "timeout": int(timeouts[1]),
+        "p50_us": p50,
+        "p95_us": p95,
+        "p99_us": p99,
+        "max_us": float(latencies.max()),
+    }
 
-            await asyncio.gather(*(caller() for _ in range(concurrency)))
-            return time.perf_counter() - started
 
-    elapsed = asyncio.run(run())
-    ms = np.asarray(latencies) * 1000
-    rps = len(latencies) / elapsed
-    p50, p95, p99 = (float(np.percentile(ms, q)) for q in (50, 95, 99))
-    return Row(scenario, name, concurrency, 1, rps, rps, p50, p95, p99, errors, 0)
+def grpc_failures(url: str) -> int:
+    """The inference calls over gRPC that our service at ``url`` answered with a status other than OK so
+    far (``denoise_requests_total`` on its ``/metrics``), leaving out those the client cancelled (h2load
+    cancels the calls in flight when its time is up)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return round(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "denoise_requests"
+            for sample in family.samples
+            if sample.name == "denoise_requests_total"
+            and sample.labels.get("protocol") == "grpc"
+            and sample.labels.get("endpoint") == "ModelInfer"
+            and sample.labels.get("status") not in ("OK", "CANCELLED")
+        )
+    )
 
 
 def png_pixels(data: bytes) -> np.ndarray:
