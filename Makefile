@@ -37,7 +37,7 @@ lint: $(VENV)/.dev
 
 check: test lint
 
-## Run the benchmark (bench/README.md): our service and its peers, side by side; needs wrk.
+## Run the benchmark (bench/README.md): our service and its peers, side by side; needs wrk and h2load.
 bench: $(VENV)/.dev
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.run

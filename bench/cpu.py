@@ -12,7 +12,8 @@ image as V2 JSON ``data`` to ``mnist-autoencoder``, its output as JSON), ``grpc`
 multipart ``/denoise`` at 2 connections; CPU per image as well).
 ``--before REV`` adds the service at another commit (a git worktree of it) to the same rounds: a change's
 before and after, measured together; ``--env NAME=VALUE`` adds it with settings changed; ``--floor`` adds
-the lean script on the int8 graph and a bare ASGI app (bench/peers/bare_asgi.py).
+the lean script on the int8 graph and a bare ASGI app (bench/peers/bare_asgi.py); with ``--request grpc``,
+bench/peers/grpc_floor.py (the same work behind grpcio's server).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from bench.load import (
     wrk,
 )
 from bench.profile import cpu_seconds, session_pids
-from bench.services import FLOAT32_GRAPH, INT8_GRAPH, checkout, peer_process, wait_for_workers
+from bench.services import FLOAT32_GRAPH, INT8_GRAPH, checkout, grpc_ready, peer_process, wait_for_workers
 from tests.server import REPO, free_port, running_server
 
 CONNECTIONS = 32
@@ -120,6 +121,16 @@ def lean(work: Path, graph: Path = FLOAT32_GRAPH, name: str = "lean") -> Abstrac
     return uvicorn_app(work, "bench.peers.lean_fastapi:app", {"LEAN_MODEL": str(graph)}, "/docs", name)
 
 
+@contextmanager
+def grpc_floor(work: Path, port: int) -> Iterator[tuple[str, list[int]]]:
+    """The gRPC door's floor (bench/peers/grpc_floor.py, two processes, the int8 graph) on ``port``; no
+    HTTP URL (it has no ``/metrics``), and its pids."""
+    command = [sys.executable, "-m", "bench.peers.grpc_floor", str(port), "2"]
+    ready = partial(grpc_ready, f"127.0.0.1:{port}")
+    with peer_process(command, {"LEAN_MODEL": str(INT8_GRAPH)}, work / "grpc-floor.log", ready) as process:
+        yield "", session_pids(process.pid)
+
+
 def bare(work: Path) -> AbstractContextManager[tuple[str, list[int]]]:
     """The floor (bench/peers/bare_asgi.py): the lean script's work on the int8 graph in a bare ASGI app."""
     return uvicorn_app(work, "bench.peers.bare_asgi:app", {"LEAN_MODEL": str(INT8_GRAPH)}, "/health", "bare")
@@ -155,12 +166,13 @@ def measure(url: str, pids: list[int], seconds: float, load: Workload = SINGLE_I
     else:
         run = partial(h2load_grpc, f"http://127.0.0.1:{load.grpc_port}{load.path}", load.body, load.connections)
     run(seconds=2)  # warm
-    calls_before = onnxruntime_calls(url)
-    failed_before = 0 if load.grpc_port is None else grpc_failures(url)
+    calls_before = onnxruntime_calls(url)  # None for a peer: it has no /metrics
+    counted = load.grpc_port is not None and calls_before is not None
+    failed_before = grpc_failures(url) if counted else 0
     before = cpu_seconds(pids)
     result: dict[str, Any] = run(seconds=seconds)
     used = cpu_seconds(pids) - before
-    if load.grpc_port is not None:
+    if counted:
         result["non_2xx"] += grpc_failures(url) - failed_before
     figures = {
         "cpu_ms_per_request": used / result["requests"] * 1000,
@@ -224,7 +236,8 @@ def main() -> int:
         action="store_true",
         help="also measure the lean script serving the int8 graph, and a bare ASGI app (no framework) doing only"
         " the HTTP exchange, the PNG codec and one int8 call: how much of the lead is the model, and how far"
-        " the stack around a request could go",
+        " the stack around a request could go (with --request grpc: bench/peers/grpc_floor.py, the same work over"
+        " grpcio)",
     )
     parser.add_argument(
         "--request",
@@ -236,8 +249,8 @@ def main() -> int:
     if shutil.which("wrk") is None or (args.request == "grpc" and shutil.which("h2load") is None):
         print("needs wrk (and h2load for gRPC): apt-get install wrk nghttp2-client", file=sys.stderr)
         return 2
-    if args.floor and args.request != "denoise":
-        parser.error("--floor measures single-image /denoise only")
+    if args.floor and args.request not in ("denoise", "grpc"):
+        parser.error("--floor measures single-image /denoise or gRPC only")
     work = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
     load = workload(args.request, work)
     services: dict[str, Service] = {"ours": partial(ours, env=load.env)}
@@ -252,7 +265,9 @@ def main() -> int:
                 parser.error(f"--env takes NAME=VALUE, not {', '.join(malformed)}")
             env = dict(setting.partition("=")[::2] for setting in args.env)
             services[f"ours with {' '.join(args.env)}"] = partial(ours, env={**load.env, **env}, name="env")
-        if args.floor:
+        if args.floor and load.grpc_port is not None:
+            services["gRPC floor, int8 graph"] = partial(grpc_floor, port=load.grpc_port)
+        elif args.floor:
             services["lean script, int8 graph"] = partial(lean, graph=INT8_GRAPH, name="lean-int8")
             services["bare ASGI, int8 graph"] = bare
         means = alternate(services, work, args.rounds, args.seconds, load)

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 
@@ -36,10 +36,10 @@ def reference_onnx() -> bytes:
 
 @contextmanager
 def peer_process(
-    command: list[str], env: dict[str, str], log: Path, ready_url: str
+    command: list[str], env: dict[str, str], log: Path, ready: str | Callable[[], bool]
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a peer service (its output to ``log``, in a session of its own) until it exits the block;
-    ready once ``ready_url`` answers 200."""
+    ready once ``ready`` (a URL) answers 200, or (a function) returns True."""
     output = log.open("wb")
     process = subprocess.Popen(
         command, cwd=REPO, env={**os.environ, **env}, start_new_session=True, stdout=output, stderr=output
@@ -47,11 +47,8 @@ def peer_process(
     try:
         deadline = time.monotonic() + 180
         while True:
-            try:
-                if httpx.get(ready_url, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+            if ready() if callable(ready) else _answers(ready):
+                break
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError(f"{' '.join(command[2:4])} did not get ready; its output is in {log}")
             time.sleep(0.5)
@@ -59,6 +56,28 @@ def peer_process(
     finally:
         stop_group(process)
         output.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def grpc_ready(address: str) -> bool:
+    """Whether the gRPC server at ``address`` (host:port) answers ``ServerReady`` with ready."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            answer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ServerReady(
+                service_pb2.ServerReadyRequest(), timeout=1
+            )
+        except grpc.RpcError:
+            return False
+    return bool(answer.ready)
 
 
 @contextmanager

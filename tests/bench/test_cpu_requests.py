@@ -62,3 +62,16 @@ def test_grpc_calls_from_h2load_are_answered_and_their_failures_counted(tmp_path
         assert bad["non_2xx"] == 0
         # and the calls still in flight when h2load's time was up: answered, or cancelled (not counted)
         assert bad["requests"] <= grpc_failures(url) <= bad["requests"] + 2
+
+
+def test_the_grpc_floor_is_measured_beside_our_grpc_door() -> None:
+    if (shutil.which("wrk") is None or shutil.which("h2load") is None) and not os.environ.get("CI"):
+        pytest.skip("needs wrk and h2load (apt-get install wrk nghttp2-client; .ci/run installs them)")
+    command = [sys.executable, "-m", "bench.cpu", "--rounds", "1", "--seconds", "1", "--request", "grpc", "--floor"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # our service counts the calls it refused (none); the floor answers every call
+    assert re.search(
+        r"^ours +CPU [\d.]+ ms/request .* errors 0 +[\d.]+ images per ONNX Runtime call$", result.stdout, re.M
+    )
+    assert re.search(r"^gRPC floor, int8 graph +CPU [\d.]+ ms/request .* errors 0$", result.stdout, re.MULTILINE)
