@@ -1,7 +1,8 @@
-"""JSON request and response bodies of the inference routes, read and written by orjson.
+"""The JSON bodies that carry tensors, read and written by orjson: ``/encode``'s latents,
+``/denoise``'s batch of base64 PNGs, and V2's requests and responses with tensors as JSON ``data``
+(``/reconstruct``'s latents are read by pydantic's own JSON parser, :mod:`app.latents`).
 
-The bodies that carry tensors (``/encode``'s latents, ``/denoise``'s batch of base64 PNGs, V2 tensors
-as JSON ``data``) are where JSON costs: the standard library's ``json`` spends about 0.5 µs on each
+These bodies are where JSON costs: the standard library's ``json`` spends about 0.5 µs on each
 float it writes, so one image's 784 V2 output floats took longer to write than the model took to
 compute them. orjson writes a numpy array as it is (no ``tolist()``) and reads and writes at about a
 tenth of that cost (``python -m bench.cpu --request encode`` or ``--request v2-json`` measures the

@@ -53,7 +53,7 @@ CONNECTIONS = 32
 
 @dataclass(frozen=True)
 class Workload:
-    """One request, sent over and over by wrk."""
+    """One request, sent over and over by wrk (by h2load, for gRPC)."""
 
     path: str
     body: Path
