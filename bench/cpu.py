@@ -5,11 +5,12 @@ machine (the load generator shares the cores, so requests/s alone would mislead)
 measures the service's CPU time from /proc over every process of it. Prints each round and the
 means: CPU per request, requests/s, p99, our service's images per ONNX Runtime call (from its
 ``/metrics``), and the ratio of the lean script's CPU per request to ours.
-``--request`` measures another request of our service (the lean script serves only the first):
-``denoise`` (the default), ``encode`` (one PNG to ``/encode``, latents back as JSON), ``v2-json`` (one
-image as V2 JSON ``data`` to ``mnist-autoencoder``, its output as JSON), ``grpc`` (one PNG to
-``mnist`` over gRPC, from h2load at 32 connections), ``batch256`` (a 256-PNG
-multipart ``/denoise`` at 2 connections; CPU per image as well).
+``--request`` measures another request of our service (the lean script serves only the first), one
+of :data:`bench.requests.REQUESTS`: ``denoise`` (the default), ``encode`` (one PNG to ``/encode``,
+latents back as JSON), ``v2-png`` (one PNG as a V2 binary ``BYTES`` tensor to ``mnist``), ``v2-json``
+(one image as V2 JSON ``data`` to ``mnist-autoencoder``, its output as JSON), ``grpc`` (one PNG to
+``mnist`` over gRPC, from h2load at 32 connections), ``batch256`` (a 256-PNG multipart ``/denoise`` at
+2 connections; CPU per image as well).
 ``--before REV`` adds the service at another commit (a git worktree of it) to the same rounds: a change's
 before and after, measured together; ``--env NAME=VALUE`` adds it with settings changed; ``--floor`` adds
 the lean script on the int8 graph and a bare ASGI app (bench/peers/bare_asgi.py); with ``--request grpc``,
@@ -25,7 +26,6 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,64 +34,11 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.load import (
-    GRPC_INFER_PATH,
-    SAMPLE,
-    grpc_failures,
-    grpc_png_body,
-    h2load_grpc,
-    multipart,
-    png_pixels,
-    wrk,
-)
+from bench.load import grpc_failures
 from bench.profile import cpu_seconds, session_pids
+from bench.requests import REQUESTS, SINGLE_IMAGE, Workload, sender, workload
 from bench.services import FLOAT32_GRAPH, INT8_GRAPH, checkout, grpc_ready, peer_process, wait_for_workers
 from tests.server import REPO, free_port, running_server
-
-CONNECTIONS = 32
-
-
-@dataclass(frozen=True)
-class Workload:
-    """One request, sent over and over by wrk (by h2load, for gRPC)."""
-
-    path: str
-    body: Path
-    content_type: str
-    connections: int = CONNECTIONS
-    images: int = 1
-    #: Sent as unary gRPC calls by h2load to this port of our service, not over HTTP/1.1 by wrk.
-    grpc_port: int | None = None
-
-    @property
-    def env(self) -> dict[str, str]:
-        """What our service needs set to answer it."""
-        return {} if self.grpc_port is None else {"DENOISE_GRPC_PORT": str(self.grpc_port)}
-
-
-SINGLE_IMAGE = Workload("/denoise", SAMPLE, "image/png")
-REQUESTS = ("denoise", "encode", "v2-json", "grpc", "batch256")
-
-
-def workload(request: str, work: Path) -> Workload:
-    """The request named ``request`` (one of :data:`REQUESTS`), its body written under ``work``."""
-    if request == "denoise":
-        return SINGLE_IMAGE
-    if request == "encode":
-        return Workload("/encode", SAMPLE, "image/png")
-    if request == "grpc":
-        body = grpc_png_body(work / "grpc.body")
-        return Workload(GRPC_INFER_PATH, body, "application/grpc", grpc_port=free_port())
-    if request == "batch256":
-        body = work / "batch256.body"
-        return Workload("/denoise", body, multipart(256, body), connections=2, images=256)
-    if request == "v2-json":
-        pixels = np.asarray(png_pixels(SAMPLE.read_bytes()), dtype=np.float32) / 255
-        tensor = {"name": "image", "datatype": "FP32", "shape": [1, 28, 28, 1], "data": pixels.ravel().tolist()}
-        body = work / "v2.json"
-        body.write_text(json.dumps({"inputs": [tensor]}))
-        return Workload("/v2/models/mnist-autoencoder/infer", body, "application/json")
-    raise ValueError(f"unknown request {request!r}; one of {', '.join(REQUESTS)}")
 
 
 @contextmanager
@@ -161,10 +108,7 @@ def measure(url: str, pids: list[int], seconds: float, load: Workload = SINGLE_I
     """One measured run of ``load`` (single-image ``/denoise`` at 32 connections unless said): the
     service's CPU per request (and per image, for a batch), requests/s, p99 and errors, and (for our
     service) the images per ONNX Runtime call."""
-    if load.grpc_port is None:
-        run = partial(wrk, f"{url}{load.path}", load.body, load.content_type, load.connections)
-    else:
-        run = partial(h2load_grpc, f"http://127.0.0.1:{load.grpc_port}{load.path}", load.body, load.connections)
+    run = sender(url, load)
     run(seconds=2)  # warm
     calls_before = onnxruntime_calls(url)  # None for a peer: it has no /metrics
     counted = load.grpc_port is not None and calls_before is not None

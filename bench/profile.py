@@ -1,10 +1,11 @@
 """Where the CPU goes per request: the service as shipped under load, every process sampled with py-spy.
 
     python -m bench.profile [--connections 32] [--seconds 10] [--rate 250] [--keep DIR] [--env NAME=VALUE]
-                            [--batch N]
+                            [--batch N | --request R]
 
 Starts ``python -m app`` with its shipped defaults (the JSON access log written to a file), drives
-``/denoise`` with single PNGs from wrk (or, with ``--batch N``, multipart bodies of N PNGs), and
+``/denoise`` with single PNGs from wrk (with ``--batch N``, multipart bodies of N PNGs; with
+``--request``, another of :data:`bench.requests.REQUESTS`, gRPC from h2load), and
 meanwhile samples every process of the service with py-spy (the ``bench`` extra; it needs ptrace:
 root, or CAP_SYS_PTRACE in a container). Prints the CPU time per request, measured from /proc, and
 how it splits between the layers a request passes.
@@ -29,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.load import SAMPLE, multipart, wrk
+from bench.load import multipart
+from bench.requests import REQUESTS, Workload, sender, workload
 from bench.services import wait_for_workers
 from tests.server import running_server
 
@@ -123,7 +125,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--connections", type=int, help="connections (default: the request's, 32 for one image)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds (after 3 s of warm-up)")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--keep", type=Path, help="folder for py-spy's collapsed stacks (flamegraph.pl input)")
@@ -134,27 +136,31 @@ def main() -> int:
         default=[],
         help="start the service with this environment variable set (repeatable), e.g. OTEL_TRACES_EXPORTER=otlp",
     )
-    parser.add_argument("--batch", type=int, default=1, help="images per request (several: a multipart body)")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--batch", type=int, default=1, help="images per /denoise request (several: multipart)")
+    choice.add_argument("--request", choices=REQUESTS, default="denoise", help="the request sent (bench.cpu's)")
     args = parser.parse_args()
     if malformed := [setting for setting in args.env if "=" not in setting]:
         parser.error(f"--env takes NAME=VALUE, not {', '.join(malformed)}")
     env = dict(setting.partition("=")[::2] for setting in args.env)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if shutil.which("wrk") is None or not Path(py_spy).exists():
-        print("needs wrk (apt-get install wrk) and py-spy (pip install py-spy)", file=sys.stderr)
+    generator = "h2load" if args.request == "grpc" else "wrk"
+    if shutil.which(generator) is None or not Path(py_spy).exists():
+        print(f"needs {generator} (apt-get install wrk nghttp2-client) and py-spy (the bench extra)", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="profile-"))
     out = args.keep or work
     out.mkdir(parents=True, exist_ok=True)
     log = work / "service.log"
-    body, content_type = SAMPLE, "image/png"
+    load = workload(args.request, work)
     if args.batch > 1:
         body = work / f"batch{args.batch}.body"
-        content_type = multipart(args.batch, body)
-    with log.open("wb") as stderr, running_server(env, stderr=stderr) as (url, process):
+        load = Workload("/denoise", body, multipart(args.batch, body), images=args.batch)
+    with log.open("wb") as stderr, running_server({**load.env, **env}, stderr=stderr) as (url, process):
         wait_for_workers(log)
         pids = session_pids(process.pid)
-        wrk(f"{url}/denoise", body, content_type, args.connections, 3)
+        run = sender(url, load, args.connections)
+        run(seconds=3)
         before = cpu_seconds(pids)
         spies = [
             subprocess.Popen(
@@ -176,14 +182,15 @@ def main() -> int:
             for pid in pids
         ]
         time.sleep(0.5)  # py-spy attached
-        result = wrk(f"{url}/denoise", body, content_type, args.connections, args.seconds)
+        result = run(seconds=args.seconds)
         used = cpu_seconds(pids) - before
         for spy in spies:
             spy.wait()
     requests = result["requests"]
     per_request_ms = used / requests * 1000
     print(
-        f"/denoise, {args.batch} image(s) per request, {args.connections} connections, {args.seconds:g} s:"
+        f"{load.path}, {load.images} image(s) per request, {args.connections or load.connections} connections,"
+        f" {args.seconds:g} s:"
         f" {requests / (result['duration_us'] / 1e6):.0f}"
         f" requests/s, p99 {result['p99_us'] / 1000:.1f} ms, errors {result['non_2xx'] + result['timeout']}"
     )

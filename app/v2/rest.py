@@ -36,9 +36,11 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 _MODEL_ERRORS = _errors(401, 404)
 #: A V2 model name, with the examples the docs (and schema-driven fuzzers) start from.
-ModelPath = Annotated[
-    str, Path(description="a V2 model: a bundle, or one of its graphs", examples=["mnist", "mnist-encoder"])
-]
+_MODEL_PARAMETER: dict[str, Any] = {
+    "description": "a V2 model: a bundle, or one of its graphs",
+    "examples": ["mnist", "mnist-encoder"],
+}
+ModelPath = Annotated[str, Path(**_MODEL_PARAMETER)]
 
 
 class ServerLive(BaseModel):
@@ -66,7 +68,8 @@ health_router = APIRouter(prefix="/v2", tags=_TAGS, route_class=policy_route(PUB
 router = APIRouter(prefix="/v2", tags=_TAGS, responses=_errors(401), route_class=policy_route(KEYED))
 infer_router = APIRouter(prefix="/v2", tags=_TAGS, responses=_errors(401), route_class=policy_route(INFERENCE))
 admin_router = APIRouter(prefix="/v2", tags=_TAGS, route_class=policy_route(ADMIN))
-routers = (health_router, router, infer_router, admin_router)
+#: In the order a request is matched against them: inference first, as the service's own routes are.
+routers = (infer_router, health_router, router, admin_router)
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -268,15 +271,32 @@ _INFER: dict[str, Any] = {
 }
 
 
-@infer_router.post("/models/{model}/infer", summary="Inference (JSON or binary tensor data)", **_INFER)
-@infer_router.post("/models/{model}/versions/{version}/infer", summary="Inference on a version", **_INFER)
-async def infer(request: Request, model: ModelPath, version: str | None = None) -> Response:
-    # What the other routes get as dependencies, read directly: FastAPI's dependency resolution costs an
-    # inference request more than the lookups themselves (app/query.py).
+def _infer(*path: str) -> dict[str, Any]:
+    """The inference route's settings, its ``path`` parameters documented (the endpoint reads them itself)."""
+    documented: dict[str, dict[str, Any]] = {
+        "model": _MODEL_PARAMETER,
+        "version": {"description": "the model's version (its bundle's)"},
+    }
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, **documented[name]}
+        for name in path
+    ]
+    return {**_INFER, "openapi_extra": {**_INFER["openapi_extra"], "parameters": parameters}}
+
+
+# The inference routes' router is matched before the other V2 routers (see ``routers``).
+@infer_router.post("/models/{model}/infer", summary="Inference (JSON or binary tensor data)", **_infer("model"))
+@infer_router.post(
+    "/models/{model}/versions/{version}/infer", summary="Inference on a version", **_infer("model", "version")
+)
+async def infer(request: Request) -> Response:
+    # The request alone, its path parameters and what the other routes get as dependencies read directly:
+    # FastAPI's dependency resolution costs an inference request more than the lookups themselves
+    # (app/routing.py, app/query.py).
     plane: DataPlane = request.app.state.v2
     context = request_context(request)
     settings: Settings = request.app.state.settings
-    found = plane.model(model, version, context)
+    found = plane.model(request.path_params["model"], request.path_params.get("version"), context)
     body = _inflate(
         await request.body(), request.headers.get("content-encoding", "").strip().lower(), settings.max_body_bytes
     )

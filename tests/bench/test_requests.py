@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.cpu import REQUESTS, workload
 from bench.load import GRPC_INFER_PATH, grpc_failures, grpc_png_body, h2load_grpc
+from bench.requests import REQUESTS, workload
 from tests.server import REPO, TEST_SETTINGS, free_port, running_server
 
 pytestmark = pytest.mark.slow
