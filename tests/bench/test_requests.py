@@ -1,5 +1,5 @@
-"""``bench.cpu --request``: each request it names is one the service answers (the bodies it writes are
-checked against a running service), and a run of one measures our service alone."""
+"""bench/requests.py: each request ``--request`` names is one the service answers (the bodies it writes
+are checked against a running service); ``bench.cpu --request`` measures our service alone."""
 
 from __future__ import annotations
 
@@ -26,9 +26,8 @@ def test_every_http_request_is_answered_with_200(tmp_path: Path) -> None:
             load = workload(name, tmp_path)
             if load.grpc_port is not None:
                 continue  # HTTP/2: the next test
-            response = httpx.post(
-                f"{url}{load.path}", content=load.body.read_bytes(), headers={"content-type": load.content_type}
-            )
+            headers = {"content-type": load.content_type, **dict([load.header] if load.header else [])}
+            response = httpx.post(f"{url}{load.path}", content=load.body.read_bytes(), headers=headers)
             assert response.status_code == 200, (name, response.text[:300])
             if name == "batch256":
                 assert len(response.json()["images"]) == load.images == 256
