@@ -263,7 +263,7 @@ def to_json_data(tensor: Tensor) -> list[Any] | np.ndarray:
         import base64
 
         return [base64.b64encode(value).decode("ascii") for value in tensor.data]
-    return np.ascontiguousarray(tensor.data).ravel()
+    return tensor.data.ravel()  # contiguous, as orjson writes arrays (a copy only where the data is not)
 
 
 def to_binary(tensor: Tensor) -> bytes:
