@@ -41,6 +41,26 @@ _MODEL_PARAMETER: dict[str, Any] = {
     "examples": ["mnist", "mnist-encoder"],
 }
 ModelPath = Annotated[str, Path(**_MODEL_PARAMETER)]
+#: A version path parameter as the schema shows it. Routes read it from the path themselves
+#: (:func:`_path_version`), and document it with ``_VERSIONED``.
+_VERSION_PARAMETER: dict[str, Any] = {
+    "name": "version",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "the model's version (its bundle's)",
+}
+_VERSIONED: dict[str, Any] = {"openapi_extra": {"parameters": [_VERSION_PARAMETER]}}
+
+
+def _path_version(request: Request) -> str | None:
+    """The version the route's path names; None on an unversioned path (the protocol has no version query
+    parameter: a ``?version=`` there is ignored, as any other unknown query parameter)."""
+    version: str | None = request.path_params.get("version")
+    return version
+
+
+VersionDep = Annotated[str | None, Depends(_path_version)]
 
 
 class ServerLive(BaseModel):
@@ -170,18 +190,23 @@ async def repository_unload(request: Request, plane: DataPlaneDep, context: Cont
 
 
 @router.get("/models/{model}", summary="Model metadata", responses=_MODEL_ERRORS)
-@router.get("/models/{model}/versions/{version}", summary="Model metadata of a version", responses=_MODEL_ERRORS)
+@router.get(
+    "/models/{model}/versions/{version}", summary="Model metadata of a version", responses=_MODEL_ERRORS, **_VERSIONED
+)
 async def model_metadata(
-    plane: DataPlaneDep, context: ContextDep, model: ModelPath, version: str | None = None
+    plane: DataPlaneDep, context: ContextDep, model: ModelPath, version: VersionDep
 ) -> dict[str, Any]:
     return plane.model_metadata(model, version, context)
 
 
 @router.get("/models/{model}/ready", summary="Model readiness", responses=_MODEL_ERRORS)
-@router.get("/models/{model}/versions/{version}/ready", summary="Model readiness of a version", responses=_MODEL_ERRORS)
-async def model_ready(
-    plane: DataPlaneDep, context: ContextDep, model: ModelPath, version: str | None = None
-) -> ModelReady:
+@router.get(
+    "/models/{model}/versions/{version}/ready",
+    summary="Model readiness of a version",
+    responses=_MODEL_ERRORS,
+    **_VERSIONED,
+)
+async def model_ready(plane: DataPlaneDep, context: ContextDep, model: ModelPath, version: VersionDep) -> ModelReady:
     # Not in service is the protocol's 4xx: the data plane's 404 naming the models there are.
     return ModelReady(name=plane.model(model, version, context).name, ready=True)
 
@@ -192,10 +217,13 @@ async def model_ready(
     responses=_MODEL_ERRORS,
 )
 @router.get(
-    "/models/{model}/versions/{version}/config", summary="Model configuration of a version", responses=_MODEL_ERRORS
+    "/models/{model}/versions/{version}/config",
+    summary="Model configuration of a version",
+    responses=_MODEL_ERRORS,
+    **_VERSIONED,
 )
 async def model_config(
-    plane: DataPlaneDep, context: ContextDep, model: ModelPath, version: str | None = None
+    plane: DataPlaneDep, context: ContextDep, model: ModelPath, version: VersionDep
 ) -> dict[str, Any]:
     return plane.model_config(model, version, context)
 
@@ -273,14 +301,8 @@ _INFER: dict[str, Any] = {
 
 def _infer(*path: str) -> dict[str, Any]:
     """The inference route's settings, its ``path`` parameters documented (the endpoint reads them itself)."""
-    documented: dict[str, dict[str, Any]] = {
-        "model": _MODEL_PARAMETER,
-        "version": {"description": "the model's version (its bundle's)"},
-    }
-    parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, **documented[name]}
-        for name in path
-    ]
+    model = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}, **_MODEL_PARAMETER}
+    parameters = [model if name == "model" else _VERSION_PARAMETER for name in path]
     return {**_INFER, "openapi_extra": {**_INFER["openapi_extra"], "parameters": parameters}}
 
 

@@ -131,6 +131,23 @@ def test_version_routes_answer_for_the_version_loaded_only(keyed: TestClient) ->
     assert keyed.post(f"/v2/models/{MODEL}/versions/0.0.1/infer", json=request, headers=headers).status_code == 404
 
 
+@pytest.mark.parametrize("suffix", ["", "/ready", "/config"])
+def test_a_version_comes_from_the_path_alone(keyed: TestClient, suffix: str) -> None:
+    # The protocol names a version in the path; a version query parameter is no parameter of it.
+    headers = _auth(USER)
+    unversioned = keyed.get(f"/v2/models/{MODEL}{suffix}", params={"version": "0.0.1"}, headers=headers)
+    assert unversioned.status_code == 200
+    assert keyed.get(f"/v2/models/{MODEL}/versions/0.0.1{suffix}", headers=headers).status_code == 404
+    paths = keyed.get("/openapi.json").json()["paths"]
+    unversioned_parameters = paths[f"/v2/models/{{model}}{suffix}"]["get"]["parameters"]
+    assert {p["name"]: p["in"] for p in unversioned_parameters} == {"model": "path"}
+    versioned = paths[f"/v2/models/{{model}}/versions/{{version}}{suffix}"]["get"]["parameters"]
+    assert {p["name"]: (p["in"], p["required"]) for p in versioned} == {
+        "model": ("path", True),
+        "version": ("path", True),
+    }
+
+
 def test_models_shows_this_worker_and_nothing_refused(keyed: TestClient) -> None:
     body = keyed.get("/models", headers=_auth(USER)).json()
     assert body["refused"] == {}
