@@ -113,3 +113,27 @@ def test_span_cost_bench_measures_each_content() -> None:
     assert all(float(value) > 0 for row in figures for value in row)
     for content in ("FastAPI's attributes alone", "as the service records it", "the steps as events"):
         assert content in output
+
+
+def test_codec_floor_bench_measures_the_ceiling_and_the_codec() -> None:
+    output = _run("bench.codec_floor", "--images", "16", "--rounds", "2", "--seconds", "0.4", "--threads", "1")
+    assert "16 images of noisy-digit.png per request; cores: 1" in output
+    ceiling = r"round \d: ceiling (\d+) images/s \(([\d.]+) µs of CPU per image\); "
+    codec = r"PNG decode ([\d.]+) µs, encode ([\d.]+) µs per image; bound ([\d.]+)%$"
+    figures = re.findall(ceiling + codec, output, re.MULTILINE)
+    assert len(figures) == 2, output
+    for images_per_s, model_us, decode_us, encode_us, bound in figures:
+        assert float(model_us) == pytest.approx(1e6 / float(images_per_s), rel=0.01)  # the ceiling's CPU per image
+        assert float(decode_us) > 0
+        assert float(encode_us) > 0
+        codec_us = float(decode_us) + float(encode_us)
+        assert float(bound) == pytest.approx(100 / (1 + codec_us / (1e6 / float(images_per_s))), abs=0.1)
+    assert re.search(r"the codec's bound: [\d.]+% of the in-process ceiling", output)
+
+
+def test_the_codec_bound_is_what_the_codec_leaves_of_the_ceiling() -> None:
+    from bench.codec_floor import bound
+
+    assert bound(10_000, 0, 2) == 1.0
+    assert bound(10_000, 100, 2) == pytest.approx(1 / 1.5)  # 200 µs of model and 100 of codec per image, 2 cores
+    assert bound(5_000, 100, 1) == pytest.approx(1 / 1.5)
