@@ -39,7 +39,7 @@ def _cpu_us_per_image(work: Callable[[], object], images: int, seconds: float) -
     """CPU µs per image of ``work`` (over ``images`` images), repeated for about ``seconds``."""
     work()
     runs, started, wall = 0, time.process_time(), time.perf_counter()
-    while time.perf_counter() - wall < seconds:
+    while runs == 0 or time.perf_counter() - wall < seconds:
         work()
         runs += 1
     return (time.process_time() - started) / (runs * images) * 1e6
@@ -50,9 +50,9 @@ def codec_us_per_image(graph: Path, images: int, seconds: float) -> tuple[float,
     uploads = [SAMPLE.read_bytes()] * images
     options = DecodeOptions()
     pixels = np.stack([decode(data, options) for data in uploads])
-    options_ = ort.SessionOptions()
-    options_.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(graph), options_, providers=["CPUExecutionProvider"])
+    one_thread = ort.SessionOptions()
+    one_thread.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(graph), one_thread, providers=["CPUExecutionProvider"])
     outputs = to_pixels(session.run(None, {session.get_inputs()[0].name: to_model_input(pixels)})[0])
     decoding = _cpu_us_per_image(lambda: [decode(data, options) for data in uploads], images, seconds / 2)
     encoding = _cpu_us_per_image(lambda: [encode_png(image) for image in outputs], images, seconds / 2)
@@ -71,6 +71,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per measurement")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the ceiling's threads (cores)")
     args = parser.parse_args()
+    if args.seconds <= 0 or args.images < 1 or args.rounds < 1 or args.threads < 1:
+        parser.error("--seconds must be above 0, and --images, --rounds and --threads at least 1")
     graph = served_graph()
     print(f"{graph.name}; {args.images} images of {SAMPLE.name} per request; cores: {args.threads}")
     bounds = []
