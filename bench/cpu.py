@@ -34,7 +34,6 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.load import grpc_failures
 from bench.profile import cpu_seconds, session_pids
 from bench.requests import REQUESTS, SINGLE_IMAGE, Workload, sender, workload
 from bench.services import FLOAT32_GRAPH, INT8_GRAPH, checkout, grpc_ready, peer_process, wait_for_workers
@@ -111,13 +110,9 @@ def measure(url: str, pids: list[int], seconds: float, load: Workload = SINGLE_I
     run = sender(url, load)
     run(seconds=2)  # warm
     calls_before = onnxruntime_calls(url)  # None for a peer: it has no /metrics
-    counted = load.grpc_port is not None and calls_before is not None
-    failed_before = grpc_failures(url) if counted else 0
     before = cpu_seconds(pids)
     result: dict[str, Any] = run(seconds=seconds)
     used = cpu_seconds(pids) - before
-    if counted:
-        result["non_2xx"] += grpc_failures(url) - failed_before
     figures = {
         "cpu_ms_per_request": used / result["requests"] * 1000,
         "requests_per_s": result["requests"] / (result["duration_us"] / 1e6),

@@ -12,7 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from bench.load import GRPC_INFER_PATH, SAMPLE, grpc_png_body, h2load_grpc, multipart, png_pixels, v2_body, wrk
+from bench.load import (
+    GRPC_INFER_PATH,
+    SAMPLE,
+    grpc_failures,
+    grpc_png_body,
+    h2load_grpc,
+    multipart,
+    png_pixels,
+    v2_body,
+    wrk,
+)
 from tests.server import free_port
 
 CONNECTIONS = 32
@@ -75,4 +85,14 @@ def sender(url: str, load: Workload, connections: int | None = None) -> Callable
     connections = connections or load.connections
     if load.grpc_port is None:
         return partial(wrk, f"{url}{load.path}", load.body, load.content_type, connections, header=load.header)
-    return partial(h2load_grpc, f"http://127.0.0.1:{load.grpc_port}{load.path}", load.body, connections)
+    return partial(_grpc_calls, url, load, connections)
+
+
+def _grpc_calls(url: str, load: Workload, connections: int, seconds: float) -> dict[str, Any]:
+    """h2load's figures for ``load``, the calls answered with a gRPC error counted in ``non_2xx`` from the
+    ``/metrics`` of the service at ``url`` (none counted where ``url`` is empty: a peer without them)."""
+    failed_before = grpc_failures(url) if url else 0
+    result = h2load_grpc(f"http://127.0.0.1:{load.grpc_port}{load.path}", load.body, connections, seconds)
+    if url:
+        result["non_2xx"] += grpc_failures(url) - failed_before
+    return result

@@ -27,13 +27,9 @@ import httpx
 import numpy as np
 
 from bench.load import (
-    GRPC_INFER_PATH,
     SAMPLE,
     LivenessProbe,
     Row,
-    grpc_failures,
-    grpc_png_body,
-    h2load_grpc,
     in_process,
     machine,
     multipart,
@@ -42,6 +38,7 @@ from bench.load import (
     v2_body,
     wrk,
 )
+from bench.requests import sender, workload
 from bench.services import (
     FLOAT32_GRAPH,
     keras_model_for_naive,
@@ -54,7 +51,6 @@ from bench.services import (
     uvicorn_app,
     wait_for_quiet,
 )
-from tests.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_TYPE = "image/png"
@@ -199,8 +195,8 @@ def measure_our_service(bench: Bench, served: Path, overload_seconds: float) -> 
     """Every front door of our service as shipped, then an overload and the recovery from it."""
     work, threads = bench.work, bench.threads
     batch_types = {n: multipart(n, work / f"batch{n}.body") for n in (64, 256)}
-    grpc_port = free_port()
-    with our_service(work, "main", {"DENOISE_GRPC_PORT": str(grpc_port)}, bench.access_lines) as url:
+    grpc = workload("grpc", work)  # one PNG to mnist over gRPC, from h2load
+    with our_service(work, "main", grpc.env, bench.access_lines) as url:
         latent = work / "latent.json"
         latent.write_bytes(
             httpx.post(f"{url}/encode", content=SAMPLE.read_bytes(), headers={"content-type": PNG_TYPE}).content
@@ -216,22 +212,19 @@ def measure_our_service(bench: Bench, served: Path, overload_seconds: float) -> 
         bench.ceiling["served_b256"] = (before[served] + after[served]) / 2
         bench.ceiling["autoencoder_b256"] = (before[FLOAT32_GRAPH] + after[FLOAT32_GRAPH]) / 2
         # The Open Inference Protocol: one PNG as binary BYTES; 256 float32 images as a binary tensor.
-        png = SAMPLE.read_bytes()
-        v2_png = v2_body(work / "v2-png.body", "png", "BYTES", [1], len(png).to_bytes(4, "little") + png)
+        v2_png = workload("v2-png", work)
+        bench.load("v2-png", f"{url}{v2_png.path}", v2_png.body, v2_png.content_type, 32, header=v2_png.header)
+        pixels = np.asarray(png_pixels(SAMPLE.read_bytes()), dtype=np.float32)
+        images = np.repeat(pixels[None, ..., None] / 255, 256, axis=0)
         octets = "application/octet-stream"
-        bench.load("v2-png", f"{url}/v2/models/mnist/infer", work / "v2-png.body", octets, 32, header=v2_png)
-        images = np.repeat(np.asarray(png_pixels(png), dtype=np.float32)[None, ..., None] / 255, 256, axis=0)
         v2_batch = v2_body(work / "v2-b256.body", "image", "FP32", list(images.shape), images.tobytes())
         before_v2 = in_process(served, 256, 3, threads)
         infer = f"{url}/v2/models/mnist-autoencoder/infer"
         bench.load("v2-b256", infer, work / "v2-b256.body", octets, 2, images=256, header=v2_batch)
         bench.ceiling["served_b256_around_v2"] = (before_v2 + in_process(served, 256, 3, threads)) / 2
-        # gRPC from h2load (calls answered with a gRPC error are counted from the service's metrics).
-        failed_before = grpc_failures(url)
-        grpc_url = f"http://127.0.0.1:{grpc_port}{GRPC_INFER_PATH}"
-        result = h2load_grpc(grpc_url, grpc_png_body(work / "grpc-png.body"), 32, bench.seconds)
-        result["non_2xx"] += grpc_failures(url) - failed_before
-        bench.rows.append(row("grpc-png", SCENARIOS["grpc-png"], result, 32, 1))
+        # Calls answered with a gRPC error are counted from the service's metrics (bench.requests.sender).
+        result = sender(url, grpc)(seconds=bench.seconds)
+        bench.rows.append(row("grpc-png", SCENARIOS["grpc-png"], result, grpc.connections, 1))
         print(bench.rows[-1], flush=True)
         bench.load("encode", f"{url}/encode", SAMPLE, PNG_TYPE, 32)
         bench.load("reconstruct", f"{url}/reconstruct", latent, "application/json", 32)
